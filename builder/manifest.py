@@ -1,0 +1,182 @@
+"""The capsule's manifest and the replay record: the product's long-lived on-disk contract.
+
+Schema version 1. Fields are only ever added with defaults; anything else bumps the version.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field
+
+from builder.model_base import Strict
+from builder.spec import Spec
+
+SCHEMA_VERSION = 1
+Sha256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+Split = Literal["train", "dev", "eval"]
+
+
+class ToolInfo(Strict):
+    name: str
+    version: str
+
+
+class ArtifactRef(Strict):
+    """A file of the capsule, relative to its root, named with the sha256 of its bytes."""
+
+    path: str
+    sha256: Sha256
+    size: int
+    media_type: str
+
+
+class SplitInfo(Strict):
+    rows: int
+    features: int
+    sha256: Sha256 = Field(description="sha256 over the split's x and y arrays (dtype, shape, bytes)")
+
+
+class BuiltinRecipe(Strict):
+    name: str
+    recipe_version: int
+    seed: int
+
+
+class SourceFile(Strict):
+    """A user data file as it was when frozen: its path as given and the digest of its bytes."""
+
+    path: str
+    sha256: Sha256
+
+
+class DataRecord(Strict):
+    source: Literal["builtin", "files"]
+    builtin: BuiltinRecipe | None = None
+    files: dict[Split, SourceFile] = Field(default_factory=dict)
+    classes: int
+    splits: dict[Split, SplitInfo]
+
+
+class SeedRecord(Strict):
+    init: int
+    order: int
+    python: int
+    numpy: int
+    framework: int
+    pythonhashseed: str
+
+
+class AppliedControls(Strict):
+    """What was actually switched on for a run, as the framework reported it back."""
+
+    seeds: SeedRecord
+    deterministic: bool
+    threads: int
+    interop_threads: int
+    device: str
+    dtype: str
+    adam_impl: str
+    order_source: Literal["recorded"] = "recorded"
+    framework_switches: dict[str, str | int | float | bool | None]
+    env: dict[str, str]
+
+
+class GpuInfo(Strict):
+    name: str
+    driver: str | None
+    capability: str | None
+    memory_mib: int | None
+
+
+class Fingerprint(Strict):
+    os: str
+    kernel: str
+    machine: str
+    cpu_model: str
+    cpu_flags: list[str]
+    cores: int
+    gpus: list[GpuInfo]
+    cuda: str | None
+    cudnn: str | None
+    python: str
+    python_implementation: str
+    framework: str
+    framework_version: str
+    distributions: dict[str, str]
+    env: dict[str, str | None]
+
+
+class EpochMetrics(Strict):
+    epoch: int
+    train_loss: float
+    train_error: float
+    dev_error: float | None
+    eval_error: float | None
+
+
+class FinalMetrics(Strict):
+    train_loss: float
+    train_error: float
+    dev_error: float | None
+    eval_error: float | None
+
+
+class TracePoint(Strict):
+    """Every `checkpoint_every` steps: the batch loss, its exact bits, and a digest of all weights."""
+
+    step: int
+    loss: float
+    loss_bits: str
+    params_sha256: str
+
+
+class TensorDigest(Strict):
+    shape: list[int]
+    dtype: str
+    sha256: Sha256
+
+
+class Outcome(Strict):
+    final: FinalMetrics
+    epochs: list[EpochMetrics]
+    trace: list[TracePoint]
+    weights: dict[str, TensorDigest]
+    steps: int
+    train_seconds: float
+
+
+class Manifest(Strict):
+    schema_version: Literal[1] = SCHEMA_VERSION
+    kind: Literal["capsule"] = "capsule"
+    tool: ToolInfo
+    created: str
+    spec: Spec
+    controls: AppliedControls
+    fingerprint: Fingerprint
+    data: DataRecord
+    outcome: Outcome
+    artifacts: dict[str, ArtifactRef]
+
+
+class CapsuleRef(Strict):
+    name: str
+    path: str
+    manifest_sha256: Sha256
+
+
+class ReplayRecord(Strict):
+    """A replay of a capsule: its own environment and outcome, for `diff` to judge."""
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    kind: Literal["replay"] = "replay"
+    tool: ToolInfo
+    created: str
+    capsule: CapsuleRef
+    on: Literal["host", "docker"]
+    overrides: dict[str, str]
+    spec: Spec
+    controls: AppliedControls
+    fingerprint: Fingerprint
+    outcome: Outcome
+    artifacts: dict[str, ArtifactRef]

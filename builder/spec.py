@@ -1,0 +1,129 @@
+"""The user's `capsule.toml` → a validated Spec, with one-line errors naming file and field."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, ValidationError, model_validator
+
+from builder.errors import BadInput
+from builder.model_base import Strict
+
+BUILTIN_DATASETS = ("gaussian-2d", "gaussian-5d", "eeg-26d")
+SPLITS = ("train", "dev", "eval")
+
+Seed = Annotated[int, Field(ge=0, lt=2**63)]
+Positive = Annotated[int, Field(ge=1)]
+
+
+class DataSpec(Strict):
+    """Either a built-in dataset or the user's own files (CSV with the label first, or NPZ)."""
+
+    builtin: Literal["gaussian-2d", "gaussian-5d", "eeg-26d"] | None = None
+    train: str | None = None
+    dev: str | None = None
+    eval: str | None = None
+    sha256: dict[Literal["train", "dev", "eval"], str] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> DataSpec:
+        files = [self.train, self.dev, self.eval]
+        if self.builtin is not None and any(files):
+            raise ValueError("give either 'builtin' or files (train/dev/eval), not both")
+        if self.builtin is None and (self.train is None or self.eval is None):
+            raise ValueError("give 'builtin', or at least 'train' and 'eval' files")
+        if self.builtin is not None and self.sha256:
+            raise ValueError("'sha256' applies to data files, not to a built-in dataset")
+        for split, digest in self.sha256.items():
+            if getattr(self, split) is None:
+                raise ValueError(f"sha256.{split} is given but there is no '{split}' file")
+            if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+                raise ValueError(f"sha256.{split} is not a 64-digit lowercase hex digest")
+        return self
+
+
+class ModelSpec(Strict):
+    kind: Literal["mlp"] = "mlp"
+    hidden: list[Positive] = Field(default_factory=lambda: [26], min_length=1)
+    activation: Literal["relu", "tanh", "sigmoid"] = "relu"
+
+
+class TrainSpec(Strict):
+    """Every optimizer hyperparameter is required: a capsule never depends on a library default."""
+
+    optimizer: Literal["adam"]
+    lr: Annotated[float, Field(gt=0)]
+    betas: Annotated[list[Annotated[float, Field(ge=0, lt=1)]], Field(min_length=2, max_length=2)]
+    eps: Annotated[float, Field(gt=0)]
+    weight_decay: Annotated[float, Field(ge=0)] = 0.0
+    loss: Literal["cross_entropy"]
+    epochs: Positive
+    batch_size: Positive
+    dtype: Literal["float32", "float64"] = "float32"
+    checkpoint_every: Positive = 100
+
+
+class SeedSpec(Strict):
+    init: Seed
+    order: Seed
+
+
+class ControlSpec(Strict):
+    """Switches that pin nondeterminism; all of them end up in the manifest."""
+
+    deterministic: bool = True
+    threads: Positive = 1
+    device: Literal["cpu", "cuda"] = "cpu"
+    adam_impl: Literal["for-loop", "foreach", "fused"] = "for-loop"
+
+
+class Spec(Strict):
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
+    description: str = ""
+    framework: Literal["torch", "tensorflow"]
+    data: DataSpec
+    model: ModelSpec = Field(default_factory=ModelSpec)
+    train: TrainSpec
+    seeds: SeedSpec
+    controls: ControlSpec = Field(default_factory=ControlSpec)
+
+
+def describe_validation_error(source: str, error: ValidationError) -> str:
+    """The first problem of a pydantic error as `source: field: reason`, in plain words."""
+    first = error.errors()[0]
+    field = ".".join(str(part) for part in first["loc"]) or "(top level)"
+    if first["type"] == "extra_forbidden":
+        reason = "unknown field"
+    elif first["type"] == "missing":
+        reason = "required field is missing"
+    else:
+        reason = first["msg"].removeprefix("Value error, ")
+        if "input" in first and first["type"] not in ("value_error",):
+            reason += f" (got {first['input']!r})"
+    return f"{source}: {field}: {reason}"
+
+
+def parse_spec(data: dict[str, Any], source: str) -> Spec:
+    try:
+        return Spec.model_validate(data)
+    except ValidationError as error:
+        raise BadInput(describe_validation_error(source, error)) from None
+
+
+def load_spec(path: Path) -> Spec:
+    """Read and validate a capsule.toml; every failure is a BadInput naming the file and field."""
+    if path.is_dir():
+        path = path / "capsule.toml"
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise BadInput(f"{path}: spec file not found") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise BadInput(f"{path}: cannot read spec: {error}") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as error:
+        raise BadInput(f"{path}: malformed TOML: {error}") from None
+    return parse_spec(data, str(path))
