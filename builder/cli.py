@@ -1,0 +1,286 @@
+"""The `capsule` command line: argument parsing and rendering only.
+
+Every command calls one service function; CapsuleError becomes one line on stderr and the
+contract's exit code (2 bad input, 3 integrity, 4 engine missing), never a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from enum import Enum
+from pathlib import Path
+from types import FrameType
+from typing import Annotated, NoReturn
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from builder import __version__
+from builder.errors import CapsuleError
+from builder.manifest import EpochMetrics, Manifest, ReplayRecord
+
+app = typer.Typer(
+    name="capsule",
+    help="Freeze an ML experiment into a reproducibility capsule, replay it, and judge the replay.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False)
+
+
+class Where(str, Enum):
+    host = "host"
+    docker = "docker"
+
+
+class Device(str, Enum):
+    cpu = "cpu"
+    cuda = "cuda"
+
+
+class Requirement(str, Enum):
+    identical = "identical"
+    close = "close"
+    equivalent = "equivalent"
+    diverged = "diverged"
+
+
+def fail(error: CapsuleError) -> NoReturn:
+    err.print(f"capsule: error: {error}", markup=False, soft_wrap=True)
+    raise typer.Exit(error.exit_code)
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+@contextmanager
+def reported() -> Iterator[None]:
+    """Turn CapsuleError into its exit code; SIGTERM and Ctrl-C unwind cleanly (no half capsule)."""
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        yield
+    except CapsuleError as error:
+        fail(error)
+    except KeyboardInterrupt:
+        err.print("capsule: interrupted; nothing was written")
+        raise typer.Exit(130) from None
+
+
+@contextmanager
+def epoch_progress(total: int, label: str) -> Iterator[Callable[[EpochMetrics], None]]:
+    """A progress bar with ETA on stderr, and one line per finished epoch."""
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TextColumn("eta"), TimeRemainingColumn())
+    with Progress(*columns, console=err, transient=True) as progress:
+        task = progress.add_task(label, total=total)
+
+        def on_epoch(m: EpochMetrics) -> None:
+            parts = [f"epoch {m.epoch}/{total}", f"loss {m.train_loss:.4f}",
+                     f"train {_pct(m.train_error)}"]
+            parts += [f"{k} {_pct(v)}" for k, v in (("dev", m.dev_error), ("eval", m.eval_error))
+                      if v is not None]
+            progress.console.print("  ".join(parts))
+            progress.advance(task)
+
+        yield on_epoch
+
+
+def _pct(value: float | None) -> str:
+    return "—" if value is None else f"{100 * value:.2f}%"
+
+
+def version_callback(value: bool) -> None:
+    if value:
+        out.print(f"capsule {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    version: Annotated[bool, typer.Option("--version", callback=version_callback, is_eager=True,
+                                          help="Print the version and exit.")] = False,
+) -> None:
+    """Exit codes: 0 ok, 1 verdict below the requirement, 2 bad input, 3 integrity, 4 engine missing."""
+
+
+@app.command()
+def freeze(
+    spec: Annotated[Path, typer.Argument(help="capsule.toml, or a directory holding one.")],
+    out_dir: Annotated[Path, typer.Option("--out", help="Directory to write the capsule to.")],
+    force: Annotated[bool, typer.Option(help="Replace an existing capsule at --out.")] = False,
+) -> None:
+    """Run SPEC under full controls and write the capsule (manifest + artifacts) atomically."""
+    from builder.controls import ensure_process_env
+    from builder.freeze import freeze as do_freeze
+    from builder.freeze import spec_path
+    from builder.spec import load_spec
+
+    with reported():
+        parsed = load_spec(spec_path(spec))
+        ensure_process_env(parsed.controls.threads, parsed.controls.device)
+        with epoch_progress(parsed.train.epochs, f"freeze {parsed.name}") as on_epoch:
+            manifest = do_freeze(spec, out_dir, on_epoch, force=force)
+    _summary(manifest, out_dir, "froze")
+
+
+@app.command()
+def replay(
+    capsule: Annotated[Path, typer.Argument(help="The capsule directory.")],
+    out_dir: Annotated[Path, typer.Option("--out", help="Directory to write the replay to.")],
+    on: Annotated[Where, typer.Option(help="Where to replay: on this host, or in the capsule's image.")] = Where.host,
+    device: Annotated[Device | None, typer.Option(help="Device to train on (default: as recorded).")] = None,
+    threads: Annotated[int | None, typer.Option(min=1, help="CPU threads (default: as recorded).")] = None,
+    force: Annotated[bool, typer.Option(help="Replace an existing replay at --out.")] = False,
+) -> None:
+    """Run the capsule again with its recorded data, order, seeds and controls; write RDIR."""
+    from builder.controls import ensure_process_env
+    from builder.replay import replay as do_replay
+    from builder.store import load_manifest
+
+    with reported():
+        manifest = load_manifest(capsule)
+        want_threads = threads or manifest.spec.controls.threads
+        want_device = device.value if device else manifest.spec.controls.device
+        ensure_process_env(want_threads, want_device)
+        with epoch_progress(manifest.spec.train.epochs, f"replay {manifest.spec.name}") as on_epoch:
+            record = do_replay(capsule, out_dir, on_epoch, threads=threads,
+                               device=device.value if device else None, on=on.value, force=force)
+    _summary(record, out_dir, "replayed")
+
+
+@app.command()
+def diff(
+    capsule: Annotated[Path, typer.Argument(help="The capsule (baseline).")],
+    other: Annotated[Path, typer.Argument(help="A replay directory, or another capsule.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")] = False,
+    require: Annotated[Requirement, typer.Option(
+        help="Exit 1 unless the verdict is at least this tier.")] = Requirement.equivalent,
+    atol: Annotated[float, typer.Option(help="Absolute weight tolerance for 'close'.")] = 1e-5,
+    rtol: Annotated[float, typer.Option(help="Relative weight tolerance for 'close'.")] = 1e-4,
+    metric_atol: Annotated[float, typer.Option(
+        help="Largest change of a final metric (error rate, loss) still 'close'.")] = 0.0025,
+) -> None:
+    """Compare OTHER with the capsule's baseline: identical, close, equivalent or diverged."""
+    from builder.verdict import Tolerances, meets
+    from builder.verdict import diff as do_diff
+
+    with reported():
+        verdict = do_diff(capsule, other, Tolerances(atol=atol, rtol=rtol, metric_atol=metric_atol))
+    if as_json:
+        print(verdict.model_dump_json(indent=2))
+    else:
+        colour = {"identical": "green", "close": "cyan", "equivalent": "yellow"}.get(verdict.verdict, "red")
+        out.print(f"verdict: [bold {colour}]{verdict.verdict}[/]")
+        for reason in verdict.reasons:
+            out.print(f"  - [{reason.kind}] {reason.message}", markup=False)
+        if verdict.verdict != "identical":
+            table = Table("tensor", "shape", "max |Δ|", "max ULP", "within tol")
+            for t in verdict.tensors:
+                table.add_row(t.name, str(t.shape), f"{t.max_abs:.3g}" if t.max_abs is not None else "—",
+                              f"{t.max_ulp:.0f}" if t.max_ulp is not None else "—",
+                              "yes" if t.within_tolerance else "no")
+            out.print(table)
+    if not meets(verdict.verdict, require.value):
+        raise typer.Exit(1)
+
+
+@app.command()
+def verify(capsule: Annotated[Path, typer.Argument(help="A capsule or replay directory.")]) -> None:
+    """Re-hash the manifest and every artifact; exit 3 naming the first one that was altered."""
+    from builder.store import verify as do_verify
+
+    with reported():
+        record = do_verify(capsule)
+    out.print(f"ok: {capsule}: the record and {len(record.artifacts)} artifacts match their sha256")
+
+
+@app.command()
+def inspect(
+    capsule: Annotated[Path, typer.Argument(help="A capsule or replay directory.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the record as JSON on stdout.")] = False,
+) -> None:
+    """Show what a capsule holds: spec, controls, environment, outcome and artifacts."""
+    from builder.store import load_record
+
+    with reported():
+        record = load_record(capsule)
+    if as_json:
+        print(record.model_dump_json(indent=2))
+        return
+    _describe(record)
+
+
+@app.command()
+def schema(
+    replay: Annotated[bool, typer.Option("--replay", help="The replay record's schema instead.")] = False,
+) -> None:
+    """Print the manifest's JSON schema (schema_version 1)."""
+    model = ReplayRecord if replay else Manifest
+    print(json.dumps(model.model_json_schema(), indent=2))
+
+
+# ---------------------------------------------------------------- rendering
+
+
+def _summary(record: Manifest | ReplayRecord, where: Path, verb: str) -> None:
+    final = record.outcome.final
+    out.print(
+        f"{verb} {record.spec.name} → {where}: train {_pct(final.train_error)}, "
+        f"dev {_pct(final.dev_error)}, eval {_pct(final.eval_error)} "
+        f"({record.outcome.steps} steps, {record.outcome.train_seconds:.1f} s training)"
+    )
+
+
+def _describe(record: Manifest | ReplayRecord) -> None:
+    spec, fp, ctl, outcome = record.spec, record.fingerprint, record.controls, record.outcome
+    kind = "capsule" if isinstance(record, Manifest) else f"replay of {record.capsule.name}"
+    out.print(f"[bold]{spec.name}[/] ({kind}, schema {record.schema_version}, "
+              f"created {record.created} by capsule {record.tool.version})")
+    if spec.description:
+        out.print(f"  {spec.description}", markup=False)
+    out.print(f"framework  {fp.framework} {fp.framework_version} on {ctl.device}, "
+              f"{ctl.threads} thread(s), {ctl.dtype}, deterministic={ctl.deterministic}")
+    t = spec.train
+    out.print(f"model      mlp hidden={spec.model.hidden} {spec.model.activation}; adam lr={t.lr} "
+              f"betas={t.betas} eps={t.eps} ({ctl.adam_impl}); {t.epochs} epochs, batch {t.batch_size}")
+    out.print(f"seeds      init={ctl.seeds.init} order={ctl.seeds.order} "
+              f"PYTHONHASHSEED={ctl.seeds.pythonhashseed}; data order: recorded")
+    if isinstance(record, Manifest):
+        d = record.data
+        source = d.builtin.name if d.builtin else ", ".join(f"{k}={v.path}" for k, v in d.files.items())
+        sizes = ", ".join(f"{k} {v.rows}" for k, v in d.splits.items())
+        out.print(f"data       {source}: {sizes} rows × {d.splits['train'].features} features, "
+                  f"{d.classes} classes")
+    else:
+        overrides = ", ".join(f"{k}={v}" for k, v in record.overrides.items()) or "none"
+        out.print(f"replay     on {record.on}; overrides: {overrides}")
+    gpus = ", ".join(g.name for g in fp.gpus) or "none"
+    out.print(f"machine    {fp.cpu_model} ({fp.cores} cores), GPU: {gpus}, CUDA {fp.cuda or '—'}, "
+              f"cuDNN {fp.cudnn or '—'}; {fp.os}; Python {fp.python}; "
+              f"{len(fp.distributions)} distributions")
+    table = Table("epoch", "train loss", "train err", "dev err", "eval err", title="outcome")
+    for m in outcome.epochs:
+        table.add_row(str(m.epoch), f"{m.train_loss:.5f}", _pct(m.train_error), _pct(m.dev_error),
+                      _pct(m.eval_error))
+    out.print(table)
+    out.print(f"trace      {len(outcome.trace)} checkpoints over {outcome.steps} steps")
+    arts = Table("artifact", "path", "size", "sha256")
+    for name, ref in record.artifacts.items():
+        arts.add_row(name, ref.path, f"{ref.size:,}", ref.sha256[:16] + "…")
+    out.print(arts)
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.exit(130)

@@ -1,0 +1,68 @@
+"""Seeding and determinism switches: the process environment first, then every RNG.
+
+Some controls only take effect when a process starts (PYTHONHASHSEED, thread pools, cuBLAS
+workspace), so `process_env` names what the process needs and `ensure_process_env` re-executes
+the command once with it before any framework is imported.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import sys
+
+import numpy as np
+
+from builder.manifest import SeedRecord
+
+PYTHONHASHSEED = "0"
+REEXEC_MARK = "CAPSULE_REEXECUTED"
+
+
+def process_env(threads: int, device: str) -> dict[str, str]:
+    """Environment variables a deterministic run needs before its framework starts."""
+    env = {
+        "PYTHONHASHSEED": PYTHONHASHSEED,
+        "OMP_NUM_THREADS": str(threads),
+        "MKL_NUM_THREADS": str(threads),
+        "OPENBLAS_NUM_THREADS": str(threads),
+    }
+    if device == "cuda":
+        env["CUBLAS_WORKSPACE_CONFIG"] = ":4096:8"
+    return env
+
+
+def ensure_process_env(threads: int, device: str) -> None:
+    """Re-execute this command once if the environment lacks what determinism needs.
+
+    Runs before torch is imported, so the cost is one interpreter start (~0.1 s).
+    """
+    wanted = process_env(threads, device)
+    if all(os.environ.get(k) == v for k, v in wanted.items()) or os.environ.get(REEXEC_MARK):
+        return
+    env = {**os.environ, **wanted, REEXEC_MARK: "1"}
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execve(sys.executable, [sys.executable, "-m", "builder", *sys.argv[1:]], env)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed the RNGs every framework shares (Python, NumPy's global state)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+
+
+def seed_record(init: int, order: int) -> SeedRecord:
+    return SeedRecord(
+        init=init,
+        order=order,
+        python=init,
+        numpy=init % 2**32,
+        framework=init,
+        pythonhashseed=os.environ.get("PYTHONHASHSEED", "unset"),
+    )
+
+
+def applied_env(threads: int, device: str) -> dict[str, str]:
+    """The controlled variables as this process actually has them (unset shows as 'unset')."""
+    return {k: os.environ.get(k, "unset") for k in process_env(threads, device)}

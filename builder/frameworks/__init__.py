@@ -1,0 +1,63 @@
+"""One small interface per framework, so freeze/replay/sweep never import a framework directly."""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+from builder.data import Dataset
+from builder.errors import BadInput
+from builder.manifest import EpochMetrics, GpuInfo, TracePoint
+from builder.spec import Spec
+
+EpochCallback = Callable[[EpochMetrics], None]
+
+
+@dataclass(frozen=True)
+class Trained:
+    """What a framework hands back from training: metrics, trace, weights as NumPy arrays."""
+
+    epochs: list[EpochMetrics]
+    trace: list[TracePoint]
+    weights: dict[str, np.ndarray]
+    steps: int
+    train_seconds: float
+
+
+class Framework(Protocol):
+    name: str
+
+    def version(self) -> str: ...
+
+    def gpu_facts(self) -> tuple[list[GpuInfo], str | None, str | None]:
+        """GPUs visible, CUDA version, cuDNN version (empty / None when absent)."""
+        ...
+
+    def apply_controls(
+        self, spec: Spec, device: str, threads: int
+    ) -> dict[str, str | int | float | bool | None]:
+        """Seed and switch the framework; return the switches as it reports them back."""
+        ...
+
+    def train(
+        self, spec: Spec, dataset: Dataset, order: np.ndarray, device: str, on_epoch: EpochCallback
+    ) -> Trained: ...
+
+
+AVAILABLE = {"torch": "builder.frameworks.torch"}
+
+
+def get_framework(name: str) -> Framework:
+    if name not in AVAILABLE:
+        raise BadInput(f"framework: '{name}' is not available in this version of Capsule")
+    try:
+        module = importlib.import_module(AVAILABLE[name])
+    except ImportError as error:
+        raise BadInput(
+            f"framework: '{name}' is not installed here ({error.name}); install the '{name}' extra"
+        ) from None
+    return module.FRAMEWORK

@@ -1,0 +1,215 @@
+"""PyTorch backend: the paper's MLP trained with Adam under recorded controls.
+
+The loop is plain eager PyTorch; the capsule's extra work (a weight digest every
+`checkpoint_every` steps, full-set metrics once per epoch) stays off the per-step path.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import subprocess
+import time
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional
+
+from builder.data import Dataset
+from builder.frameworks import EpochCallback, Trained
+from builder.manifest import EpochMetrics, GpuInfo, TracePoint
+from builder.spec import ModelSpec, Spec
+
+ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid}
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+class MLP(nn.Module):
+    """Hidden layers named hidden.N, the classifier named output: stable weight names."""
+
+    def __init__(self, inputs: int, classes: int, spec: ModelSpec) -> None:
+        super().__init__()
+        widths = [inputs, *spec.hidden]
+        self.hidden = nn.ModuleList(nn.Linear(a, b) for a, b in zip(widths, widths[1:], strict=False))
+        self.activation = ACTIVATIONS[spec.activation]()
+        self.output = nn.Linear(widths[-1], classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for layer in self.hidden:
+            x = self.activation(layer(x))
+        return self.output(x)
+
+
+def _float_bits(value: float, dtype: torch.dtype) -> str:
+    np_dtype = np.float32 if dtype == torch.float32 else np.float64
+    return np.array(value, dtype=np_dtype).tobytes().hex()
+
+
+def _params_digest(model: nn.Module) -> str:
+    h = hashlib.sha256()
+    for tensor in model.state_dict().values():
+        h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def _optimizer(model: nn.Module, spec: Spec) -> torch.optim.Optimizer:
+    impl = spec.controls.adam_impl
+    t = spec.train
+    return torch.optim.Adam(
+        model.parameters(),
+        lr=t.lr,
+        betas=(t.betas[0], t.betas[1]),
+        eps=t.eps,
+        weight_decay=t.weight_decay,
+        foreach=impl == "foreach",
+        fused=impl == "fused",
+    )
+
+
+class TorchFramework:
+    name = "torch"
+
+    def version(self) -> str:
+        return torch.__version__
+
+    def gpu_facts(self) -> tuple[list[GpuInfo], str | None, str | None]:
+        cudnn = torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None
+        gpus = []
+        if torch.cuda.is_available():
+            driver = _nvidia_driver()
+            for i in range(torch.cuda.device_count()):
+                props = torch.cuda.get_device_properties(i)
+                gpus.append(
+                    GpuInfo(
+                        name=props.name,
+                        driver=driver,
+                        capability=f"{props.major}.{props.minor}",
+                        memory_mib=props.total_memory // 2**20,
+                    )
+                )
+        return gpus, torch.version.cuda, str(cudnn) if cudnn else None
+
+    def apply_controls(
+        self, spec: Spec, device: str, threads: int
+    ) -> dict[str, str | int | float | bool | None]:
+        torch.manual_seed(spec.seeds.init)
+        torch.set_num_threads(threads)
+        try:
+            torch.set_num_interop_threads(threads)
+        except RuntimeError:  # already set once in this process; the recorded value says what holds
+            pass
+        deterministic = spec.controls.deterministic
+        _use_deterministic_algorithms(deterministic)
+        torch.backends.cudnn.deterministic = deterministic
+        torch.backends.cudnn.benchmark = False
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
+        return {
+            "torch.use_deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
+            "torch.backends.cudnn.deterministic": torch.backends.cudnn.deterministic,
+            "torch.backends.cudnn.benchmark": torch.backends.cudnn.benchmark,
+            "torch.backends.cuda.matmul.allow_tf32": torch.backends.cuda.matmul.allow_tf32,
+            "torch.backends.cudnn.allow_tf32": torch.backends.cudnn.allow_tf32,
+            "torch.get_num_threads": torch.get_num_threads(),
+            "torch.get_num_interop_threads": torch.get_num_interop_threads(),
+            "torch.compile": False,
+            "adam.foreach": spec.controls.adam_impl == "foreach",
+            "adam.fused": spec.controls.adam_impl == "fused",
+        }
+
+    def train(
+        self, spec: Spec, dataset: Dataset, order: np.ndarray, device: str, on_epoch: EpochCallback
+    ) -> Trained:
+        dtype = DTYPES[spec.train.dtype]
+        splits = {
+            s: (torch.from_numpy(x).to(device, dtype), torch.from_numpy(y).to(device))
+            for s, (x, y) in dataset.arrays.items()
+        }
+        torch.manual_seed(spec.seeds.init)  # the initial weights depend on the init seed alone
+        model = MLP(dataset.features, dataset.classes, spec.model).to(device, dtype)
+        optimizer = _optimizer(model, spec)
+        x_train, y_train = splits["train"]
+        batch, every = spec.train.batch_size, spec.train.checkpoint_every
+        perms = torch.from_numpy(order).to(device)
+        trace: list[TracePoint] = []
+        epochs: list[EpochMetrics] = []
+        step = 0
+        started = time.perf_counter()
+        for epoch in range(spec.train.epochs):
+            model.train()
+            perm = perms[epoch]
+            for start in range(0, perm.shape[0], batch):
+                idx = perm[start : start + batch]
+                optimizer.zero_grad(set_to_none=True)
+                loss = functional.cross_entropy(model(x_train[idx]), y_train[idx])
+                loss.backward()
+                optimizer.step()
+                step += 1
+                if step % every == 0:
+                    value = loss.item()
+                    trace.append(
+                        TracePoint(
+                            step=step,
+                            loss=value,
+                            loss_bits=_float_bits(value, dtype),
+                            params_sha256=_params_digest(model),
+                        )
+                    )
+            metrics = _evaluate(model, splits, epoch + 1)
+            epochs.append(metrics)
+            on_epoch(metrics)
+        seconds = time.perf_counter() - started
+        weights = {k: v.detach().cpu().contiguous().numpy() for k, v in model.state_dict().items()}
+        return Trained(epochs=epochs, trace=trace, weights=weights, steps=step, train_seconds=seconds)
+
+
+@torch.no_grad()
+def _evaluate(
+    model: nn.Module, splits: dict[str, tuple[torch.Tensor, torch.Tensor]], epoch: int
+) -> EpochMetrics:
+    model.eval()
+    errors: dict[str, float | None] = {"dev": None, "eval": None}
+    train_loss = 0.0
+    for split, (x, y) in splits.items():
+        logits = model(x)
+        errors[split] = (logits.argmax(dim=1) != y).sum().item() / y.shape[0]
+        if split == "train":
+            train_loss = functional.cross_entropy(logits, y).item()
+    return EpochMetrics(
+        epoch=epoch,
+        train_loss=train_loss,
+        train_error=errors["train"],  # type: ignore[arg-type]
+        dev_error=errors["dev"],
+        eval_error=errors["eval"],
+    )
+
+
+def _use_deterministic_algorithms(mode: bool) -> None:
+    """torch.use_deterministic_algorithms without its import of torch._inductor (~1.5 s here).
+
+    The public call also makes torch.compile deterministic; Capsule never compiles (recorded as
+    torch.compile = False), so the core switch alone is the same control at a tenth of the cost.
+    """
+    setter = getattr(torch._C, "_set_deterministic_algorithms", None)
+    if setter is None:
+        torch.use_deterministic_algorithms(mode)
+    else:
+        setter(mode, warn_only=False)
+
+
+def _nvidia_driver() -> str | None:
+    smi = shutil.which("nvidia-smi")
+    if smi is None:
+        return None
+    try:
+        out = subprocess.run(
+            [smi, "--query-gpu=driver_version", "--format=csv,noheader"],
+            capture_output=True, text=True, timeout=10, check=True,
+        )
+    except (subprocess.SubprocessError, OSError):
+        return None
+    return out.stdout.strip().splitlines()[0] if out.stdout.strip() else None
+
+
+FRAMEWORK = TorchFramework()

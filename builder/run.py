@@ -1,0 +1,73 @@
+"""Execute one spec under controls → applied controls, fingerprint, outcome and weights.
+
+Shared by freeze, replay and (later) sweep, so every path applies controls the same way.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+import numpy as np
+
+from builder.controls import applied_env, seed_everything, seed_record
+from builder.data import Dataset
+from builder.errors import EngineMissing
+from builder.fingerprint import capture
+from builder.frameworks import EpochCallback, get_framework
+from builder.manifest import AppliedControls, FinalMetrics, Fingerprint, Outcome, TensorDigest
+from builder.spec import Spec
+
+
+@dataclass(frozen=True)
+class RunResult:
+    controls: AppliedControls
+    fingerprint: Fingerprint
+    outcome: Outcome
+    weights: dict[str, np.ndarray]
+
+
+def tensor_digest(array: np.ndarray) -> TensorDigest:
+    data = np.ascontiguousarray(array)
+    return TensorDigest(
+        shape=list(data.shape), dtype=str(data.dtype), sha256=hashlib.sha256(data.tobytes()).hexdigest()
+    )
+
+
+def execute(spec: Spec, dataset: Dataset, order: np.ndarray, on_epoch: EpochCallback) -> RunResult:
+    """Train `spec` on `dataset` in the recorded `order`, on the device and threads it names."""
+    framework = get_framework(spec.framework)
+    device, threads = spec.controls.device, spec.controls.threads
+    gpus, cuda, cudnn = framework.gpu_facts()
+    if device == "cuda" and not gpus:
+        raise EngineMissing(f"device cuda: {spec.framework} sees no CUDA GPU on this machine")
+    seed_everything(spec.seeds.init)
+    switches = framework.apply_controls(spec, device, threads)
+    trained = framework.train(spec, dataset, order, device, on_epoch)
+    last = trained.epochs[-1]
+    outcome = Outcome(
+        final=FinalMetrics(
+            train_loss=last.train_loss,
+            train_error=last.train_error,
+            dev_error=last.dev_error,
+            eval_error=last.eval_error,
+        ),
+        epochs=trained.epochs,
+        trace=trained.trace,
+        weights={k: tensor_digest(v) for k, v in trained.weights.items()},
+        steps=trained.steps,
+        train_seconds=round(trained.train_seconds, 4),
+    )
+    controls = AppliedControls(
+        seeds=seed_record(spec.seeds.init, spec.seeds.order),
+        deterministic=spec.controls.deterministic,
+        threads=threads,
+        interop_threads=int(switches.get("torch.get_num_interop_threads", threads) or threads),
+        device=device,
+        dtype=spec.train.dtype,
+        adam_impl=spec.controls.adam_impl,
+        framework_switches=switches,
+        env=applied_env(threads, device),
+    )
+    fingerprint = capture(spec.framework, framework.version(), gpus, cuda, cudnn)
+    return RunResult(controls=controls, fingerprint=fingerprint, outcome=outcome, weights=trained.weights)

@@ -1,0 +1,170 @@
+"""A capsule (or replay) on disk: staged atomic writes, digests, loading, verification.
+
+A capsule directory holds a record (`manifest.json`, or `replay.json` for a replay), a sidecar
+with the record's sha256, and artifacts the record names by path and sha256. Nothing is ever
+unpickled or executed when loading.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import uuid
+from pathlib import Path, PurePosixPath
+from types import TracebackType
+
+import numpy as np
+from pydantic import ValidationError
+from safetensors.numpy import load as load_safetensors
+from safetensors.numpy import save as save_safetensors
+
+from builder.errors import BadInput, IntegrityError
+from builder.manifest import ArtifactRef, Manifest, ReplayRecord
+from builder.spec import describe_validation_error
+
+MANIFEST = "manifest.json"
+REPLAY = "replay.json"
+SAFETENSORS = "application/vnd.safetensors"
+
+Record = Manifest | ReplayRecord
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _sidecar(record_file: Path) -> Path:
+    return record_file.with_suffix(".sha256")
+
+
+class StagedDir:
+    """Builds a capsule in a hidden sibling directory; only `commit` gives it its final name.
+
+    A crash, Ctrl-C or error before `commit` removes the staging directory, so nothing that
+    looks like a complete capsule is ever left behind.
+    """
+
+    def __init__(self, final: Path, force: bool = False) -> None:
+        self.final = final
+        if final.exists() and not force:
+            raise BadInput(f"{final}: already exists (pass --force to replace it)")
+        if final.exists() and not (final / MANIFEST).exists() and not (final / REPLAY).exists():
+            raise BadInput(f"{final}: exists and is not a capsule or replay; refusing to replace it")
+        self.stage = final.parent / f".{final.name}.partial-{uuid.uuid4().hex[:8]}"
+        self.committed = False
+
+    def __enter__(self) -> StagedDir:
+        self.final.parent.mkdir(parents=True, exist_ok=True)
+        self.stage.mkdir()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if not self.committed:
+            shutil.rmtree(self.stage, ignore_errors=True)
+
+    def add_bytes(self, relpath: str, data: bytes, media_type: str) -> ArtifactRef:
+        target = self.stage / relpath
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(data)
+        return ArtifactRef(
+            path=relpath, sha256=sha256_bytes(data), size=len(data), media_type=media_type
+        )
+
+    def add_tensors(self, relpath: str, tensors: dict[str, np.ndarray]) -> ArtifactRef:
+        """Tensors as safetensors: a format that cannot carry code, unlike pickle."""
+        contiguous = {k: np.ascontiguousarray(v) for k, v in tensors.items()}
+        return self.add_bytes(relpath, save_safetensors(contiguous), SAFETENSORS)
+
+    def commit(self, record: Record) -> None:
+        name = MANIFEST if isinstance(record, Manifest) else REPLAY
+        text = record.model_dump_json(indent=2).encode() + b"\n"
+        (self.stage / name).write_bytes(text)
+        _sidecar(self.stage / name).write_text(f"{sha256_bytes(text)}  {name}\n")
+        trash = None
+        if self.final.exists():
+            trash = self.final.parent / f".{self.final.name}.old-{uuid.uuid4().hex[:8]}"
+            self.final.rename(trash)
+        self.stage.rename(self.final)
+        self.committed = True
+        if trash is not None:
+            shutil.rmtree(trash, ignore_errors=True)
+
+
+def record_file(directory: Path) -> Path:
+    """manifest.json or replay.json of a directory, or a BadInput saying it is neither."""
+    if not directory.is_dir():
+        raise BadInput(f"{directory}: not a directory")
+    for name in (MANIFEST, REPLAY):
+        if (directory / name).is_file():
+            return directory / name
+    raise BadInput(f"{directory}: not a capsule (no {MANIFEST} or {REPLAY})")
+
+
+def load_record(directory: Path) -> Record:
+    """The capsule's manifest or the replay's record, after checking its own digest."""
+    path = record_file(directory)
+    data = path.read_bytes()
+    sidecar = _sidecar(path)
+    if sidecar.is_file():
+        expected = sidecar.read_text().split()[0] if sidecar.read_text().split() else ""
+        if expected != sha256_bytes(data):
+            raise IntegrityError(f"{path}: record was altered (its sha256 does not match {sidecar.name})")
+    else:
+        raise IntegrityError(f"{sidecar}: missing; the record's digest cannot be checked")
+    model = Manifest if path.name == MANIFEST else ReplayRecord
+    try:
+        json.loads(data)
+        return model.model_validate_json(data)
+    except json.JSONDecodeError as error:
+        raise BadInput(f"{path}: not valid JSON: {error}") from None
+    except ValidationError as error:
+        raise BadInput(describe_validation_error(str(path), error)) from None
+
+
+def load_manifest(directory: Path) -> Manifest:
+    record = load_record(directory)
+    if not isinstance(record, Manifest):
+        raise BadInput(f"{directory}: is a replay, not a capsule (it has {REPLAY})")
+    return record
+
+
+def _artifact_path(directory: Path, ref: ArtifactRef) -> Path:
+    rel = PurePosixPath(ref.path)
+    if rel.is_absolute() or ".." in rel.parts or not rel.parts:
+        raise IntegrityError(f"{directory}: artifact path {ref.path!r} leaves the capsule")
+    return directory / rel
+
+
+def read_artifact(directory: Path, name: str, ref: ArtifactRef) -> bytes:
+    """An artifact's bytes, refused unless they still hash to the recorded sha256."""
+    path = _artifact_path(directory, ref)
+    try:
+        data = path.read_bytes()
+    except OSError:
+        raise IntegrityError(f"{path}: artifact '{name}' is missing") from None
+    if sha256_bytes(data) != ref.sha256:
+        raise IntegrityError(
+            f"{path}: artifact '{name}' was altered (sha256 {sha256_bytes(data)[:12]}…, "
+            f"recorded {ref.sha256[:12]}…)"
+        )
+    return data
+
+
+def read_tensors(directory: Path, record: Record, name: str) -> dict[str, np.ndarray]:
+    if name not in record.artifacts:
+        raise BadInput(f"{directory}: artifacts.{name}: not in this record")
+    return load_safetensors(read_artifact(directory, name, record.artifacts[name]))
+
+
+def verify(directory: Path) -> Record:
+    """Re-hash the record and every artifact; the first mismatch raises IntegrityError."""
+    record = load_record(directory)
+    for name, ref in sorted(record.artifacts.items()):
+        read_artifact(directory, name, ref)
+    return record

@@ -1,0 +1,286 @@
+"""diff: compare a replay (or another capsule) with a capsule's baseline and name the tier.
+
+Tiers, strongest first: identical (every weight and metric bit-for-bit), close (within
+tolerances), equivalent (inside the capsule's seed/order variance; needs a sweep), diverged.
+Reasons list what changed between the two runs' environments and where the numbers split.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict
+
+from builder.manifest import AppliedControls, Fingerprint, Manifest, Outcome, ReplayRecord
+from builder.store import load_record, read_tensors
+
+Tier = Literal["identical", "close", "equivalent", "diverged"]
+TIERS: tuple[Tier, ...] = ("identical", "close", "equivalent", "diverged")
+METRICS = ("train_loss", "train_error", "dev_error", "eval_error")
+MAX_LISTED_PACKAGES = 8
+
+
+class Out(BaseModel):
+    model_config = ConfigDict(frozen=True, ser_json_inf_nan="null")
+
+
+class Reason(Out):
+    kind: str
+    message: str
+
+
+class Tolerances(Out):
+    atol: float
+    rtol: float
+    metric_atol: float
+
+
+class TensorDelta(Out):
+    name: str
+    shape: list[int]
+    equal: bool
+    max_abs: float | None
+    max_ulp: float | None
+    within_tolerance: bool
+
+
+class MetricDelta(Out):
+    name: str
+    baseline: float | None
+    replay: float | None
+    delta: float | None
+    equal: bool
+
+
+class Verdict(Out):
+    verdict: Tier
+    baseline: str
+    replay: str
+    reasons: list[Reason]
+    tensors: list[TensorDelta]
+    metrics: list[MetricDelta]
+    first_divergent_step: int | None
+    tolerances: Tolerances
+
+
+@dataclass(frozen=True)
+class Side:
+    """One side of a comparison: a capsule's baseline run or a replay."""
+
+    path: Path
+    overrides: dict[str, str]
+    controls: AppliedControls
+    fingerprint: Fingerprint
+    outcome: Outcome
+    weights: dict[str, np.ndarray]
+
+
+def load_side(path: Path) -> Side:
+    record: Manifest | ReplayRecord = load_record(path)
+    overrides = record.overrides if isinstance(record, ReplayRecord) else {}
+    return Side(
+        path=path,
+        overrides=overrides,
+        controls=record.controls,
+        fingerprint=record.fingerprint,
+        outcome=record.outcome,
+        weights=read_tensors(path, record, "weights"),
+    )
+
+
+# ---------------------------------------------------------------- numbers
+
+
+def _ordered(bits: np.ndarray, sign_min: int) -> np.ndarray:
+    """Map IEEE bit patterns onto integers whose order and distance follow the float line."""
+    wide = bits.astype(np.int64)
+    return np.where(wide < 0, sign_min - wide, wide)
+
+
+def ulp_distance(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Units in the last place between two float arrays of one dtype (0 means bit-identical)."""
+    if a.dtype == np.float32:
+        return np.abs(_ordered(a.view(np.int32), -(2**31)) - _ordered(b.view(np.int32), -(2**31)))
+    if a.dtype == np.float64:
+        oa = _ordered(a.view(np.int64), -(2**63)).astype(np.float64)
+        ob = _ordered(b.view(np.int64), -(2**63)).astype(np.float64)
+        return np.abs(oa - ob)
+    return (a != b).astype(np.int64)
+
+
+def compare_tensor(name: str, a: np.ndarray, b: np.ndarray, tol: Tolerances) -> TensorDelta:
+    if a.shape != b.shape or a.dtype != b.dtype:
+        return TensorDelta(name=name, shape=list(a.shape), equal=False, max_abs=None,
+                           max_ulp=None, within_tolerance=False)
+    equal = a.tobytes() == b.tobytes()
+    if a.size == 0:
+        return TensorDelta(name=name, shape=list(a.shape), equal=equal, max_abs=0.0, max_ulp=0,
+                           within_tolerance=equal)
+    diff = np.abs(a.astype(np.float64) - b.astype(np.float64))
+    within = bool(np.all(diff <= tol.atol + tol.rtol * np.abs(a.astype(np.float64))))
+    return TensorDelta(
+        name=name,
+        shape=list(a.shape),
+        equal=equal,
+        max_abs=float(diff.max()),
+        max_ulp=float(ulp_distance(a, b).max()),
+        within_tolerance=equal or within,
+    )
+
+
+def _metric_pairs(base: Outcome, other: Outcome) -> list[MetricDelta]:
+    rows = []
+    for name in METRICS:
+        x, y = getattr(base.final, name), getattr(other.final, name)
+        delta = None if x is None or y is None else y - x
+        rows.append(MetricDelta(name=name, baseline=x, replay=y, delta=delta, equal=x == y))
+    return rows
+
+
+def _first_divergent_step(base: Outcome, other: Outcome) -> int | None:
+    for a, b in zip(base.trace, other.trace, strict=False):
+        if a.step != b.step or a.loss_bits != b.loss_bits or a.params_sha256 != b.params_sha256:
+            return min(a.step, b.step)
+    if len(base.trace) != len(other.trace):
+        shorter = min(len(base.trace), len(other.trace))
+        return (base.trace if len(base.trace) > shorter else other.trace)[shorter].step
+    return None
+
+
+# ---------------------------------------------------------------- reasons
+
+
+def _changed(label: str, a: object, b: object) -> str:
+    return f"{label}: {a} → {b}"
+
+
+def environment_reasons(a: Side, b: Side) -> list[Reason]:
+    """What differs between the two runs' controls and fingerprints, most telling first."""
+    reasons = [Reason(kind="override", message=f"replay overrode {k} = {v}")
+               for k, v in b.overrides.items()]
+    ca, cb = a.controls, b.controls
+    for field in ("device", "threads", "interop_threads", "deterministic", "dtype", "adam_impl"):
+        if getattr(ca, field) != getattr(cb, field):
+            reasons.append(Reason(kind="controls", message=_changed(
+                f"{field.replace('_', ' ')}", getattr(ca, field), getattr(cb, field))))
+    if ca.seeds != cb.seeds:
+        reasons.append(Reason(kind="controls", message=_changed("seeds", ca.seeds, cb.seeds)))
+    for key in sorted(set(ca.framework_switches) | set(cb.framework_switches)):
+        va, vb = ca.framework_switches.get(key), cb.framework_switches.get(key)
+        if va != vb and not key.endswith(("num_threads", "num_interop_threads")):
+            reasons.append(Reason(kind="controls", message=_changed(key, va, vb)))
+    fa, fb = a.fingerprint, b.fingerprint
+    if (fa.framework, fa.framework_version) != (fb.framework, fb.framework_version):
+        reasons.append(Reason(kind="framework", message=_changed(
+            "framework", f"{fa.framework} {fa.framework_version}", f"{fb.framework} {fb.framework_version}")))
+    for field, kind in (("gpus", "hardware"), ("cuda", "hardware"), ("cudnn", "hardware"),
+                        ("cpu_model", "hardware"), ("machine", "hardware"), ("cores", "hardware"),
+                        ("python", "python"), ("kernel", "os"), ("os", "os")):
+        va, vb = getattr(fa, field), getattr(fb, field)
+        if va != vb:
+            if field == "gpus":
+                va = ", ".join(g.name for g in va) or "none"
+                vb = ", ".join(g.name for g in vb) or "none"
+            reasons.append(Reason(kind=kind, message=_changed(field.replace("_", " "), va, vb)))
+    if fa.cpu_flags != fb.cpu_flags:
+        gained = sorted(set(fb.cpu_flags) - set(fa.cpu_flags))
+        lost = sorted(set(fa.cpu_flags) - set(fb.cpu_flags))
+        reasons.append(Reason(kind="hardware", message=f"CPU flags differ (+{len(gained)} "
+                              f"-{len(lost)}: {' '.join((gained + lost)[:6])})"))
+    reasons.extend(_package_reasons(fa.distributions, fb.distributions))
+    for key in sorted(set(fa.env) | set(fb.env)):
+        if fa.env.get(key) != fb.env.get(key):
+            reasons.append(Reason(kind="env", message=_changed(
+                f"${key}", fa.env.get(key) or "unset", fb.env.get(key) or "unset")))
+    return reasons
+
+
+def _package_reasons(a: dict[str, str], b: dict[str, str]) -> list[Reason]:
+    changes = [
+        f"{name} {a.get(name, 'absent')} → {b.get(name, 'absent')}"
+        for name in sorted(set(a) | set(b))
+        if a.get(name) != b.get(name)
+    ]
+    if not changes:
+        return []
+    shown = ", ".join(changes[:MAX_LISTED_PACKAGES])
+    more = f" and {len(changes) - MAX_LISTED_PACKAGES} more" if len(changes) > MAX_LISTED_PACKAGES else ""
+    return [Reason(kind="library", message=f"installed packages differ: {shown}{more}")]
+
+
+def _outcome_reasons(
+    tensors: list[TensorDelta], metrics: list[MetricDelta], step: int | None, a: Side, b: Side
+) -> list[Reason]:
+    reasons = []
+    if step is not None:
+        ta = {p.step: p for p in a.outcome.trace}.get(step)
+        tb = {p.step: p for p in b.outcome.trace}.get(step)
+        detail = f": loss {ta.loss!r} vs {tb.loss!r}" if ta and tb else ""
+        reasons.append(Reason(kind="trace", message=f"loss-checksum trace first differs at step {step}{detail}"))
+    for t in tensors:
+        if t.max_abs is None:
+            reasons.append(Reason(kind="weights", message=f"{t.name}: shape or dtype differs"))
+        elif not t.equal:
+            reasons.append(Reason(kind="weights", message=(
+                f"{t.name}: max |Δ| = {t.max_abs:.3g}, max {t.max_ulp:.0f} ULP"
+                + ("" if t.within_tolerance else " (outside tolerance)"))))
+    for m in metrics:
+        if not m.equal:
+            delta = "n/a" if m.delta is None else f"{m.delta:+.4g}"
+            reasons.append(Reason(kind="metrics", message=f"{m.name}: {m.baseline} → {m.replay} ({delta})"))
+    return reasons
+
+
+# ---------------------------------------------------------------- the verdict
+
+
+def compare(a: Side, b: Side, tol: Tolerances) -> Verdict:
+    names = sorted(set(a.weights) | set(b.weights))
+    missing = [n for n in names if n not in a.weights or n not in b.weights]
+    tensors = [compare_tensor(n, a.weights[n], b.weights[n], tol) for n in names if n not in missing]
+    metrics = _metric_pairs(a.outcome, b.outcome)
+    epochs_equal = a.outcome.epochs == b.outcome.epochs
+    step = _first_divergent_step(a.outcome, b.outcome)
+    weights_equal = not missing and all(t.equal for t in tensors)
+    if weights_equal and epochs_equal and all(m.equal for m in metrics):
+        tier: Tier = "identical"
+    elif not missing and all(t.within_tolerance for t in tensors) and all(
+        m.delta is not None and abs(m.delta) <= tol.metric_atol for m in metrics
+        if m.baseline is not None or m.replay is not None
+    ):
+        tier = "close"
+    else:
+        tier = "diverged"
+    context = environment_reasons(a, b)
+    overrides = [r for r in context if r.kind == "override"]
+    environment = [r for r in context if r.kind != "override"]
+    if tier == "identical":
+        head = [Reason(kind="identical", message=(
+            f"all {len(tensors)} weight tensors and all metrics are bit-for-bit equal"))]
+    else:
+        head = _outcome_reasons(tensors, metrics, step, a, b)
+        head += [Reason(kind="weights", message=f"{n}: present on one side only") for n in missing]
+    if tier == "diverged":
+        head.append(Reason(kind="tier", message=(
+            "the 'equivalent' tier was not available: the capsule holds no seed/order sweep")))
+    return Verdict(
+        verdict=tier,
+        baseline=str(a.path),
+        replay=str(b.path),
+        reasons=overrides + head + environment,
+        tensors=tensors,
+        metrics=metrics,
+        first_divergent_step=step,
+        tolerances=tol,
+    )
+
+
+def meets(verdict: Tier, required: Tier) -> bool:
+    return TIERS.index(verdict) <= TIERS.index(required)
+
+
+def diff(baseline: Path, replay: Path, tol: Tolerances) -> Verdict:
+    return compare(load_side(baseline), load_side(replay), tol)
