@@ -166,8 +166,12 @@ def _labels(y: np.ndarray, path: Path, field: str) -> np.ndarray:
     return y.astype(np.int64)
 
 
-def load_files(spec: DataSpec, base: Path) -> tuple[Dataset, dict[str, SourceFile]]:
-    """Read the user's split files, checking each against the digest the spec declares."""
+def load_files(spec: DataSpec, base: Path, source: str) -> tuple[Dataset, dict[str, SourceFile]]:
+    """Read the user's split files, checking each against the digest the spec declares.
+
+    Problems with a file's presence or digest name the spec (`source`) and its field; problems
+    with a file's contents name the data file.
+    """
     arrays: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     sources: dict[str, SourceFile] = {}
     for split in SPLITS:
@@ -176,13 +180,13 @@ def load_files(spec: DataSpec, base: Path) -> tuple[Dataset, dict[str, SourceFil
             continue
         path = (base / given).resolve()
         if not path.is_file():
-            raise BadInput(f"{path}: data.{split}: data file not found")
+            raise BadInput(f"{source}: data.{split}: data file not found: {path}")
         digest = file_digest(path)
         expected = spec.sha256.get(split)  # type: ignore[call-overload]
         if expected is not None and expected != digest:
             raise BadInput(
-                f"{path}: data.sha256.{split}: digest mismatch (spec says {expected[:12]}…, "
-                f"file is {digest[:12]}…)"
+                f"{source}: data.sha256.{split}: digest mismatch for {path} "
+                f"(spec says {expected[:12]}…, file is {digest[:12]}…)"
             )
         reader = _read_npz if path.suffix.lower() == ".npz" else _read_csv
         x, y = reader(path, split)
@@ -192,12 +196,12 @@ def load_files(spec: DataSpec, base: Path) -> tuple[Dataset, dict[str, SourceFil
         sources[split] = SourceFile(path=given, sha256=digest)
     widths = {s: x.shape[1] for s, (x, _) in arrays.items()}
     if len(set(widths.values())) != 1:
-        raise BadInput(f"{base}: data: splits have different feature counts {widths}")
+        raise BadInput(f"{source}: data: splits have different feature counts {widths}")
     classes = int(max(int(y.max()) for _, y in arrays.values()) + 1)
     return Dataset(arrays=arrays, classes=max(classes, 2)), sources
 
 
-def load_dataset(spec: DataSpec, base: Path) -> tuple[Dataset, DataRecord]:
+def load_dataset(spec: DataSpec, base: Path, source: str) -> tuple[Dataset, DataRecord]:
     """The dataset a spec names, and the record of it that goes into the manifest."""
     if spec.builtin is not None:
         dataset = generate_builtin(spec.builtin)
@@ -205,7 +209,7 @@ def load_dataset(spec: DataSpec, base: Path) -> tuple[Dataset, DataRecord]:
             name=spec.builtin, recipe_version=RECIPE_VERSION, seed=BUILTINS[spec.builtin][1]
         )
         return dataset, describe(dataset, builtin=recipe)
-    dataset, sources = load_files(spec, base)
+    dataset, sources = load_files(spec, base, source)
     return dataset, describe(dataset, files=sources)
 
 

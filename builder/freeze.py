@@ -7,7 +7,7 @@ from pathlib import Path
 
 from builder import __version__
 from builder.data import load_dataset, make_order
-from builder.frameworks import EpochCallback
+from builder.frameworks import EpochCallback, check_framework
 from builder.manifest import Manifest, ToolInfo
 from builder.run import execute
 from builder.spec import Spec, load_spec
@@ -28,7 +28,8 @@ def freeze(path: Path, out: Path, on_epoch: EpochCallback, force: bool = False) 
     """Validate, generate or read the data, draw and record the order, train, write the capsule."""
     path = spec_path(path)
     spec: Spec = load_spec(path)
-    dataset, data_record = load_dataset(spec.data, path.parent)
+    check_framework(spec.framework, str(path))
+    dataset, data_record = load_dataset(spec.data, path.parent, str(path))
     order = make_order(data_record.splits["train"].rows, spec.train.epochs, spec.seeds.order)
     with StagedDir(out, force=force) as stage:
         result = execute(spec, dataset, order, on_epoch)

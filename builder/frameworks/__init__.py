@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import importlib.util
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
@@ -48,16 +49,19 @@ class Framework(Protocol):
     ) -> Trained: ...
 
 
-AVAILABLE = {"torch": "builder.frameworks.torch"}
+AVAILABLE = {"torch": ("builder.frameworks.torch", "torch")}
+
+
+def check_framework(name: str, source: str) -> None:
+    """Refuse early (before any data or training) a framework this installation cannot run."""
+    if name not in AVAILABLE:
+        raise BadInput(f"{source}: framework: '{name}' is not available in this version of Capsule")
+    if importlib.util.find_spec(AVAILABLE[name][1]) is None:
+        raise BadInput(
+            f"{source}: framework: '{name}' is not installed here; install Capsule's '{name}' extra"
+        )
 
 
 def get_framework(name: str) -> Framework:
-    if name not in AVAILABLE:
-        raise BadInput(f"framework: '{name}' is not available in this version of Capsule")
-    try:
-        module = importlib.import_module(AVAILABLE[name])
-    except ImportError as error:
-        raise BadInput(
-            f"framework: '{name}' is not installed here ({error.name}); install the '{name}' extra"
-        ) from None
-    return module.FRAMEWORK
+    check_framework(name, "spec")
+    return importlib.import_module(AVAILABLE[name][0]).FRAMEWORK

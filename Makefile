@@ -1,0 +1,35 @@
+# Capsule — every target installs what it needs first (scripts/bootstrap.sh), so each one
+# works on a fresh Debian machine by itself.
+VENV  := .venv
+BIN   := $(VENV)/bin
+STAMP := $(VENV)/.installed
+DEMO  := build/demo
+
+.PHONY: install demo test lint bench clean
+
+$(STAMP): pyproject.toml scripts/bootstrap.sh
+	scripts/bootstrap.sh $(VENV)
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: install
+	rm -rf $(DEMO)
+	$(BIN)/capsule freeze capsules/paper-2d-torch --out $(DEMO)/paper-2d-torch
+	$(BIN)/capsule verify $(DEMO)/paper-2d-torch
+	$(BIN)/capsule replay $(DEMO)/paper-2d-torch --out $(DEMO)/replay
+	$(BIN)/capsule diff $(DEMO)/paper-2d-torch $(DEMO)/replay --require identical
+
+test: install
+	$(BIN)/ruff check builder tests benchmarks
+	$(BIN)/pytest -q
+
+lint: install
+	$(BIN)/ruff check builder tests benchmarks
+	$(BIN)/ruff format --check builder tests benchmarks
+
+bench: install
+	$(BIN)/python benchmarks/freeze_overhead.py
+
+clean:
+	rm -rf build $(VENV)

@@ -1,0 +1,87 @@
+"""Shared helpers: every test drives the real `capsule` command in a subprocess."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+CAPSULES = ROOT / "capsules"
+CAPSULE_BIN = Path(sys.executable).parent / "capsule"
+
+
+def capsule(*args: object, timeout: int = 600) -> subprocess.CompletedProcess[str]:
+    """Run the installed CLI; tests assert on its exit code, stdout and stderr."""
+    return subprocess.run(
+        [str(CAPSULE_BIN), *map(str, args)], capture_output=True, text=True, timeout=timeout
+    )
+
+
+def ok(result: subprocess.CompletedProcess[str]) -> subprocess.CompletedProcess[str]:
+    assert result.returncode == 0, f"exit {result.returncode}\n{result.stdout}\n{result.stderr}"
+    return result
+
+
+TINY_SPEC = """\
+name = "{name}"
+framework = "torch"
+
+[data]
+train = "train.csv"
+eval = "eval.npz"
+
+[model]
+hidden = [8]
+activation = "tanh"
+
+[train]
+optimizer = "adam"
+lr = {lr}
+betas = [0.9, 0.999]
+eps = 1e-8
+loss = "cross_entropy"
+epochs = 3
+batch_size = 16
+checkpoint_every = 10
+
+[seeds]
+init = {init}
+order = {order}
+"""
+
+
+def write_tiny_data(directory: Path) -> None:
+    """A small two-class problem as CSV (label first, as in the paper's course data) and NPZ."""
+    rng = np.random.default_rng(7)
+    for split, n in (("train", 240), ("eval", 80)):
+        y = rng.integers(0, 2, size=n)
+        x = rng.normal(size=(n, 3)) + y[:, None] * 1.2
+        if split == "train":
+            np.savetxt(directory / "train.csv", np.column_stack([y, x]), delimiter=",", fmt="%.6f")
+        else:
+            np.savez(directory / "eval.npz", x=x.astype(np.float32), y=y)
+
+
+@pytest.fixture
+def tiny_spec(tmp_path: Path) -> Callable[..., Path]:
+    """Write a tiny user-data spec; keyword arguments change its name, seeds or lr."""
+    write_tiny_data(tmp_path)
+
+    def make(name: str = "tiny", init: int = 11, order: int = 13, lr: float = 0.01) -> Path:
+        path = tmp_path / f"{name}.toml"
+        path.write_text(TINY_SPEC.format(name=name, init=init, order=order, lr=lr))
+        return path
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def frozen_2d(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("capsules") / "paper-2d-torch"
+    ok(capsule("freeze", CAPSULES / "paper-2d-torch", "--out", out))
+    return out
