@@ -11,7 +11,7 @@ import signal
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from types import FrameType
 from typing import Annotated, NoReturn
@@ -28,6 +28,8 @@ from builder.manifest import EpochMetrics, Manifest, ReplayRecord
 app = typer.Typer(
     name="capsule",
     help="Freeze an ML experiment into a reproducibility capsule, replay it, and judge the replay.",
+    epilog="Exit codes: 0 ok; 1 verdict below --require; 2 bad usage or input; "
+    "3 integrity failure (a digest does not match); 4 an engine is missing.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
@@ -36,17 +38,17 @@ out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False)
 
 
-class Where(str, Enum):
+class Where(StrEnum):
     host = "host"
     docker = "docker"
 
 
-class Device(str, Enum):
+class Device(StrEnum):
     cpu = "cpu"
     cuda = "cuda"
 
 
-class Requirement(str, Enum):
+class Requirement(StrEnum):
     identical = "identical"
     close = "close"
     equivalent = "equivalent"
@@ -78,16 +80,27 @@ def reported() -> Iterator[None]:
 @contextmanager
 def epoch_progress(total: int, label: str) -> Iterator[Callable[[EpochMetrics], None]]:
     """A progress bar with ETA on stderr, and one line per finished epoch."""
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-               TextColumn("eta"), TimeRemainingColumn())
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("eta"),
+        TimeRemainingColumn(),
+    )
     with Progress(*columns, console=err, transient=True) as progress:
         task = progress.add_task(label, total=total)
 
         def on_epoch(m: EpochMetrics) -> None:
-            parts = [f"epoch {m.epoch}/{total}", f"loss {m.train_loss:.4f}",
-                     f"train {_pct(m.train_error)}"]
-            parts += [f"{k} {_pct(v)}" for k, v in (("dev", m.dev_error), ("eval", m.eval_error))
-                      if v is not None]
+            parts = [
+                f"epoch {m.epoch}/{total}",
+                f"loss {m.train_loss:.4f}",
+                f"train {_pct(m.train_error)}",
+            ]
+            parts += [
+                f"{k} {_pct(v)}"
+                for k, v in (("dev", m.dev_error), ("eval", m.eval_error))
+                if v is not None
+            ]
             progress.console.print("  ".join(parts))
             progress.advance(task)
 
@@ -106,10 +119,17 @@ def version_callback(value: bool) -> None:
 
 @app.callback()
 def root(
-    version: Annotated[bool, typer.Option("--version", callback=version_callback, is_eager=True,
-                                          help="Print the version and exit.")] = False,
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            callback=version_callback,
+            is_eager=True,
+            help="Print the version and exit.",
+        ),
+    ] = False,
 ) -> None:
-    """Exit codes: 0 ok, 1 verdict below the requirement, 2 bad input, 3 integrity, 4 engine missing."""
+    """Exit codes: 0 ok, 1 verdict below requirement, 2 bad input, 3 integrity, 4 no engine."""
 
 
 @app.command()
@@ -136,9 +156,15 @@ def freeze(
 def replay(
     capsule: Annotated[Path, typer.Argument(help="The capsule directory.")],
     out_dir: Annotated[Path, typer.Option("--out", help="Directory to write the replay to.")],
-    on: Annotated[Where, typer.Option(help="Where to replay: on this host, or in the capsule's image.")] = Where.host,
-    device: Annotated[Device | None, typer.Option(help="Device to train on (default: as recorded).")] = None,
-    threads: Annotated[int | None, typer.Option(min=1, help="CPU threads (default: as recorded).")] = None,
+    on: Annotated[
+        Where, typer.Option(help="Where to replay: on this host, or in the capsule's image.")
+    ] = Where.host,
+    device: Annotated[
+        Device | None, typer.Option(help="Device to train on (default: as recorded).")
+    ] = None,
+    threads: Annotated[
+        int | None, typer.Option(min=1, help="CPU threads (default: as recorded).")
+    ] = None,
     force: Annotated[bool, typer.Option(help="Replace an existing replay at --out.")] = False,
 ) -> None:
     """Run the capsule again with its recorded data, order, seeds and controls; write RDIR."""
@@ -152,8 +178,15 @@ def replay(
         want_device = device.value if device else manifest.spec.controls.device
         ensure_process_env(want_threads, want_device)
         with epoch_progress(manifest.spec.train.epochs, f"replay {manifest.spec.name}") as on_epoch:
-            record = do_replay(capsule, out_dir, on_epoch, threads=threads,
-                               device=device.value if device else None, on=on.value, force=force)
+            record = do_replay(
+                capsule,
+                out_dir,
+                on_epoch,
+                threads=threads,
+                device=device.value if device else None,
+                on=on.value,
+                force=force,
+            )
     _summary(record, out_dir, "replayed")
 
 
@@ -161,13 +194,18 @@ def replay(
 def diff(
     capsule: Annotated[Path, typer.Argument(help="The capsule (baseline).")],
     other: Annotated[Path, typer.Argument(help="A replay directory, or another capsule.")],
-    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")] = False,
-    require: Annotated[Requirement, typer.Option(
-        help="Exit 1 unless the verdict is at least this tier.")] = Requirement.equivalent,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print one JSON document on stdout.")
+    ] = False,
+    require: Annotated[
+        Requirement, typer.Option(help="Exit 1 unless the verdict is at least this tier.")
+    ] = Requirement.equivalent,
     atol: Annotated[float, typer.Option(help="Absolute weight tolerance for 'close'.")] = 1e-5,
     rtol: Annotated[float, typer.Option(help="Relative weight tolerance for 'close'.")] = 1e-4,
-    metric_atol: Annotated[float, typer.Option(
-        help="Largest change of a final metric (error rate, loss) still 'close'.")] = 0.0025,
+    metric_atol: Annotated[
+        float,
+        typer.Option(help="Largest change of a final metric (error rate, loss) still 'close'."),
+    ] = 0.0025,
 ) -> None:
     """Compare OTHER with the capsule's baseline: identical, close, equivalent or diverged."""
     from builder.verdict import Tolerances, meets
@@ -178,16 +216,22 @@ def diff(
     if as_json:
         print(verdict.model_dump_json(indent=2))
     else:
-        colour = {"identical": "green", "close": "cyan", "equivalent": "yellow"}.get(verdict.verdict, "red")
+        colour = {"identical": "green", "close": "cyan", "equivalent": "yellow"}.get(
+            verdict.verdict, "red"
+        )
         out.print(f"verdict: [bold {colour}]{verdict.verdict}[/]")
         for reason in verdict.reasons:
             out.print(f"  - [{reason.kind}] {reason.message}", markup=False)
         if verdict.verdict != "identical":
             table = Table("tensor", "shape", "max |Δ|", "max ULP", "within tol")
             for t in verdict.tensors:
-                table.add_row(t.name, str(t.shape), f"{t.max_abs:.3g}" if t.max_abs is not None else "—",
-                              f"{t.max_ulp:.0f}" if t.max_ulp is not None else "—",
-                              "yes" if t.within_tolerance else "no")
+                table.add_row(
+                    t.name,
+                    str(t.shape),
+                    f"{t.max_abs:.3g}" if t.max_abs is not None else "—",
+                    f"{t.max_ulp:.0f}" if t.max_ulp is not None else "—",
+                    "yes" if t.within_tolerance else "no",
+                )
             out.print(table)
     if not meets(verdict.verdict, require.value):
         raise typer.Exit(1)
@@ -206,7 +250,9 @@ def verify(capsule: Annotated[Path, typer.Argument(help="A capsule or replay dir
 @app.command()
 def inspect(
     capsule: Annotated[Path, typer.Argument(help="A capsule or replay directory.")],
-    as_json: Annotated[bool, typer.Option("--json", help="Print the record as JSON on stdout.")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the record as JSON on stdout.")
+    ] = False,
 ) -> None:
     """Show what a capsule holds: spec, controls, environment, outcome and artifacts."""
     from builder.store import load_record
@@ -221,7 +267,9 @@ def inspect(
 
 @app.command()
 def schema(
-    replay: Annotated[bool, typer.Option("--replay", help="The replay record's schema instead.")] = False,
+    replay: Annotated[
+        bool, typer.Option("--replay", help="The replay record's schema instead.")
+    ] = False,
 ) -> None:
     """Print the manifest's JSON schema (schema_version 1)."""
     model = ReplayRecord if replay else Manifest
@@ -243,34 +291,53 @@ def _summary(record: Manifest | ReplayRecord, where: Path, verb: str) -> None:
 def _describe(record: Manifest | ReplayRecord) -> None:
     spec, fp, ctl, outcome = record.spec, record.fingerprint, record.controls, record.outcome
     kind = "capsule" if isinstance(record, Manifest) else f"replay of {record.capsule.name}"
-    out.print(f"[bold]{spec.name}[/] ({kind}, schema {record.schema_version}, "
-              f"created {record.created} by capsule {record.tool.version})")
+    out.print(
+        f"[bold]{spec.name}[/] ({kind}, schema {record.schema_version}, "
+        f"created {record.created} by capsule {record.tool.version})"
+    )
     if spec.description:
         out.print(f"  {spec.description}", markup=False)
-    out.print(f"framework  {fp.framework} {fp.framework_version} on {ctl.device}, "
-              f"{ctl.threads} thread(s), {ctl.dtype}, deterministic={ctl.deterministic}")
+    out.print(
+        f"framework  {fp.framework} {fp.framework_version} on {ctl.device}, "
+        f"{ctl.threads} thread(s), {ctl.dtype}, deterministic={ctl.deterministic}"
+    )
     t = spec.train
-    out.print(f"model      mlp hidden={spec.model.hidden} {spec.model.activation}; adam lr={t.lr} "
-              f"betas={t.betas} eps={t.eps} ({ctl.adam_impl}); {t.epochs} epochs, batch {t.batch_size}")
-    out.print(f"seeds      init={ctl.seeds.init} order={ctl.seeds.order} "
-              f"PYTHONHASHSEED={ctl.seeds.pythonhashseed}; data order: recorded")
+    out.print(
+        f"model      mlp hidden={spec.model.hidden} {spec.model.activation}; adam lr={t.lr} "
+        f"betas={t.betas} eps={t.eps} ({ctl.adam_impl}); {t.epochs} epochs, batch {t.batch_size}"
+    )
+    out.print(
+        f"seeds      init={ctl.seeds.init} order={ctl.seeds.order} "
+        f"PYTHONHASHSEED={ctl.seeds.pythonhashseed}; data order: recorded"
+    )
     if isinstance(record, Manifest):
         d = record.data
-        source = d.builtin.name if d.builtin else ", ".join(f"{k}={v.path}" for k, v in d.files.items())
+        source = (
+            d.builtin.name if d.builtin else ", ".join(f"{k}={v.path}" for k, v in d.files.items())
+        )
         sizes = ", ".join(f"{k} {v.rows}" for k, v in d.splits.items())
-        out.print(f"data       {source}: {sizes} rows × {d.splits['train'].features} features, "
-                  f"{d.classes} classes")
+        out.print(
+            f"data       {source}: {sizes} rows x {d.splits['train'].features} features, "
+            f"{d.classes} classes"
+        )
     else:
         overrides = ", ".join(f"{k}={v}" for k, v in record.overrides.items()) or "none"
         out.print(f"replay     on {record.on}; overrides: {overrides}")
     gpus = ", ".join(g.name for g in fp.gpus) or "none"
-    out.print(f"machine    {fp.cpu_model} ({fp.cores} cores), GPU: {gpus}, CUDA {fp.cuda or '—'}, "
-              f"cuDNN {fp.cudnn or '—'}; {fp.os}; Python {fp.python}; "
-              f"{len(fp.distributions)} distributions")
+    out.print(
+        f"machine    {fp.cpu_model} ({fp.cores} cores), GPU: {gpus}, CUDA {fp.cuda or '—'}, "
+        f"cuDNN {fp.cudnn or '—'}; {fp.os}; Python {fp.python}; "
+        f"{len(fp.distributions)} distributions"
+    )
     table = Table("epoch", "train loss", "train err", "dev err", "eval err", title="outcome")
     for m in outcome.epochs:
-        table.add_row(str(m.epoch), f"{m.train_loss:.5f}", _pct(m.train_error), _pct(m.dev_error),
-                      _pct(m.eval_error))
+        table.add_row(
+            str(m.epoch),
+            f"{m.train_loss:.5f}",
+            _pct(m.train_error),
+            _pct(m.dev_error),
+            _pct(m.eval_error),
+        )
     out.print(table)
     out.print(f"trace      {len(outcome.trace)} checkpoints over {outcome.steps} steps")
     arts = Table("artifact", "path", "size", "sha256")

@@ -34,7 +34,9 @@ class ArtifactRef(Strict):
 class SplitInfo(Strict):
     rows: int
     features: int
-    sha256: Sha256 = Field(description="sha256 over the split's x and y arrays (dtype, shape, bytes)")
+    sha256: Sha256 = Field(
+        description="sha256 over the split's x and y arrays (dtype, shape, bytes)"
+    )
 
 
 class BuiltinRecipe(Strict):
@@ -123,7 +125,7 @@ class FinalMetrics(Strict):
 
 
 class TracePoint(Strict):
-    """Every `checkpoint_every` steps: the batch loss, its exact bits, and a digest of all weights."""
+    """Every `checkpoint_every` steps: the batch loss, its exact bits, and a weights digest."""
 
     step: int
     loss: float

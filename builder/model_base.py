@@ -9,4 +9,6 @@ class Strict(BaseModel):
     NaN and infinity are written as JSON constants, so a diverged loss survives a round trip.
     """
 
-    model_config = ConfigDict(strict=True, frozen=True, extra="forbid", ser_json_inf_nan="constants")
+    model_config = ConfigDict(
+        strict=True, frozen=True, extra="forbid", ser_json_inf_nan="constants"
+    )

@@ -6,15 +6,17 @@ from pathlib import Path
 
 from builder.data import Dataset
 from builder.errors import BadInput
-from builder.freeze import TOOL, now
 from builder.frameworks import EpochCallback
+from builder.freeze import TOOL, now
 from builder.manifest import CapsuleRef, Manifest, ReplayRecord
 from builder.run import execute
 from builder.spec import Spec
 from builder.store import MANIFEST, StagedDir, read_tensors, sha256_bytes, verify
 
 
-def replay_spec(manifest: Manifest, threads: int | None, device: str | None) -> tuple[Spec, dict[str, str]]:
+def replay_spec(
+    manifest: Manifest, threads: int | None, device: str | None
+) -> tuple[Spec, dict[str, str]]:
     """The capsule's spec with the caller's overrides applied, and those overrides in words."""
     changes: dict[str, object] = {}
     if threads is not None and threads != manifest.spec.controls.threads:
@@ -59,7 +61,9 @@ def replay(
             controls=result.controls,
             fingerprint=result.fingerprint,
             outcome=result.outcome,
-            artifacts={"weights": stage.add_tensors("artifacts/weights.safetensors", result.weights)},
+            artifacts={
+                "weights": stage.add_tensors("artifacts/weights.safetensors", result.weights)
+            },
         )
         stage.commit(record)
     return record

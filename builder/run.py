@@ -30,7 +30,9 @@ class RunResult:
 def tensor_digest(array: np.ndarray) -> TensorDigest:
     data = np.ascontiguousarray(array)
     return TensorDigest(
-        shape=list(data.shape), dtype=str(data.dtype), sha256=hashlib.sha256(data.tobytes()).hexdigest()
+        shape=list(data.shape),
+        dtype=str(data.dtype),
+        sha256=hashlib.sha256(data.tobytes()).hexdigest(),
     )
 
 
@@ -70,4 +72,6 @@ def execute(spec: Spec, dataset: Dataset, order: np.ndarray, on_epoch: EpochCall
         env=applied_env(threads, device),
     )
     fingerprint = capture(spec.framework, framework.version(), gpus, cuda, cudnn)
-    return RunResult(controls=controls, fingerprint=fingerprint, outcome=outcome, weights=trained.weights)
+    return RunResult(
+        controls=controls, fingerprint=fingerprint, outcome=outcome, weights=trained.weights
+    )

@@ -50,7 +50,9 @@ class StagedDir:
         if final.exists() and not force:
             raise BadInput(f"{final}: already exists (pass --force to replace it)")
         if final.exists() and not (final / MANIFEST).exists() and not (final / REPLAY).exists():
-            raise BadInput(f"{final}: exists and is not a capsule or replay; refusing to replace it")
+            raise BadInput(
+                f"{final}: exists and is not a capsule or replay; refusing to replace it"
+            )
         self.stage = final.parent / f".{final.name}.partial-{uuid.uuid4().hex[:8]}"
         self.committed = False
 
@@ -114,7 +116,9 @@ def load_record(directory: Path) -> Record:
     if sidecar.is_file():
         expected = sidecar.read_text().split()[0] if sidecar.read_text().split() else ""
         if expected != sha256_bytes(data):
-            raise IntegrityError(f"{path}: record was altered (its sha256 does not match {sidecar.name})")
+            raise IntegrityError(
+                f"{path}: record was altered (its sha256 does not match {sidecar.name})"
+            )
     else:
         raise IntegrityError(f"{sidecar}: missing; the record's digest cannot be checked")
     model = Manifest if path.name == MANIFEST else ReplayRecord

@@ -113,12 +113,24 @@ def ulp_distance(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 def compare_tensor(name: str, a: np.ndarray, b: np.ndarray, tol: Tolerances) -> TensorDelta:
     if a.shape != b.shape or a.dtype != b.dtype:
-        return TensorDelta(name=name, shape=list(a.shape), equal=False, max_abs=None,
-                           max_ulp=None, within_tolerance=False)
+        return TensorDelta(
+            name=name,
+            shape=list(a.shape),
+            equal=False,
+            max_abs=None,
+            max_ulp=None,
+            within_tolerance=False,
+        )
     equal = a.tobytes() == b.tobytes()
     if a.size == 0:
-        return TensorDelta(name=name, shape=list(a.shape), equal=equal, max_abs=0.0, max_ulp=0,
-                           within_tolerance=equal)
+        return TensorDelta(
+            name=name,
+            shape=list(a.shape),
+            equal=equal,
+            max_abs=0.0,
+            max_ulp=0,
+            within_tolerance=equal,
+        )
     diff = np.abs(a.astype(np.float64) - b.astype(np.float64))
     within = bool(np.all(diff <= tol.atol + tol.rtol * np.abs(a.astype(np.float64))))
     return TensorDelta(
@@ -159,13 +171,21 @@ def _changed(label: str, a: object, b: object) -> str:
 
 def environment_reasons(a: Side, b: Side) -> list[Reason]:
     """What differs between the two runs' controls and fingerprints, most telling first."""
-    reasons = [Reason(kind="override", message=f"replay overrode {k} = {v}")
-               for k, v in b.overrides.items()]
+    reasons = [
+        Reason(kind="override", message=f"replay overrode {k} = {v}")
+        for k, v in b.overrides.items()
+    ]
     ca, cb = a.controls, b.controls
     for field in ("device", "threads", "interop_threads", "deterministic", "dtype", "adam_impl"):
         if getattr(ca, field) != getattr(cb, field):
-            reasons.append(Reason(kind="controls", message=_changed(
-                f"{field.replace('_', ' ')}", getattr(ca, field), getattr(cb, field))))
+            reasons.append(
+                Reason(
+                    kind="controls",
+                    message=_changed(
+                        f"{field.replace('_', ' ')}", getattr(ca, field), getattr(cb, field)
+                    ),
+                )
+            )
     if ca.seeds != cb.seeds:
         reasons.append(Reason(kind="controls", message=_changed("seeds", ca.seeds, cb.seeds)))
     for key in sorted(set(ca.framework_switches) | set(cb.framework_switches)):
@@ -174,11 +194,27 @@ def environment_reasons(a: Side, b: Side) -> list[Reason]:
             reasons.append(Reason(kind="controls", message=_changed(key, va, vb)))
     fa, fb = a.fingerprint, b.fingerprint
     if (fa.framework, fa.framework_version) != (fb.framework, fb.framework_version):
-        reasons.append(Reason(kind="framework", message=_changed(
-            "framework", f"{fa.framework} {fa.framework_version}", f"{fb.framework} {fb.framework_version}")))
-    for field, kind in (("gpus", "hardware"), ("cuda", "hardware"), ("cudnn", "hardware"),
-                        ("cpu_model", "hardware"), ("machine", "hardware"), ("cores", "hardware"),
-                        ("python", "python"), ("kernel", "os"), ("os", "os")):
+        reasons.append(
+            Reason(
+                kind="framework",
+                message=_changed(
+                    "framework",
+                    f"{fa.framework} {fa.framework_version}",
+                    f"{fb.framework} {fb.framework_version}",
+                ),
+            )
+        )
+    for field, kind in (
+        ("gpus", "hardware"),
+        ("cuda", "hardware"),
+        ("cudnn", "hardware"),
+        ("cpu_model", "hardware"),
+        ("machine", "hardware"),
+        ("cores", "hardware"),
+        ("python", "python"),
+        ("kernel", "os"),
+        ("os", "os"),
+    ):
         va, vb = getattr(fa, field), getattr(fb, field)
         if va != vb:
             if field == "gpus":
@@ -188,13 +224,24 @@ def environment_reasons(a: Side, b: Side) -> list[Reason]:
     if fa.cpu_flags != fb.cpu_flags:
         gained = sorted(set(fb.cpu_flags) - set(fa.cpu_flags))
         lost = sorted(set(fa.cpu_flags) - set(fb.cpu_flags))
-        reasons.append(Reason(kind="hardware", message=f"CPU flags differ (+{len(gained)} "
-                              f"-{len(lost)}: {' '.join((gained + lost)[:6])})"))
+        reasons.append(
+            Reason(
+                kind="hardware",
+                message=f"CPU flags differ (+{len(gained)} "
+                f"-{len(lost)}: {' '.join((gained + lost)[:6])})",
+            )
+        )
     reasons.extend(_package_reasons(fa.distributions, fb.distributions))
     for key in sorted(set(fa.env) | set(fb.env)):
         if fa.env.get(key) != fb.env.get(key):
-            reasons.append(Reason(kind="env", message=_changed(
-                f"${key}", fa.env.get(key) or "unset", fb.env.get(key) or "unset")))
+            reasons.append(
+                Reason(
+                    kind="env",
+                    message=_changed(
+                        f"${key}", fa.env.get(key) or "unset", fb.env.get(key) or "unset"
+                    ),
+                )
+            )
     return reasons
 
 
@@ -207,7 +254,11 @@ def _package_reasons(a: dict[str, str], b: dict[str, str]) -> list[Reason]:
     if not changes:
         return []
     shown = ", ".join(changes[:MAX_LISTED_PACKAGES])
-    more = f" and {len(changes) - MAX_LISTED_PACKAGES} more" if len(changes) > MAX_LISTED_PACKAGES else ""
+    more = (
+        f" and {len(changes) - MAX_LISTED_PACKAGES} more"
+        if len(changes) > MAX_LISTED_PACKAGES
+        else ""
+    )
     return [Reason(kind="library", message=f"installed packages differ: {shown}{more}")]
 
 
@@ -219,18 +270,30 @@ def _outcome_reasons(
         ta = {p.step: p for p in a.outcome.trace}.get(step)
         tb = {p.step: p for p in b.outcome.trace}.get(step)
         detail = f": loss {ta.loss!r} vs {tb.loss!r}" if ta and tb else ""
-        reasons.append(Reason(kind="trace", message=f"loss-checksum trace first differs at step {step}{detail}"))
+        reasons.append(
+            Reason(
+                kind="trace", message=f"loss-checksum trace first differs at step {step}{detail}"
+            )
+        )
     for t in tensors:
         if t.max_abs is None:
             reasons.append(Reason(kind="weights", message=f"{t.name}: shape or dtype differs"))
         elif not t.equal:
-            reasons.append(Reason(kind="weights", message=(
-                f"{t.name}: max |Δ| = {t.max_abs:.3g}, max {t.max_ulp:.0f} ULP"
-                + ("" if t.within_tolerance else " (outside tolerance)"))))
+            reasons.append(
+                Reason(
+                    kind="weights",
+                    message=(
+                        f"{t.name}: max |Δ| = {t.max_abs:.3g}, max {t.max_ulp:.0f} ULP"
+                        + ("" if t.within_tolerance else " (outside tolerance)")
+                    ),
+                )
+            )
     for m in metrics:
         if not m.equal:
             delta = "n/a" if m.delta is None else f"{m.delta:+.4g}"
-            reasons.append(Reason(kind="metrics", message=f"{m.name}: {m.baseline} → {m.replay} ({delta})"))
+            reasons.append(
+                Reason(kind="metrics", message=f"{m.name}: {m.baseline} → {m.replay} ({delta})")
+            )
     return reasons
 
 
@@ -240,16 +303,23 @@ def _outcome_reasons(
 def compare(a: Side, b: Side, tol: Tolerances) -> Verdict:
     names = sorted(set(a.weights) | set(b.weights))
     missing = [n for n in names if n not in a.weights or n not in b.weights]
-    tensors = [compare_tensor(n, a.weights[n], b.weights[n], tol) for n in names if n not in missing]
+    tensors = [
+        compare_tensor(n, a.weights[n], b.weights[n], tol) for n in names if n not in missing
+    ]
     metrics = _metric_pairs(a.outcome, b.outcome)
     epochs_equal = a.outcome.epochs == b.outcome.epochs
     step = _first_divergent_step(a.outcome, b.outcome)
     weights_equal = not missing and all(t.equal for t in tensors)
     if weights_equal and epochs_equal and all(m.equal for m in metrics):
         tier: Tier = "identical"
-    elif not missing and all(t.within_tolerance for t in tensors) and all(
-        m.delta is not None and abs(m.delta) <= tol.metric_atol for m in metrics
-        if m.baseline is not None or m.replay is not None
+    elif (
+        not missing
+        and all(t.within_tolerance for t in tensors)
+        and all(
+            m.delta is not None and abs(m.delta) <= tol.metric_atol
+            for m in metrics
+            if m.baseline is not None or m.replay is not None
+        )
     ):
         tier = "close"
     else:
@@ -258,14 +328,26 @@ def compare(a: Side, b: Side, tol: Tolerances) -> Verdict:
     overrides = [r for r in context if r.kind == "override"]
     environment = [r for r in context if r.kind != "override"]
     if tier == "identical":
-        head = [Reason(kind="identical", message=(
-            f"all {len(tensors)} weight tensors and all metrics are bit-for-bit equal"))]
+        head = [
+            Reason(
+                kind="identical",
+                message=(
+                    f"all {len(tensors)} weight tensors and all metrics are bit-for-bit equal"
+                ),
+            )
+        ]
     else:
         head = _outcome_reasons(tensors, metrics, step, a, b)
         head += [Reason(kind="weights", message=f"{n}: present on one side only") for n in missing]
     if tier == "diverged":
-        head.append(Reason(kind="tier", message=(
-            "the 'equivalent' tier was not available: the capsule holds no seed/order sweep")))
+        head.append(
+            Reason(
+                kind="tier",
+                message=(
+                    "the 'equivalent' tier was not available: the capsule holds no seed/order sweep"
+                ),
+            )
+        )
     return Verdict(
         verdict=tier,
         baseline=str(a.path),

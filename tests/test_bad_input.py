@@ -30,23 +30,46 @@ def freeze_refused(spec: Path, tmp_path: Path, *needles: str) -> None:
     ("edit", "needles"),
     [
         (lambda s: s.replace('name = "tiny"', 'name = "tiny'), ("malformed TOML",)),
-        (lambda s: s.replace("epochs = 3", "epochs = 3\nlrr = 0.1"), ("train.lrr", "unknown field")),
+        (
+            lambda s: s.replace("epochs = 3", "epochs = 3\nlrr = 0.1"),
+            ("train.lrr", "unknown field"),
+        ),
         (lambda s: s.replace("epochs = 3", 'epochs = "three"'), ("train.epochs",)),
         (lambda s: s.replace("lr = 0.01", "lr = -0.01"), ("train.lr",)),
         (lambda s: s.replace("eps = 1e-8\n", ""), ("train.eps", "missing")),
         (lambda s: s.replace('framework = "torch"', 'framework = "jax"'), ("framework",)),
-        (lambda s: s.replace('framework = "torch"', 'framework = "tensorflow"'),
-         ("framework", "not available")),
-        (lambda s: s.replace('train = "train.csv"', 'train = "nowhere.csv"'),
-         ("nowhere.csv", "data.train", "not found")),
-        (lambda s: s.replace('eval = "eval.npz"', 'eval = "eval.npz"\nsha256 = { eval = "' + "0" * 64 + '" }'),
-         ("data.sha256.eval", "digest mismatch")),
+        (
+            lambda s: s.replace('framework = "torch"', 'framework = "tensorflow"'),
+            ("framework", "not available"),
+        ),
+        (
+            lambda s: s.replace('train = "train.csv"', 'train = "nowhere.csv"'),
+            ("nowhere.csv", "data.train", "not found"),
+        ),
+        (
+            lambda s: s.replace(
+                'eval = "eval.npz"', 'eval = "eval.npz"\nsha256 = { eval = "' + "0" * 64 + '" }'
+            ),
+            ("data.sha256.eval", "digest mismatch"),
+        ),
     ],
-    ids=["malformed-toml", "unknown-field", "mistyped-field", "out-of-range", "missing-field",
-         "unknown-framework", "tensorflow-not-yet", "missing-data-file", "data-digest-mismatch"],
+    ids=[
+        "malformed-toml",
+        "unknown-field",
+        "mistyped-field",
+        "out-of-range",
+        "missing-field",
+        "unknown-framework",
+        "tensorflow-not-yet",
+        "missing-data-file",
+        "data-digest-mismatch",
+    ],
 )
 def test_bad_spec_is_refused(
-    tiny_spec: Callable[..., Path], tmp_path: Path, edit: Callable[[str], str], needles: tuple[str, ...]
+    tiny_spec: Callable[..., Path],
+    tmp_path: Path,
+    edit: Callable[[str], str],
+    needles: tuple[str, ...],
 ) -> None:
     spec = tiny_spec()
     spec.write_text(edit(spec.read_text()))
@@ -54,8 +77,11 @@ def test_bad_spec_is_refused(
 
 
 def test_missing_spec_file(tmp_path: Path) -> None:
-    assert_refused(capsule("freeze", tmp_path / "absent.toml", "--out", tmp_path / "c"),
-                   "absent.toml", "not found")
+    assert_refused(
+        capsule("freeze", tmp_path / "absent.toml", "--out", tmp_path / "c"),
+        "absent.toml",
+        "not found",
+    )
 
 
 def test_bad_data_contents(tiny_spec: Callable[..., Path], tmp_path: Path) -> None:
@@ -100,5 +126,8 @@ def test_manifest_with_a_wrong_field_type(frozen_2d: Path, tmp_path: Path) -> No
 def test_freeze_will_not_overwrite(frozen_2d: Path) -> None:
     from tests.conftest import CAPSULES
 
-    assert_refused(capsule("freeze", CAPSULES / "paper-2d-torch", "--out", frozen_2d),
-                   str(frozen_2d), "already exists")
+    assert_refused(
+        capsule("freeze", CAPSULES / "paper-2d-torch", "--out", frozen_2d),
+        str(frozen_2d),
+        "already exists",
+    )

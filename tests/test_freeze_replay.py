@@ -25,7 +25,12 @@ def test_freeze_writes_a_complete_manifest(frozen_2d: Path) -> None:
     assert len(outcome["epochs"]) == 10
     assert outcome["steps"] == 10 * 313
     assert len(outcome["trace"]) == outcome["steps"] // 100
-    assert set(outcome["weights"]) == {"hidden.0.weight", "hidden.0.bias", "output.weight", "output.bias"}
+    assert set(outcome["weights"]) == {
+        "hidden.0.weight",
+        "hidden.0.bias",
+        "output.weight",
+        "output.bias",
+    }
     # the paper's 2D set: about 8-9 % error
     assert 0.06 < outcome["final"]["eval_error"] < 0.11
     assert not list(frozen_2d.parent.glob(".*partial*"))
@@ -48,7 +53,7 @@ def test_replay_with_two_threads_names_the_thread_count(frozen_2d: Path, tmp_pat
     verdict = json.loads(capsule("diff", frozen_2d, tmp_path / "r2", "--json").stdout)
     messages = [r["message"] for r in verdict["reasons"]]
     assert "threads: 1 → 2" in messages
-    assert "replay overrode controls.threads = 2" == messages[0]
+    assert messages[0] == "replay overrode controls.threads = 2"
     words = ok(capsule("diff", frozen_2d, tmp_path / "r2")).stdout
     assert "threads: 1 → 2" in words
 
@@ -59,8 +64,13 @@ def test_verify_passes_on_a_fresh_capsule(frozen_2d: Path) -> None:
 
 @pytest.mark.parametrize(
     "relpath",
-    ["capsule.toml", "artifacts/data.safetensors", "artifacts/order.safetensors",
-     "artifacts/weights.safetensors", "manifest.json"],
+    [
+        "capsule.toml",
+        "artifacts/data.safetensors",
+        "artifacts/order.safetensors",
+        "artifacts/weights.safetensors",
+        "manifest.json",
+    ],
 )
 def test_one_flipped_byte_fails_verify(frozen_2d: Path, tmp_path: Path, relpath: str) -> None:
     copy = tmp_path / "copy"

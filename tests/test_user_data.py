@@ -12,14 +12,19 @@ from pathlib import Path
 from tests.conftest import CAPSULE_BIN, CAPSULES, capsule, ok
 
 
-def test_user_files_freeze_and_replay_identically(tiny_spec: Callable[..., Path], tmp_path: Path) -> None:
+def test_user_files_freeze_and_replay_identically(
+    tiny_spec: Callable[..., Path], tmp_path: Path
+) -> None:
     spec = tiny_spec()
     ok(capsule("freeze", spec, "--out", tmp_path / "c"))
     manifest = json.loads((tmp_path / "c/manifest.json").read_text())
     files = manifest["data"]["files"]
     assert files["train"]["path"] == "train.csv" and len(files["eval"]["sha256"]) == 64
     assert manifest["data"]["splits"]["train"] == {
-        "rows": 240, "features": 3, "sha256": manifest["data"]["splits"]["train"]["sha256"]}
+        "rows": 240,
+        "features": 3,
+        "sha256": manifest["data"]["splits"]["train"]["sha256"],
+    }
     assert manifest["data"]["splits"].keys() == {"train", "eval"}
     # the replay uses the capsule's stored copy of the data, so the original may go away
     (tmp_path / "train.csv").unlink()
@@ -27,7 +32,9 @@ def test_user_files_freeze_and_replay_identically(tiny_spec: Callable[..., Path]
     ok(capsule("diff", tmp_path / "c", tmp_path / "r", "--require", "identical"))
 
 
-def test_another_init_seed_diverges_with_reasons(tiny_spec: Callable[..., Path], tmp_path: Path) -> None:
+def test_another_init_seed_diverges_with_reasons(
+    tiny_spec: Callable[..., Path], tmp_path: Path
+) -> None:
     ok(capsule("freeze", tiny_spec("a", init=11), "--out", tmp_path / "a"))
     ok(capsule("freeze", tiny_spec("b", init=12), "--out", tmp_path / "b"))
     result = capsule("diff", tmp_path / "a", tmp_path / "b", "--json", "--require", "close")
@@ -47,7 +54,9 @@ def test_interrupted_freeze_leaves_nothing(tmp_path: Path) -> None:
     out = tmp_path / "c"
     proc = subprocess.Popen(
         [str(CAPSULE_BIN), "freeze", CAPSULES / "paper-5d-torch", "--out", out],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     deadline = time.monotonic() + 120
     while not list(tmp_path.glob(".c.partial-*")) and time.monotonic() < deadline:

@@ -6,10 +6,12 @@ The loop is plain eager PyTorch; the capsule's extra work (a weight digest every
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import shutil
 import subprocess
 import time
+from itertools import pairwise
 
 import numpy as np
 import torch
@@ -31,7 +33,7 @@ class MLP(nn.Module):
     def __init__(self, inputs: int, classes: int, spec: ModelSpec) -> None:
         super().__init__()
         widths = [inputs, *spec.hidden]
-        self.hidden = nn.ModuleList(nn.Linear(a, b) for a, b in zip(widths, widths[1:], strict=False))
+        self.hidden = nn.ModuleList(nn.Linear(a, b) for a, b in pairwise(widths))
         self.activation = ACTIVATIONS[spec.activation]()
         self.output = nn.Linear(widths[-1], classes)
 
@@ -95,10 +97,9 @@ class TorchFramework:
     ) -> dict[str, str | int | float | bool | None]:
         torch.manual_seed(spec.seeds.init)
         torch.set_num_threads(threads)
-        try:
+        # set once per process; a second call raises, and the recorded value says what holds
+        with contextlib.suppress(RuntimeError):
             torch.set_num_interop_threads(threads)
-        except RuntimeError:  # already set once in this process; the recorded value says what holds
-            pass
         deterministic = spec.controls.deterministic
         _use_deterministic_algorithms(deterministic)
         torch.backends.cudnn.deterministic = deterministic
@@ -161,7 +162,9 @@ class TorchFramework:
             on_epoch(metrics)
         seconds = time.perf_counter() - started
         weights = {k: v.detach().cpu().contiguous().numpy() for k, v in model.state_dict().items()}
-        return Trained(epochs=epochs, trace=trace, weights=weights, steps=step, train_seconds=seconds)
+        return Trained(
+            epochs=epochs, trace=trace, weights=weights, steps=step, train_seconds=seconds
+        )
 
 
 @torch.no_grad()
@@ -205,7 +208,10 @@ def _nvidia_driver() -> str | None:
     try:
         out = subprocess.run(
             [smi, "--query-gpu=driver_version", "--format=csv,noheader"],
-            capture_output=True, text=True, timeout=10, check=True,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
         )
     except (subprocess.SubprocessError, OSError):
         return None
