@@ -112,7 +112,7 @@ def _eeg_26d(rng: np.random.Generator) -> dict[str, tuple[np.ndarray, np.ndarray
     dim = 26
     scales = np.exp(rng.normal(0.0, 0.3, size=dim))
     covs = (_ar1_cov(dim, 0.8, scales), _ar1_cov(dim, 0.8, scales * 1.01))
-    means = (np.zeros(dim), 0.15 * scales)
+    means = (np.zeros(dim), 0.13 * scales)
     out = _two_gaussians(rng, {"train": 18_936, "eval": 1_154}, means, covs)
     for split, (x, y) in out.items():
         # Heavy tails, as in band-power features: scale each row by a chi-square mixing variable.
