@@ -35,7 +35,7 @@ app = typer.Typer(
     add_completion=False,
 )
 out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 class Where(StrEnum):
@@ -157,7 +157,7 @@ def replay(
     capsule: Annotated[Path, typer.Argument(help="The capsule directory.")],
     out_dir: Annotated[Path, typer.Option("--out", help="Directory to write the replay to.")],
     on: Annotated[
-        Where, typer.Option(help="Where to replay: on this host, or in the capsule's image.")
+        Where, typer.Option(help="Where to replay: this host, or the capsule's Docker image.")
     ] = Where.host,
     device: Annotated[
         Device | None, typer.Option(help="Device to train on (default: as recorded).")
@@ -167,27 +167,58 @@ def replay(
     ] = None,
     force: Annotated[bool, typer.Option(help="Replace an existing replay at --out.")] = False,
 ) -> None:
-    """Run the capsule again with its recorded data, order, seeds and controls; write RDIR."""
+    """Run the capsule again with its recorded data, order, seeds and controls; write RDIR.
+
+    --on docker runs it in the image `capsule build` made: the capsule mounted read-only, no
+    network, an unprivileged user; --device cuda asks the engine for the GPUs.
+    """
     from builder.controls import ensure_process_env
-    from builder.replay import replay as do_replay
+    from builder.replay import replay_in_docker, replay_on_host
     from builder.store import load_manifest
 
+    chosen = device.value if device else None
     with reported():
         manifest = load_manifest(capsule)
-        want_threads = threads or manifest.spec.controls.threads
-        want_device = device.value if device else manifest.spec.controls.device
-        ensure_process_env(want_threads, want_device)
-        with epoch_progress(manifest.spec.train.epochs, f"replay {manifest.spec.name}") as on_epoch:
-            record = do_replay(
-                capsule,
-                out_dir,
-                on_epoch,
-                threads=threads,
-                device=device.value if device else None,
-                on=on.value,
-                force=force,
-            )
-    _summary(record, out_dir, "replayed")
+        if on == Where.docker:
+            record = replay_in_docker(capsule, out_dir, lambda line: err.print(line, markup=False),
+                                      threads=threads, device=chosen, force=force)
+        else:
+            ensure_process_env(threads or manifest.spec.controls.threads,
+                               chosen or manifest.spec.controls.device)
+            label = f"replay {manifest.spec.name}"
+            with epoch_progress(manifest.spec.train.epochs, label) as on_epoch:
+                record = replay_on_host(capsule, out_dir, on_epoch, threads=threads, device=chosen,
+                                        force=force)
+    _summary(record, out_dir, "replayed" if on == Where.host else "replayed in docker")
+
+
+@app.command()
+def build(
+    capsule: Annotated[Path, typer.Argument(help="The capsule directory.")],
+    base: Annotated[
+        str | None,
+        typer.Option(help="Base image already in the engine (default: Capsule's local Debian "
+                     "base, built once with debootstrap)."),
+    ] = None,
+    gpu: Annotated[bool, typer.Option(help="Build the CUDA image (framework CUDA wheels).")] = False,
+    check: Annotated[
+        bool, typer.Option(help="Rebuild without cache; exit 3 unless the image ID is the recorded one.")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")] = False,
+) -> None:
+    """Make the capsule's wheelhouse and Docker image offline; record the image in the capsule."""
+    from builder.build import build as do_build
+
+    with reported():
+        result = do_build(capsule, base, gpu, check, lambda line: err.print(line, markup=False))
+    if as_json:
+        print(json.dumps({"variant": result.variant, "checked": result.checked,
+                          "matches": result.matches, **result.image.model_dump()}, indent=2))
+    elif result.checked:
+        out.print(f"rebuilt without cache: image ID {result.rebuilt_id} matches the recorded one")
+    else:
+        out.print(f"built {result.image.tag} = {result.image.image_id} "
+                  f"({len(result.image.wheels)} wheels); recorded in {capsule / 'manifest.json'}")
 
 
 @app.command()

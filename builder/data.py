@@ -15,6 +15,7 @@ import numpy as np
 from builder.errors import BadInput
 from builder.manifest import BuiltinRecipe, DataRecord, SourceFile, SplitInfo
 from builder.spec import SPLITS, DataSpec
+from builder.store import file_sha256
 
 RECIPE_VERSION = 1
 
@@ -51,14 +52,6 @@ def array_digest(*arrays: np.ndarray) -> str:
         a = np.ascontiguousarray(a)
         h.update(f"{a.dtype.str}{a.shape}".encode())
         h.update(a.tobytes())
-    return h.hexdigest()
-
-
-def file_digest(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
     return h.hexdigest()
 
 
@@ -181,7 +174,7 @@ def load_files(spec: DataSpec, base: Path, source: str) -> tuple[Dataset, dict[s
         path = (base / given).resolve()
         if not path.is_file():
             raise BadInput(f"{source}: data.{split}: data file not found: {path}")
-        digest = file_digest(path)
+        digest = file_sha256(path)
         expected = spec.sha256.get(split)  # type: ignore[call-overload]
         if expected is not None and expected != digest:
             raise BadInput(

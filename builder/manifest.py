@@ -148,6 +148,20 @@ class Outcome(Strict):
     train_seconds: float
 
 
+class ImageRecord(Strict):
+    """A Docker image built for the capsule, reproducible from its own wheelhouse."""
+
+    image_id: str
+    tag: str
+    base_image: str
+    base_id: str
+    dockerfile_sha256: Sha256
+    capsule_digest: Sha256 = Field(description="sha256 of the manifest without `images`")
+    source_date_epoch: int
+    wheels: list[str]
+    built: str
+
+
 class Manifest(Strict):
     schema_version: Literal[1] = SCHEMA_VERSION
     kind: Literal["capsule"] = "capsule"
@@ -159,6 +173,7 @@ class Manifest(Strict):
     data: DataRecord
     outcome: Outcome
     artifacts: dict[str, ArtifactRef]
+    images: dict[Literal["cpu", "cuda"], ImageRecord] = Field(default_factory=dict)
 
 
 class CapsuleRef(Strict):
@@ -176,6 +191,7 @@ class ReplayRecord(Strict):
     created: str
     capsule: CapsuleRef
     on: Literal["host", "docker"]
+    image_id: str | None = None
     overrides: dict[str, str]
     spec: Spec
     controls: AppliedControls

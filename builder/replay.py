@@ -1,22 +1,27 @@
-"""replay: run a capsule again from its own recorded data, order, seeds and controls."""
+"""replay: run a capsule again from its own recorded data, order, seeds and controls,
+on this host or inside the capsule's image."""
 
 from __future__ import annotations
 
+import os
+import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 from builder.data import Dataset
-from builder.errors import BadInput
-from builder.frameworks import EpochCallback
+from builder.errors import BadInput, CapsuleError, EngineMissing, IntegrityError
 from builder.freeze import TOOL, now
+from builder.frameworks import EpochCallback
 from builder.manifest import CapsuleRef, Manifest, ReplayRecord
 from builder.run import execute
 from builder.spec import Spec
-from builder.store import MANIFEST, StagedDir, read_tensors, sha256_bytes, verify
+from builder.store import MANIFEST, StagedDir, load_record, read_tensors, sha256_bytes, verify
+
+IMAGE_ENV = "CAPSULE_IMAGE_ID"  # set by `replay --on docker` inside the container it starts
+CONTAINER_USER = "65534:65534"  # nobody: the replay never runs as root in the container
 
 
-def replay_spec(
-    manifest: Manifest, threads: int | None, device: str | None
-) -> tuple[Spec, dict[str, str]]:
+def replay_spec(manifest: Manifest, threads: int | None, device: str | None) -> tuple[Spec, dict[str, str]]:
     """The capsule's spec with the caller's overrides applied, and those overrides in words."""
     changes: dict[str, object] = {}
     if threads is not None and threads != manifest.spec.controls.threads:
@@ -28,23 +33,26 @@ def replay_spec(
     return spec, {f"controls.{k}": str(v) for k, v in changes.items()}
 
 
-def replay(
+def _capsule(capsule: Path) -> Manifest:
+    manifest = verify(capsule)
+    if not isinstance(manifest, Manifest):
+        raise BadInput(f"{capsule}: is a replay, not a capsule")
+    return manifest
+
+
+def replay_on_host(
     capsule: Path,
     out: Path,
     on_epoch: EpochCallback,
     threads: int | None = None,
     device: str | None = None,
-    on: str = "host",
     force: bool = False,
 ) -> ReplayRecord:
-    if on != "host":
-        raise BadInput(f"--on {on}: only 'host' replay is available in this version of Capsule")
-    manifest = verify(capsule)
-    if not isinstance(manifest, Manifest):
-        raise BadInput(f"{capsule}: is a replay, not a capsule")
+    manifest = _capsule(capsule)
     spec, overrides = replay_spec(manifest, threads, device)
     dataset = Dataset.from_tensors(read_tensors(capsule, manifest, "data"), manifest.data.classes)
     order = read_tensors(capsule, manifest, "order")["order"]
+    image_id = os.environ.get(IMAGE_ENV)
     with StagedDir(out, force=force) as stage:
         result = execute(spec, dataset, order, on_epoch)
         record = ReplayRecord(
@@ -55,15 +63,70 @@ def replay(
                 path=str(capsule.resolve()),
                 manifest_sha256=sha256_bytes((capsule / MANIFEST).read_bytes()),
             ),
-            on="host",
+            on="docker" if image_id else "host",
+            image_id=image_id,
             overrides=overrides,
             spec=spec,
             controls=result.controls,
             fingerprint=result.fingerprint,
             outcome=result.outcome,
-            artifacts={
-                "weights": stage.add_tensors("artifacts/weights.safetensors", result.weights)
-            },
+            artifacts={"weights": stage.add_tensors("artifacts/weights.safetensors", result.weights)},
         )
         stage.commit(record)
     return record
+
+
+def replay_in_docker(
+    capsule: Path,
+    out: Path,
+    log: Callable[[str], None],
+    threads: int | None = None,
+    device: str | None = None,
+    force: bool = False,
+) -> ReplayRecord:
+    """Replay inside the capsule's image: capsule mounted read-only, no network, not root,
+    no new privileges; the container is removed whatever happens."""
+    from builder.image import container, engine, image_exists, run_in_container
+
+    manifest = _capsule(capsule)
+    gpu = (device or manifest.spec.controls.device) == "cuda"
+    variant = "cuda" if gpu else "cpu"
+    image = manifest.images.get(variant)
+    if image is None:
+        flag = " --gpu" if gpu else ""
+        raise EngineMissing(f"{capsule}: no {variant} image built for this capsule; run "
+                            f"`capsule build {capsule}{flag}`")
+    api = engine()
+    if image_exists(api, image.image_id) is None:
+        raise EngineMissing(
+            f"image {image.image_id[:19]}… ({image.tag}) is not in the Docker engine; run "
+            f"`capsule build {capsule}` or `capsule import` the capsule's export with its image"
+        )
+    command = ["replay", "/capsule", "--out", "/out/replay", "--on", "host"]
+    command += ["--threads", str(threads)] if threads else []
+    command += ["--device", device] if device else []
+    with StagedDir(out, force=force) as stage:
+        work = stage.stage / "work"
+        work.mkdir()
+        os.chmod(work, 0o777)  # the container's unprivileged user writes its replay here
+        user = CONTAINER_USER if os.getuid() == 0 else f"{os.getuid()}:{os.getgid()}"
+        mounts = {str(capsule.resolve()): ("/capsule", "ro"), str(work): ("/out", "rw")}
+        with container(api, image.image_id, command, mounts, {IMAGE_ENV: image.image_id}, user,
+                       gpu) as cid:
+            code, last = run_in_container(api, cid, log)
+        if code != 0:
+            raise _container_error(code, last)
+        for item in (work / "replay").iterdir():
+            item.rename(stage.stage / item.name)
+        shutil.rmtree(work)
+        record = load_record(stage.stage)
+        if not isinstance(record, ReplayRecord):
+            raise IntegrityError("the container wrote something other than a replay record")
+        stage.commit(None)
+    return record
+
+
+def _container_error(code: int, last: str) -> CapsuleError:
+    message = f"replay in the container failed (exit {code}): {last.removeprefix('capsule: error: ')}"
+    kinds: dict[int, type[CapsuleError]] = {3: IntegrityError, 4: EngineMissing}
+    return kinds.get(code, BadInput)(message)

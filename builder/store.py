@@ -34,6 +34,15 @@ def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def file_sha256(path: Path) -> str:
+    """sha256 of a file read in chunks (wheels and images are too large to read at once)."""
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
 def _sidecar(record_file: Path) -> Path:
     return record_file.with_suffix(".sha256")
 
@@ -83,11 +92,14 @@ class StagedDir:
         contiguous = {k: np.ascontiguousarray(v) for k, v in tensors.items()}
         return self.add_bytes(relpath, save_safetensors(contiguous), SAFETENSORS)
 
-    def commit(self, record: Record) -> None:
-        name = MANIFEST if isinstance(record, Manifest) else REPLAY
-        text = record.model_dump_json(indent=2).encode() + b"\n"
-        (self.stage / name).write_bytes(text)
-        _sidecar(self.stage / name).write_text(f"{sha256_bytes(text)}  {name}\n")
+    def commit(self, record: Record | None) -> None:
+        """Write the record (or keep the one already staged, when `record` is None), then
+        give the staging directory its final name."""
+        if record is not None:
+            name = MANIFEST if isinstance(record, Manifest) else REPLAY
+            text = _record_bytes(record)
+            (self.stage / name).write_bytes(text)
+            _sidecar(self.stage / name).write_text(f"{sha256_bytes(text)}  {name}\n")
         trash = None
         if self.final.exists():
             trash = self.final.parent / f".{self.final.name}.old-{uuid.uuid4().hex[:8]}"
@@ -96,6 +108,26 @@ class StagedDir:
         self.committed = True
         if trash is not None:
             shutil.rmtree(trash, ignore_errors=True)
+
+
+def _record_bytes(record: Record) -> bytes:
+    return record.model_dump_json(indent=2).encode() + b"\n"
+
+
+def capsule_digest(manifest: Manifest) -> str:
+    """The capsule's identity for images: the manifest's digest with its image records left out,
+    so recording an image (or rebuilding it) does not change what the image is labelled with."""
+    return sha256_bytes(_record_bytes(manifest.model_copy(update={"images": {}})))
+
+
+def update_manifest(directory: Path, manifest: Manifest) -> None:
+    """Replace a capsule's manifest and its digest sidecar, each by an atomic rename."""
+    text = _record_bytes(manifest)
+    target = directory / MANIFEST
+    for path, data in ((target, text), (_sidecar(target), f"{sha256_bytes(text)}  {MANIFEST}\n".encode())):
+        temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}")
+        temporary.write_bytes(data)
+        temporary.replace(path)
 
 
 def record_file(directory: Path) -> Path:
@@ -145,6 +177,19 @@ def _artifact_path(directory: Path, ref: ArtifactRef) -> Path:
     return directory / rel
 
 
+def check_artifact(directory: Path, name: str, ref: ArtifactRef) -> None:
+    """Re-hash one artifact in chunks; IntegrityError naming it if missing or altered."""
+    path = _artifact_path(directory, ref)
+    try:
+        digest = file_sha256(path)
+    except OSError:
+        raise IntegrityError(f"{path}: artifact '{name}' is missing") from None
+    if digest != ref.sha256:
+        raise IntegrityError(
+            f"{path}: artifact '{name}' was altered (sha256 {digest[:12]}…, recorded {ref.sha256[:12]}…)"
+        )
+
+
 def read_artifact(directory: Path, name: str, ref: ArtifactRef) -> bytes:
     """An artifact's bytes, refused unless they still hash to the recorded sha256."""
     path = _artifact_path(directory, ref)
@@ -170,5 +215,5 @@ def verify(directory: Path) -> Record:
     """Re-hash the record and every artifact; the first mismatch raises IntegrityError."""
     record = load_record(directory)
     for name, ref in sorted(record.artifacts.items()):
-        read_artifact(directory, name, ref)
+        check_artifact(directory, name, ref)
     return record

@@ -1,0 +1,124 @@
+"""build: the capsule's wheelhouse and Docker image, recorded in its manifest.
+
+`--check` rebuilds without cache and says whether the image ID is the recorded one.
+"""
+
+from __future__ import annotations
+
+import shutil
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from builder.errors import BadInput, IntegrityError
+from builder.freeze import now
+from builder.image import (
+    SOURCE_DATE_EPOCH,
+    Log,
+    build_context,
+    build_image,
+    build_tool_wheel,
+    canonicalize,
+    download_wheels,
+    engine,
+    ensure_base,
+    pinned_distributions,
+    render_dockerfile,
+)
+from builder.manifest import ArtifactRef, ImageRecord, Manifest
+from builder.store import capsule_digest, file_sha256, load_manifest, update_manifest, verify
+
+WHEELHOUSE_DIR = {"cpu": "wheelhouse", "cuda": "wheelhouse-cuda"}
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    variant: str
+    image: ImageRecord
+    checked: bool
+    matches: bool | None
+    rebuilt_id: str | None
+
+
+def wheelhouse(capsule: Path, manifest: Manifest, variant: str, log: Log) -> tuple[Manifest, list[str]]:
+    """The capsule's wheelhouse for `variant`, made once and then stored in the capsule as
+    artifacts (one sha256 per wheel), so every later build installs the very same files."""
+    folder = WHEELHOUSE_DIR[variant]
+    stored = sorted(ref.path.split("/", 1)[1] for name, ref in manifest.artifacts.items()
+                    if name.startswith(f"{folder}/"))
+    if stored:
+        return manifest, stored
+    pins = pinned_distributions(manifest.fingerprint.distributions, manifest.spec.framework, log)
+    if variant == "cuda":
+        # the framework's CUDA build: same version without the local "+cpu" tag
+        pins[manifest.spec.framework] = pins[manifest.spec.framework].split("+")[0]
+    staging = capsule / f".{folder}.partial-{uuid.uuid4().hex[:8]}"
+    staging.mkdir()
+    try:
+        download_wheels(pins, staging, log, with_deps=variant == "cuda")
+        build_tool_wheel(staging, log)
+        final = capsule / folder
+        if final.exists():
+            shutil.rmtree(final)  # left by an interrupted build; not named by the manifest
+        staging.rename(final)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    wheels = sorted(p.name for p in final.glob("*.whl"))
+    artifacts = dict(manifest.artifacts)
+    for name in wheels:
+        path = final / name
+        artifacts[f"{folder}/{name}"] = ArtifactRef(
+            path=f"{folder}/{name}", sha256=file_sha256(path), size=path.stat().st_size,
+            media_type="application/x-wheel+zip",
+        )
+    manifest = manifest.model_copy(update={"artifacts": artifacts})
+    update_manifest(capsule, manifest)
+    log(f"wheelhouse: {len(wheels)} wheels stored in {final}")
+    return manifest, wheels
+
+
+def build(capsule: Path, base: str | None, gpu: bool, check: bool, log: Log) -> BuildResult:
+    verify(capsule)
+    manifest = load_manifest(capsule)
+    variant = "cuda" if gpu else "cpu"
+    recorded = manifest.images.get(variant)
+    if check and recorded is None:
+        raise BadInput(f"{capsule}: images.{variant}: no image recorded yet; run `capsule build` first")
+    api = engine()
+    manifest, wheels = wheelhouse(capsule, manifest, variant, log)
+    pip_wheels = [w for w in wheels if w.startswith("pip-")]
+    if not pip_wheels:
+        raise BadInput(f"{capsule}: {WHEELHOUSE_DIR[variant]}: has no pip wheel to install with")
+    base_ref, base_id = ensure_base(api, recorded.base_image if check and recorded else base, log)
+    dockerfile = render_dockerfile(gpu, base_ref, pip_wheels[0])
+    folder = capsule / WHEELHOUSE_DIR[variant]
+    context = build_context(dockerfile, {w: folder / w for w in wheels})
+    digest = capsule_digest(manifest)
+    tag = f"capsule/{manifest.spec.name.lower()}:{digest[:12]}-{variant}"
+    labels = {"org.capsule.digest": digest, "org.capsule.name": manifest.spec.name,
+              "org.capsule.variant": variant}
+    log(f"build: {tag} from {base_ref}{' (no cache)' if check else ''}")
+    raw = build_image(api, context, tag, labels, nocache=check, log=log)
+    image_id = canonicalize(api, raw, tag, log)
+    if check:
+        assert recorded is not None
+        if image_id != recorded.image_id:
+            raise IntegrityError(
+                f"{capsule}: images.{variant}.image_id: rebuilt image {image_id[:19]}… differs from "
+                f"the recorded {recorded.image_id[:19]}…"
+            )
+        return BuildResult(variant, recorded, True, True, image_id)
+    record = ImageRecord(
+        image_id=image_id, tag=tag, base_image=base_ref, base_id=base_id,
+        dockerfile_sha256=_sha(dockerfile.encode()), capsule_digest=digest,
+        source_date_epoch=SOURCE_DATE_EPOCH, wheels=wheels, built=now(),
+    )
+    update_manifest(capsule, manifest.model_copy(update={"images": {**manifest.images, variant: record}}))
+    return BuildResult(variant, record, False, None, None)
+
+
+def _sha(data: bytes) -> str:
+    import hashlib
+
+    return hashlib.sha256(data).hexdigest()

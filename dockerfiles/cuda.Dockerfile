@@ -1,0 +1,20 @@
+# Capsule CUDA image: rendered by builder/image.py (placeholders in braces).
+# The base must carry the NVIDIA user-space libraries the framework's CUDA wheels need, e.g. an
+# nvidia/cuda runtime image where a registry is reachable (pass it with --base); the wheelhouse
+# holds the framework's CUDA build. The engine needs the NVIDIA container runtime to run it.
+FROM {base}
+ADD wheelhouse.tar /
+ENV SOURCE_DATE_EPOCH={epoch} \
+    PYTHONHASHSEED=0 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    HOME=/tmp \
+    NVIDIA_VISIBLE_DEVICES=all \
+    NVIDIA_DRIVER_CAPABILITIES=compute,utility \
+    CUBLAS_WORKSPACE_CONFIG=:4096:8 \
+    PATH=/opt/capsule/venv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+RUN /usr/bin/python3 -m venv --without-pip /opt/capsule/venv \
+ && /opt/capsule/venv/bin/python {wheelhouse}/{pip_wheel}/pip install --quiet --no-index \
+        --no-deps --no-cache-dir --disable-pip-version-check {wheelhouse}/*.whl \
+ && find /opt/capsule -exec touch -h -d @{epoch} {{}} + \
+ && touch -h -d @{epoch} /opt /tmp /root
+ENTRYPOINT ["/opt/capsule/venv/bin/capsule"]
