@@ -22,7 +22,9 @@ from builder.image import (
     download_wheels,
     engine,
     ensure_base,
+    image_exists,
     pinned_distributions,
+    raw_tag,
     render_dockerfile,
 )
 from builder.manifest import ArtifactRef, ImageRecord, Manifest
@@ -99,8 +101,9 @@ def build(capsule: Path, base: str | None, gpu: bool, check: bool, log: Log) -> 
     labels = {"org.capsule.digest": digest, "org.capsule.name": manifest.spec.name,
               "org.capsule.variant": variant}
     log(f"build: {tag} from {base_ref}{' (no cache)' if check else ''}")
-    raw = build_image(api, context, tag, labels, nocache=check, log=log)
-    image_id = canonicalize(api, raw, tag, log)
+    previous_raw = image_exists(api, raw_tag(tag))
+    raw = build_image(api, context, raw_tag(tag), labels, nocache=check, log=log)
+    image_id = canonicalize(api, raw, tag, previous_raw, log)
     if check:
         assert recorded is not None
         if image_id != recorded.image_id:

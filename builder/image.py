@@ -289,55 +289,71 @@ def _canonical_config(config: dict[str, Any]) -> dict[str, Any]:
     return config
 
 
-def canonicalize(api: APIClient, image_id: str, tag: str, log: Log) -> str:
-    """save → canonical config → load: the same layers now give the same image ID."""
-    log("build: canonicalizing the image config (save → load)")
-    with tempfile.TemporaryDirectory(prefix="capsule-save-", dir=_scratch()) as tmp:
-        saved, fixed = Path(tmp) / "saved.tar", Path(tmp) / "fixed.tar"
-        with saved.open("wb") as f:
-            for chunk in api.get_image(image_id):
-                f.write(chunk)
-        with tarfile.open(saved) as src:
-            manifest = json.load(src.extractfile("manifest.json"))  # type: ignore[arg-type]
-            old_config = manifest[0]["Config"]
-            config = _canonical_config(json.load(src.extractfile(old_config)))  # type: ignore[arg-type]
-            config_bytes = json.dumps(config, separators=(",", ":"), sort_keys=True).encode()
-            digest = hashlib.sha256(config_bytes).hexdigest()
-            manifest[0]["Config"] = f"{digest}.json"
-            manifest[0]["RepoTags"] = [tag]
-            with tarfile.open(fixed, "w") as dst:
-                for member in src.getmembers():
-                    if member.name in (old_config, "manifest.json", "repositories", "index.json"):
-                        continue
-                    dst.addfile(member, src.extractfile(member) if member.isfile() else None)
-                for name, data in ((f"{digest}.json", config_bytes),
-                                   ("manifest.json", json.dumps(manifest).encode())):
-                    info = tarfile.TarInfo(name)
-                    info.size, info.mtime = len(data), SOURCE_DATE_EPOCH
-                    dst.addfile(info, io.BytesIO(data))
-        with fixed.open("rb") as f:
-            api.load_image(f)
+class _ChunkReader(io.RawIOBase):
+    """A file-like view of the engine's chunk stream, so tarfile can read `docker save` as it
+    arrives instead of from a multi-gigabyte file on disk."""
+
+    def __init__(self, chunks: Iterator[bytes]) -> None:
+        self.chunks, self.pending = chunks, b""
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        while not self.pending:
+            try:
+                self.pending = next(self.chunks)
+            except StopIteration:
+                return 0
+        n = min(len(buffer), len(self.pending))
+        buffer[:n], self.pending = self.pending[:n], self.pending[n:]
+        return n
+
+
+def _saved_metadata(api: APIClient, image_id: str) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """manifest.json and the image config from a streamed `docker save`, skipping the layers."""
+    found: dict[str, bytes] = {}
+    reader = io.BufferedReader(_ChunkReader(iter(api.get_image(image_id, chunk_size=1 << 20))), 1 << 20)
+    with tarfile.open(fileobj=reader, mode="r|") as tar:
+        for member in tar:
+            if member.isfile() and "/" not in member.name and member.name.endswith(".json"):
+                found[member.name] = tar.extractfile(member).read()  # type: ignore[union-attr]
+    manifest = json.loads(found["manifest.json"])
+    return manifest, json.loads(found[manifest[0]["Config"]])
+
+
+def raw_tag(tag: str) -> str:
+    """Where the builder's own (non-canonical) result is tagged: it keeps the cache warm."""
+    return f"capsule-raw/{tag.split('/', 1)[-1]}"
+
+
+def canonicalize(api: APIClient, image_id: str, tag: str, previous_raw: str | None, log: Log) -> str:
+    """Give the built layers a canonical config (fixed times, no build-container IDs) and load it;
+    the same layers then always get the same image ID.
+
+    The load needs only manifest.json and the config: the engine already holds every layer.
+    A warm build gives the raw image it gave last time (`previous_raw`); its canonical image is
+    then already under `tag`."""
+    canonical_now = image_exists(api, tag)
+    if previous_raw == image_id and canonical_now is not None:
+        return canonical_now
+    log("build: canonicalizing the image config")
+    manifest, config = _saved_metadata(api, image_id)
+    config_bytes = json.dumps(_canonical_config(config), separators=(",", ":"), sort_keys=True).encode()
+    digest = hashlib.sha256(config_bytes).hexdigest()
+    entry = {**manifest[0], "Config": f"{digest}.json", "RepoTags": [tag]}
+    small = io.BytesIO()
+    with tarfile.open(fileobj=small, mode="w") as tar:
+        for name, data in ((f"{digest}.json", config_bytes), ("manifest.json", json.dumps([entry]).encode())):
+            info = tarfile.TarInfo(name)
+            info.size, info.mtime = len(data), SOURCE_DATE_EPOCH
+            tar.addfile(info, io.BytesIO(data))
+    for _ in api.load_image(small.getvalue()):
+        pass
     canonical = f"sha256:{digest}"
     if image_exists(api, canonical) is None:
         raise BadInput("build: the canonical image did not load")
-    api.tag(canonical, *tag.split(":", 1))
-    if image_id != canonical:
-        _remove_quietly(api, image_id)
     return canonical
-
-
-def _scratch() -> str:
-    """Where multi-gigabyte temporary tars go: CAPSULE_SCRATCH, else /var/tmp."""
-    return os.environ.get("CAPSULE_SCRATCH", "/var/tmp")
-
-
-def _remove_quietly(api: APIClient, ref: str) -> None:
-    from docker.errors import APIError
-
-    try:
-        api.remove_image(ref, noprune=False)
-    except APIError:
-        pass
 
 
 # ---------------------------------------------------------------- save, load, run
