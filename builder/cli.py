@@ -297,6 +297,40 @@ def inspect(
 
 
 @app.command()
+def export(
+    capsule: Annotated[Path, typer.Argument(help="The capsule directory.")],
+    out_file: Annotated[Path, typer.Option("--out", help="The file to write (NAME.capsule.tar).")],
+    with_image: Annotated[
+        bool, typer.Option(help="Include the capsule's built images (docker save, gzip).")
+    ] = False,
+    force: Annotated[bool, typer.Option(help="Replace an existing file at --out.")] = False,
+) -> None:
+    """Write the capsule, and optionally its image, into one file for another machine."""
+    from builder.transfer import export as do_export
+
+    with reported():
+        names = do_export(capsule, out_file, with_image, lambda m: err.print(m, markup=False), force)
+    size = out_file.stat().st_size / 2**20
+    out.print(f"exported {capsule} → {out_file} ({len(names)} files"
+              f"{' + image' if with_image else ''}, {size:,.1f} MiB)")
+
+
+@app.command("import")
+def import_(
+    source: Annotated[Path, typer.Argument(help="A file written by `capsule export`.")],
+    out_dir: Annotated[Path, typer.Option("--out", help="Directory to unpack the capsule into.")],
+    force: Annotated[bool, typer.Option(help="Replace an existing capsule at --out.")] = False,
+) -> None:
+    """Unpack an export safely, verify every digest, and load its image into the engine."""
+    from builder.transfer import import_capsule
+
+    with reported():
+        manifest = import_capsule(source, out_dir, lambda m: err.print(m, markup=False), force)
+    loaded = ", ".join(f"{v} {i.image_id[:19]}…" for v, i in manifest.images.items()) or "none"
+    out.print(f"imported {manifest.spec.name} → {out_dir}; verified; images recorded: {loaded}")
+
+
+@app.command()
 def schema(
     replay: Annotated[
         bool, typer.Option("--replay", help="The replay record's schema instead.")

@@ -365,7 +365,10 @@ def save_image(api: APIClient, image_id: str, out: io.BufferedIOBase) -> None:
 
 
 def load_image(api: APIClient, data: io.BufferedIOBase) -> None:
-    api.load_image(data)
+    """`docker load` (a plain or gzip tar), consuming the engine's reply so errors surface."""
+    for message in api.load_image(data):
+        if isinstance(message, dict) and message.get("error"):
+            raise BadInput(f"docker load failed: {message['error']}")
 
 
 def remove_image(api: APIClient, image_id: str) -> None:

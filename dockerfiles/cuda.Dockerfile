@@ -14,7 +14,9 @@ ENV SOURCE_DATE_EPOCH={epoch} \
     PATH=/opt/capsule/venv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 RUN /usr/bin/python3 -m venv --without-pip /opt/capsule/venv \
  && /opt/capsule/venv/bin/python {wheelhouse}/{pip_wheel}/pip install --quiet --no-index \
-        --no-deps --no-cache-dir --disable-pip-version-check {wheelhouse}/*.whl \
+        --no-deps --no-cache-dir --no-compile --disable-pip-version-check {wheelhouse}/*.whl \
+ && (/opt/capsule/venv/bin/python -m compileall -q -j 0 --invalidation-mode unchecked-hash \
+        /opt/capsule/venv/lib > /dev/null || true) \
  && find /opt/capsule -exec touch -h -d @{epoch} {{}} + \
  && touch -h -d @{epoch} /opt /tmp /root
 ENTRYPOINT ["/opt/capsule/venv/bin/capsule"]

@@ -1,0 +1,139 @@
+"""export / import: one file that carries a capsule, and optionally its image, to another machine.
+
+The file is a plain tar: `capsule/…` (the manifest, its digest and every artifact) and, with
+`--with-image`, `images/<variant>.tar.gz` (`docker save`, gzip: `docker load` reads it as is).
+Import never calls tar's extractall: it writes only regular files under the target, refuses any
+other member (absolute paths, `..`, links, devices), re-verifies every digest, and loads the
+image only if its ID is the one the manifest records.
+"""
+
+from __future__ import annotations
+
+import gzip
+import shutil
+import tarfile
+import tempfile
+import uuid
+from collections.abc import Callable
+from pathlib import Path, PurePosixPath
+
+from builder.errors import BadInput, IntegrityError
+from builder.manifest import Manifest
+from builder.store import MANIFEST, StagedDir, load_manifest, verify
+
+Log = Callable[[str], None]
+GZIP_LEVEL = 1  # the image is mostly compressed wheels and binaries: higher levels buy little
+
+
+def _add_file(tar: tarfile.TarFile, source: Path, name: str) -> None:
+    info = tar.gettarinfo(str(source), arcname=name)
+    info.uid = info.gid = 0
+    info.uname = info.gname = "root"
+    with source.open("rb") as f:
+        tar.addfile(info, f)
+
+
+def export(capsule: Path, out: Path, with_image: bool, log: Log, force: bool = False) -> list[str]:
+    """Write the capsule (and its recorded images) to `out`; return the member names written."""
+    verify(capsule)
+    manifest = load_manifest(capsule)
+    if out.exists() and not force:
+        raise BadInput(f"{out}: already exists (pass --force to replace it)")
+    if with_image and not manifest.images:
+        raise BadInput(f"{capsule}: images: none recorded; run `capsule build {capsule}` first")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    partial = out.with_name(f".{out.name}.partial-{uuid.uuid4().hex[:8]}")
+    names = [MANIFEST, "manifest.sha256", *sorted(ref.path for ref in manifest.artifacts.values())]
+    try:
+        with tarfile.open(partial, "w", format=tarfile.PAX_FORMAT) as tar:
+            for name in names:
+                _add_file(tar, capsule / name, f"capsule/{name}")
+            if with_image:
+                _add_images(tar, manifest, partial.parent, log)
+        partial.replace(out)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+    return names
+
+
+def _add_images(tar: tarfile.TarFile, manifest: Manifest, scratch: Path, log: Log) -> None:
+    from builder.image import engine, image_exists, save_image
+
+    api = engine()
+    for variant, image in sorted(manifest.images.items()):
+        if image_exists(api, image.image_id) is None:
+            raise BadInput(f"images.{variant}: {image.image_id[:19]}… is not in the Docker engine; "
+                           "rebuild it with `capsule build` before exporting it")
+        log(f"export: saving the {variant} image {image.image_id[:19]}… (gzip)")
+        with tempfile.NamedTemporaryFile(dir=scratch, prefix=".image-", suffix=".tar.gz") as tmp:
+            with gzip.GzipFile(fileobj=tmp, mode="wb", compresslevel=GZIP_LEVEL, mtime=0) as gz:
+                save_image(api, image.image_id, gz)  # type: ignore[arg-type]
+            tmp.flush()
+            _add_file(tar, Path(tmp.name), f"images/{variant}.tar.gz")
+
+
+def _safe_name(member: tarfile.TarInfo, source: Path) -> PurePosixPath:
+    """The member's path if it is a plain file or directory inside capsule/ or images/."""
+    path = PurePosixPath(member.name)
+    if path.is_absolute() or ".." in path.parts or not path.parts:
+        raise BadInput(f"{source}: member {member.name!r}: path leaves the archive; refused")
+    if not (member.isfile() or member.isdir()):
+        raise BadInput(f"{source}: member {member.name!r}: links and devices are refused")
+    if path.parts[0] not in ("capsule", "images"):
+        raise BadInput(f"{source}: member {member.name!r}: not part of a capsule export")
+    if path.parts[0] == "images" and (len(path.parts) != 2 or not path.name.endswith(".tar.gz")):
+        raise BadInput(f"{source}: member {member.name!r}: unexpected file under images/")
+    return path
+
+
+def import_capsule(source: Path, out: Path, log: Log, force: bool = False) -> Manifest:
+    """Unpack an export safely, verify every digest, load its images; write the capsule to `out`."""
+    if not source.is_file():
+        raise BadInput(f"{source}: export file not found")
+    try:
+        tar = tarfile.open(source, "r:")
+    except (tarfile.TarError, OSError) as error:
+        raise BadInput(f"{source}: not a capsule export (tar): {error}") from None
+    with tar, StagedDir(out, force=force) as stage:
+        images: list[Path] = []
+        for member in tar:
+            path = _safe_name(member, source)
+            if member.isdir():
+                continue
+            rel = PurePosixPath(*path.parts[1:])
+            target = stage.stage / ("images" if path.parts[0] == "images" else "") / rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with tar.extractfile(member) as data, target.open("wb") as f:  # type: ignore[union-attr]
+                shutil.copyfileobj(data, f, 1 << 20)
+            if path.parts[0] == "images":
+                images.append(target)
+        if not (stage.stage / MANIFEST).is_file():
+            raise BadInput(f"{source}: capsule/{MANIFEST}: missing; not a capsule export")
+        images_dir = stage.stage / "images"
+        verify(stage.stage)
+        manifest = load_manifest(stage.stage)
+        for image_file in images:
+            _load_image(manifest, image_file, log)
+        shutil.rmtree(images_dir, ignore_errors=True)
+        stage.commit(None)
+    return manifest
+
+
+def _load_image(manifest: Manifest, image_file: Path, log: Log) -> None:
+    from builder.image import engine, image_exists, load_image
+
+    variant = image_file.name.removesuffix(".tar.gz")
+    recorded = manifest.images.get(variant)  # type: ignore[call-overload]
+    if recorded is None:
+        raise IntegrityError(f"images/{image_file.name}: the manifest records no {variant} image")
+    api = engine()
+    log(f"import: loading the {variant} image into the Docker engine")
+    with image_file.open("rb") as f:
+        load_image(api, f)
+    if image_exists(api, recorded.image_id) is None:
+        raise IntegrityError(
+            f"images/{image_file.name}: loading it did not give the recorded image "
+            f"{recorded.image_id[:19]}…"
+        )
+    api.tag(recorded.image_id, *recorded.tag.split(":", 1))
