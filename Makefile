@@ -5,7 +5,7 @@ BIN   := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO  := build/demo
 
-.PHONY: install demo test lint bench clean
+.PHONY: install engines demo test lint bench clean
 
 $(STAMP): pyproject.toml scripts/bootstrap.sh
 	scripts/bootstrap.sh $(VENV)
@@ -20,7 +20,11 @@ demo: install
 	$(BIN)/capsule replay $(DEMO)/paper-2d-torch --out $(DEMO)/replay
 	$(BIN)/capsule diff $(DEMO)/paper-2d-torch $(DEMO)/replay --require identical
 
-test: install
+# The engines the tests talk to for real (a Docker daemon), started once and then reused.
+engines:
+	scripts/docker-up.sh
+
+test: install engines
 	$(BIN)/ruff check builder tests benchmarks
 	$(BIN)/pytest -q
 

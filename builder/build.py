@@ -42,12 +42,17 @@ class BuildResult:
     rebuilt_id: str | None
 
 
-def wheelhouse(capsule: Path, manifest: Manifest, variant: str, log: Log) -> tuple[Manifest, list[str]]:
+def wheelhouse(
+    capsule: Path, manifest: Manifest, variant: str, log: Log
+) -> tuple[Manifest, list[str]]:
     """The capsule's wheelhouse for `variant`, made once and then stored in the capsule as
     artifacts (one sha256 per wheel), so every later build installs the very same files."""
     folder = WHEELHOUSE_DIR[variant]
-    stored = sorted(ref.path.split("/", 1)[1] for name, ref in manifest.artifacts.items()
-                    if name.startswith(f"{folder}/"))
+    stored = sorted(
+        ref.path.split("/", 1)[1]
+        for name, ref in manifest.artifacts.items()
+        if name.startswith(f"{folder}/")
+    )
     if stored:
         return manifest, stored
     pins = pinned_distributions(manifest.fingerprint.distributions, manifest.spec.framework, log)
@@ -71,7 +76,9 @@ def wheelhouse(capsule: Path, manifest: Manifest, variant: str, log: Log) -> tup
     for name in wheels:
         path = final / name
         artifacts[f"{folder}/{name}"] = ArtifactRef(
-            path=f"{folder}/{name}", sha256=file_sha256(path), size=path.stat().st_size,
+            path=f"{folder}/{name}",
+            sha256=file_sha256(path),
+            size=path.stat().st_size,
             media_type="application/x-wheel+zip",
         )
     manifest = manifest.model_copy(update={"artifacts": artifacts})
@@ -86,7 +93,9 @@ def build(capsule: Path, base: str | None, gpu: bool, check: bool, log: Log) -> 
     variant = "cuda" if gpu else "cpu"
     recorded = manifest.images.get(variant)
     if check and recorded is None:
-        raise BadInput(f"{capsule}: images.{variant}: no image recorded yet; run `capsule build` first")
+        raise BadInput(
+            f"{capsule}: images.{variant}: no image recorded yet; run `capsule build` first"
+        )
     api = engine()
     manifest, wheels = wheelhouse(capsule, manifest, variant, log)
     pip_wheels = [w for w in wheels if w.startswith("pip-")]
@@ -98,8 +107,11 @@ def build(capsule: Path, base: str | None, gpu: bool, check: bool, log: Log) -> 
     context = build_context(dockerfile, {w: folder / w for w in wheels})
     digest = capsule_digest(manifest)
     tag = f"capsule/{manifest.spec.name.lower()}:{digest[:12]}-{variant}"
-    labels = {"org.capsule.digest": digest, "org.capsule.name": manifest.spec.name,
-              "org.capsule.variant": variant}
+    labels = {
+        "org.capsule.digest": digest,
+        "org.capsule.name": manifest.spec.name,
+        "org.capsule.variant": variant,
+    }
     log(f"build: {tag} from {base_ref}{' (no cache)' if check else ''}")
     previous_raw = image_exists(api, raw_tag(tag))
     raw = build_image(api, context, raw_tag(tag), labels, nocache=check, log=log)
@@ -108,16 +120,24 @@ def build(capsule: Path, base: str | None, gpu: bool, check: bool, log: Log) -> 
         assert recorded is not None
         if image_id != recorded.image_id:
             raise IntegrityError(
-                f"{capsule}: images.{variant}.image_id: rebuilt image {image_id[:19]}… differs from "
-                f"the recorded {recorded.image_id[:19]}…"
+                f"{capsule}: images.{variant}.image_id: rebuilt image {image_id[:19]}… "
+                f"differs from the recorded {recorded.image_id[:19]}…"
             )
         return BuildResult(variant, recorded, True, True, image_id)
     record = ImageRecord(
-        image_id=image_id, tag=tag, base_image=base_ref, base_id=base_id,
-        dockerfile_sha256=_sha(dockerfile.encode()), capsule_digest=digest,
-        source_date_epoch=SOURCE_DATE_EPOCH, wheels=wheels, built=now(),
+        image_id=image_id,
+        tag=tag,
+        base_image=base_ref,
+        base_id=base_id,
+        dockerfile_sha256=_sha(dockerfile.encode()),
+        capsule_digest=digest,
+        source_date_epoch=SOURCE_DATE_EPOCH,
+        wheels=wheels,
+        built=now(),
     )
-    update_manifest(capsule, manifest.model_copy(update={"images": {**manifest.images, variant: record}}))
+    update_manifest(
+        capsule, manifest.model_copy(update={"images": {**manifest.images, variant: record}})
+    )
     return BuildResult(variant, record, False, None, None)
 
 

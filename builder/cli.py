@@ -180,15 +180,23 @@ def replay(
     with reported():
         manifest = load_manifest(capsule)
         if on == Where.docker:
-            record = replay_in_docker(capsule, out_dir, lambda line: err.print(line, markup=False),
-                                      threads=threads, device=chosen, force=force)
+            record = replay_in_docker(
+                capsule,
+                out_dir,
+                lambda line: err.print(line, markup=False),
+                threads=threads,
+                device=chosen,
+                force=force,
+            )
         else:
-            ensure_process_env(threads or manifest.spec.controls.threads,
-                               chosen or manifest.spec.controls.device)
+            ensure_process_env(
+                threads or manifest.spec.controls.threads, chosen or manifest.spec.controls.device
+            )
             label = f"replay {manifest.spec.name}"
             with epoch_progress(manifest.spec.train.epochs, label) as on_epoch:
-                record = replay_on_host(capsule, out_dir, on_epoch, threads=threads, device=chosen,
-                                        force=force)
+                record = replay_on_host(
+                    capsule, out_dir, on_epoch, threads=threads, device=chosen, force=force
+                )
     _summary(record, out_dir, "replayed" if on == Where.host else "replayed in docker")
 
 
@@ -197,14 +205,21 @@ def build(
     capsule: Annotated[Path, typer.Argument(help="The capsule directory.")],
     base: Annotated[
         str | None,
-        typer.Option(help="Base image already in the engine (default: Capsule's local Debian "
-                     "base, built once with debootstrap)."),
+        typer.Option(
+            help="Base image already in the engine (default: Capsule's local Debian "
+            "base, built once with debootstrap)."
+        ),
     ] = None,
-    gpu: Annotated[bool, typer.Option(help="Build the CUDA image (framework CUDA wheels).")] = False,
-    check: Annotated[
-        bool, typer.Option(help="Rebuild without cache; exit 3 unless the image ID is the recorded one.")
+    gpu: Annotated[
+        bool, typer.Option(help="Build the CUDA image (framework CUDA wheels).")
     ] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")] = False,
+    check: Annotated[
+        bool,
+        typer.Option(help="Rebuild without cache; exit 3 unless the image ID is the recorded one."),
+    ] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the result as JSON on stdout.")
+    ] = False,
 ) -> None:
     """Make the capsule's wheelhouse and Docker image offline; record the image in the capsule."""
     from builder.build import build as do_build
@@ -212,13 +227,24 @@ def build(
     with reported():
         result = do_build(capsule, base, gpu, check, lambda line: err.print(line, markup=False))
     if as_json:
-        print(json.dumps({"variant": result.variant, "checked": result.checked,
-                          "matches": result.matches, **result.image.model_dump()}, indent=2))
+        print(
+            json.dumps(
+                {
+                    "variant": result.variant,
+                    "checked": result.checked,
+                    "matches": result.matches,
+                    **result.image.model_dump(),
+                },
+                indent=2,
+            )
+        )
     elif result.checked:
         out.print(f"rebuilt without cache: image ID {result.rebuilt_id} matches the recorded one")
     else:
-        out.print(f"built {result.image.tag} = {result.image.image_id} "
-                  f"({len(result.image.wheels)} wheels); recorded in {capsule / 'manifest.json'}")
+        out.print(
+            f"built {result.image.tag} = {result.image.image_id} "
+            f"({len(result.image.wheels)} wheels); recorded in {capsule / 'manifest.json'}"
+        )
 
 
 @app.command()
@@ -309,10 +335,14 @@ def export(
     from builder.transfer import export as do_export
 
     with reported():
-        names = do_export(capsule, out_file, with_image, lambda m: err.print(m, markup=False), force)
+        names = do_export(
+            capsule, out_file, with_image, lambda m: err.print(m, markup=False), force
+        )
     size = out_file.stat().st_size / 2**20
-    out.print(f"exported {capsule} → {out_file} ({len(names)} files"
-              f"{' + image' if with_image else ''}, {size:,.1f} MiB)")
+    out.print(
+        f"exported {capsule} → {out_file} ({len(names)} files"
+        f"{' + image' if with_image else ''}, {size:,.1f} MiB)"
+    )
 
 
 @app.command("import")

@@ -92,9 +92,11 @@ def requirement_closure(root: str, extras: set[str]) -> list[str]:
         for text in requires:
             req = Requirement(text)
             env_extras = wanted or {""}
-            if req.marker is None or any(req.marker.evaluate({"extra": e}) for e in env_extras):
-                if str(canonicalize_name(req.name)) not in seen:
-                    pending.append((req.name, set(req.extras)))
+            applies = req.marker is None or any(
+                req.marker.evaluate({"extra": e}) for e in env_extras
+            )
+            if applies and str(canonicalize_name(req.name)) not in seen:
+                pending.append((req.name, set(req.extras)))
     return sorted(seen)
 
 
@@ -112,7 +114,7 @@ def pinned_distributions(distributions: dict[str, str], framework: str, log: Log
             pins[name] = distributions[name]
         else:
             pins[name] = importlib.metadata.version(name)
-            log(f"wheelhouse: {name} is not in the capsule's fingerprint; using {pins[name]} from here")
+            log(f"wheelhouse: {name} is not in the capsule's fingerprint; using {pins[name]} here")
     return pins
 
 
@@ -122,8 +124,18 @@ def download_wheels(pins: dict[str, str], into: Path, log: Log, with_deps: bool 
     requirements = [f"{name}=={version}" for name, version in sorted(pins.items())]
     log(f"wheelhouse: downloading {len(requirements)} pinned wheels")
     deps = [] if with_deps else ["--no-deps"]
-    command = [sys.executable, "-m", "pip", "download", "--quiet", *deps, "--only-binary=:all:",
-               "--dest", str(into), *requirements]
+    command = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--quiet",
+        *deps,
+        "--only-binary=:all:",
+        "--dest",
+        str(into),
+        *requirements,
+    ]
     result = subprocess.run(command, capture_output=True, text=True)
     if result.returncode != 0:
         last = [line for line in result.stderr.splitlines() if line.startswith("ERROR")] or [""]
@@ -136,8 +148,17 @@ def build_tool_wheel(into: Path, log: Log) -> None:
         raise BadInput(f"{ROOT}: Capsule's source is not here, so its wheel cannot be built")
     log("wheelhouse: building Capsule's own wheel")
     env = {**os.environ, "SOURCE_DATE_EPOCH": str(SOURCE_DATE_EPOCH)}
-    command = [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--wheel-dir", str(into),
-               str(ROOT)]
+    command = [
+        sys.executable,
+        "-m",
+        "pip",
+        "wheel",
+        "--quiet",
+        "--no-deps",
+        "--wheel-dir",
+        str(into),
+        str(ROOT),
+    ]
     result = subprocess.run(command, capture_output=True, text=True, env=env)
     if result.returncode != 0:
         raise BadInput(f"wheelhouse: building Capsule's wheel failed: {result.stderr[-300:]}")
@@ -158,7 +179,9 @@ def _tarinfo(name: str, size: int = 0, directory: bool = False) -> tarfile.TarIn
 def deterministic_tar(files: dict[str, Path | bytes], out: io.BufferedIOBase | io.BytesIO) -> None:
     """A tar of `files` (archive name → path or bytes) with every parent directory, sorted
     names, mtime SOURCE_DATE_EPOCH and owner 0: the same inputs give the same bytes."""
-    directories = sorted({str(Path(n).parents[i]) for n in files for i in range(len(Path(n).parents) - 1)})
+    directories = sorted(
+        {str(Path(n).parents[i]) for n in files for i in range(len(Path(n).parents) - 1)}
+    )
     with tarfile.open(fileobj=out, mode="w", format=tarfile.GNU_FORMAT) as tar:
         for d in directories:
             tar.addfile(_tarinfo(d + "/", directory=True))
@@ -178,8 +201,11 @@ def debian_mirror() -> str:
     """The Debian mirror the host's apt uses (CAPSULE_DEBIAN_MIRROR overrides it)."""
     if os.environ.get("CAPSULE_DEBIAN_MIRROR"):
         return os.environ["CAPSULE_DEBIAN_MIRROR"]
-    sources = [Path("/etc/apt/sources.list"), *sorted(Path("/etc/apt/sources.list.d").glob("*.sources")),
-               *sorted(Path("/etc/apt/sources.list.d").glob("*.list"))]
+    sources = [
+        Path("/etc/apt/sources.list"),
+        *sorted(Path("/etc/apt/sources.list.d").glob("*.sources")),
+        *sorted(Path("/etc/apt/sources.list.d").glob("*.list")),
+    ]
     for path in sources:
         try:
             lines = path.read_text().splitlines()
@@ -216,18 +242,37 @@ def ensure_base(api: APIClient, base: str | None, log: Log) -> tuple[str, str]:
     if found is not None:
         return tag, found
     if subprocess.run(["which", "debootstrap"], capture_output=True).returncode != 0:
-        raise EngineMissing("debootstrap is not installed; it makes the local base image "
-                            "(apt-get install debootstrap), or pass --base IMAGE")
+        raise EngineMissing(
+            "debootstrap is not installed; it makes the local base image "
+            "(apt-get install debootstrap), or pass --base IMAGE"
+        )
     log(f"base: building {tag} with debootstrap (about a minute, once)")
     with tempfile.TemporaryDirectory(prefix="capsule-base-") as tmp:
         rootfs = Path(tmp) / "rootfs"
-        result = subprocess.run(["bash", str(DOCKERFILES / "base.sh"), str(rootfs), debian_mirror()],
-                                capture_output=True, text=True)
+        result = subprocess.run(
+            ["bash", str(DOCKERFILES / "base.sh"), str(rootfs), debian_mirror()],
+            capture_output=True,
+            text=True,
+        )
         if result.returncode != 0:
             raise EngineMissing(f"base: debootstrap failed: {result.stderr.strip()[-300:]}")
         tar_path = Path(tmp) / "rootfs.tar"
-        subprocess.run(["tar", "--sort=name", f"--mtime=@{SOURCE_DATE_EPOCH}", "--owner=0", "--group=0",
-                        "--numeric-owner", "-C", str(rootfs), "-cf", str(tar_path), "."], check=True)
+        subprocess.run(
+            [
+                "tar",
+                "--sort=name",
+                f"--mtime=@{SOURCE_DATE_EPOCH}",
+                "--owner=0",
+                "--group=0",
+                "--numeric-owner",
+                "-C",
+                str(rootfs),
+                "-cf",
+                str(tar_path),
+                ".",
+            ],
+            check=True,
+        )
         repository, _, version = tag.partition(":")
         api.import_image(src=str(tar_path), repository=repository, tag=version)
     found = image_exists(api, tag)
@@ -241,28 +286,44 @@ def ensure_base(api: APIClient, base: str | None, log: Log) -> tuple[str, str]:
 
 def render_dockerfile(gpu: bool, base: str, pip_wheel: str) -> str:
     template = (DOCKERFILES / ("cuda.Dockerfile" if gpu else "cpu.Dockerfile")).read_text()
-    return template.format(base=base, epoch=SOURCE_DATE_EPOCH, wheelhouse=WHEELHOUSE, pip_wheel=pip_wheel)
+    return template.format(
+        base=base, epoch=SOURCE_DATE_EPOCH, wheelhouse=WHEELHOUSE, pip_wheel=pip_wheel
+    )
 
 
 def build_context(dockerfile: str, wheels: dict[str, Path]) -> bytes:
     """The build context: the Dockerfile and wheelhouse.tar (which ADD unpacks at /)."""
     inner = io.BytesIO()
-    deterministic_tar({f"{WHEELHOUSE.lstrip('/')}/{name}": path for name, path in wheels.items()}, inner)
+    deterministic_tar(
+        {f"{WHEELHOUSE.lstrip('/')}/{name}": path for name, path in wheels.items()}, inner
+    )
     outer = io.BytesIO()
-    deterministic_tar({"Dockerfile": dockerfile.encode(), "wheelhouse.tar": inner.getvalue()}, outer)
+    deterministic_tar(
+        {"Dockerfile": dockerfile.encode(), "wheelhouse.tar": inner.getvalue()}, outer
+    )
     return outer.getvalue()
 
 
-def build_image(api: APIClient, context: bytes, tag: str, labels: dict[str, str], nocache: bool,
-                log: Log) -> str:
+def build_image(
+    api: APIClient, context: bytes, tag: str, labels: dict[str, str], nocache: bool, log: Log
+) -> str:
     """Run the classic build, streaming its steps to `log`; return the raw image ID."""
     from docker.errors import APIError
 
     image_id = None
     try:
-        stream = api.build(fileobj=io.BytesIO(context), custom_context=True, tag=tag, labels=labels,
-                           nocache=nocache, rm=True, forcerm=True, pull=False, decode=True,
-                           network_mode="none")
+        stream = api.build(
+            fileobj=io.BytesIO(context),
+            custom_context=True,
+            tag=tag,
+            labels=labels,
+            nocache=nocache,
+            rm=True,
+            forcerm=True,
+            pull=False,
+            decode=True,
+            network_mode="none",
+        )
         for chunk in stream:
             if "error" in chunk:
                 raise BadInput(f"image build failed: {chunk['error'].strip()}")
@@ -313,7 +374,9 @@ class _ChunkReader(io.RawIOBase):
 def _saved_metadata(api: APIClient, image_id: str) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """manifest.json and the image config from a streamed `docker save`, skipping the layers."""
     found: dict[str, bytes] = {}
-    reader = io.BufferedReader(_ChunkReader(iter(api.get_image(image_id, chunk_size=1 << 20))), 1 << 20)
+    reader = io.BufferedReader(
+        _ChunkReader(iter(api.get_image(image_id, chunk_size=1 << 20))), 1 << 20
+    )
     with tarfile.open(fileobj=reader, mode="r|") as tar:
         for member in tar:
             if member.isfile() and "/" not in member.name and member.name.endswith(".json"):
@@ -327,7 +390,9 @@ def raw_tag(tag: str) -> str:
     return f"capsule-raw/{tag.split('/', 1)[-1]}"
 
 
-def canonicalize(api: APIClient, image_id: str, tag: str, previous_raw: str | None, log: Log) -> str:
+def canonicalize(
+    api: APIClient, image_id: str, tag: str, previous_raw: str | None, log: Log
+) -> str:
     """Give the built layers a canonical config (fixed times, no build-container IDs) and load it;
     the same layers then always get the same image ID.
 
@@ -339,12 +404,17 @@ def canonicalize(api: APIClient, image_id: str, tag: str, previous_raw: str | No
         return canonical_now
     log("build: canonicalizing the image config")
     manifest, config = _saved_metadata(api, image_id)
-    config_bytes = json.dumps(_canonical_config(config), separators=(",", ":"), sort_keys=True).encode()
+    config_bytes = json.dumps(
+        _canonical_config(config), separators=(",", ":"), sort_keys=True
+    ).encode()
     digest = hashlib.sha256(config_bytes).hexdigest()
     entry = {**manifest[0], "Config": f"{digest}.json", "RepoTags": [tag]}
     small = io.BytesIO()
     with tarfile.open(fileobj=small, mode="w") as tar:
-        for name, data in ((f"{digest}.json", config_bytes), ("manifest.json", json.dumps([entry]).encode())):
+        for name, data in (
+            (f"{digest}.json", config_bytes),
+            ("manifest.json", json.dumps([entry]).encode()),
+        ):
             info = tarfile.TarInfo(name)
             info.size, info.mtime = len(data), SOURCE_DATE_EPOCH
             tar.addfile(info, io.BytesIO(data))
@@ -376,8 +446,15 @@ def remove_image(api: APIClient, image_id: str) -> None:
 
 
 @contextmanager
-def container(api: APIClient, image_id: str, command: list[str], mounts: dict[str, tuple[str, str]],
-              environment: dict[str, str], user: str, gpu: bool) -> Iterator[str]:
+def container(
+    api: APIClient,
+    image_id: str,
+    command: list[str],
+    mounts: dict[str, tuple[str, str]],
+    environment: dict[str, str],
+    user: str,
+    gpu: bool,
+) -> Iterator[str]:
     """A created container that is always removed afterwards, whatever happens."""
     from docker.types import DeviceRequest
 
@@ -387,8 +464,14 @@ def container(api: APIClient, image_id: str, command: list[str], mounts: dict[st
         security_opt=["no-new-privileges"],
         device_requests=[DeviceRequest(count=-1, capabilities=[["gpu"]])] if gpu else None,
     )
-    created = api.create_container(image_id, command=command, environment=environment, user=user,
-                                   host_config=host_config, working_dir="/tmp")
+    created = api.create_container(
+        image_id,
+        command=command,
+        environment=environment,
+        user=user,
+        host_config=host_config,
+        working_dir="/tmp",
+    )
     try:
         yield created["Id"]
     finally:
@@ -418,4 +501,3 @@ def run_in_container(api: APIClient, container_id: str, log: Log) -> tuple[int, 
                 log(line)
     code = api.wait(container_id)["StatusCode"]
     return int(code), last
-

@@ -10,8 +10,8 @@ from pathlib import Path
 
 from builder.data import Dataset
 from builder.errors import BadInput, CapsuleError, EngineMissing, IntegrityError
-from builder.freeze import TOOL, now
 from builder.frameworks import EpochCallback
+from builder.freeze import TOOL, now
 from builder.manifest import CapsuleRef, Manifest, ReplayRecord
 from builder.run import execute
 from builder.spec import Spec
@@ -21,7 +21,9 @@ IMAGE_ENV = "CAPSULE_IMAGE_ID"  # set by `replay --on docker` inside the contain
 CONTAINER_USER = "65534:65534"  # nobody: the replay never runs as root in the container
 
 
-def replay_spec(manifest: Manifest, threads: int | None, device: str | None) -> tuple[Spec, dict[str, str]]:
+def replay_spec(
+    manifest: Manifest, threads: int | None, device: str | None
+) -> tuple[Spec, dict[str, str]]:
     """The capsule's spec with the caller's overrides applied, and those overrides in words."""
     changes: dict[str, object] = {}
     if threads is not None and threads != manifest.spec.controls.threads:
@@ -70,7 +72,9 @@ def replay_on_host(
             controls=result.controls,
             fingerprint=result.fingerprint,
             outcome=result.outcome,
-            artifacts={"weights": stage.add_tensors("artifacts/weights.safetensors", result.weights)},
+            artifacts={
+                "weights": stage.add_tensors("artifacts/weights.safetensors", result.weights)
+            },
         )
         stage.commit(record)
     return record
@@ -94,8 +98,10 @@ def replay_in_docker(
     image = manifest.images.get(variant)
     if image is None:
         flag = " --gpu" if gpu else ""
-        raise EngineMissing(f"{capsule}: no {variant} image built for this capsule; run "
-                            f"`capsule build {capsule}{flag}`")
+        raise EngineMissing(
+            f"{capsule}: no {variant} image built for this capsule; run "
+            f"`capsule build {capsule}{flag}`"
+        )
     api = engine()
     if image_exists(api, image.image_id) is None:
         raise EngineMissing(
@@ -111,8 +117,9 @@ def replay_in_docker(
         os.chmod(work, 0o777)  # the container's unprivileged user writes its replay here
         user = CONTAINER_USER if os.getuid() == 0 else f"{os.getuid()}:{os.getgid()}"
         mounts = {str(capsule.resolve()): ("/capsule", "ro"), str(work): ("/out", "rw")}
-        with container(api, image.image_id, command, mounts, {IMAGE_ENV: image.image_id}, user,
-                       gpu) as cid:
+        with container(
+            api, image.image_id, command, mounts, {IMAGE_ENV: image.image_id}, user, gpu
+        ) as cid:
             code, last = run_in_container(api, cid, log)
         if code != 0:
             raise _container_error(code, last)
@@ -127,6 +134,8 @@ def replay_in_docker(
 
 
 def _container_error(code: int, last: str) -> CapsuleError:
-    message = f"replay in the container failed (exit {code}): {last.removeprefix('capsule: error: ')}"
+    message = (
+        f"replay in the container failed (exit {code}): {last.removeprefix('capsule: error: ')}"
+    )
     kinds: dict[int, type[CapsuleError]] = {3: IntegrityError, 4: EngineMissing}
     return kinds.get(code, BadInput)(message)

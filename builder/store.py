@@ -124,7 +124,10 @@ def update_manifest(directory: Path, manifest: Manifest) -> None:
     """Replace a capsule's manifest and its digest sidecar, each by an atomic rename."""
     text = _record_bytes(manifest)
     target = directory / MANIFEST
-    for path, data in ((target, text), (_sidecar(target), f"{sha256_bytes(text)}  {MANIFEST}\n".encode())):
+    for path, data in (
+        (target, text),
+        (_sidecar(target), f"{sha256_bytes(text)}  {MANIFEST}\n".encode()),
+    ):
         temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}")
         temporary.write_bytes(data)
         temporary.replace(path)
@@ -186,7 +189,8 @@ def check_artifact(directory: Path, name: str, ref: ArtifactRef) -> None:
         raise IntegrityError(f"{path}: artifact '{name}' is missing") from None
     if digest != ref.sha256:
         raise IntegrityError(
-            f"{path}: artifact '{name}' was altered (sha256 {digest[:12]}…, recorded {ref.sha256[:12]}…)"
+            f"{path}: artifact '{name}' was altered "
+            f"(sha256 {digest[:12]}…, recorded {ref.sha256[:12]}…)"
         )
 
 

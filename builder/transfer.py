@@ -63,8 +63,10 @@ def _add_images(tar: tarfile.TarFile, manifest: Manifest, scratch: Path, log: Lo
     api = engine()
     for variant, image in sorted(manifest.images.items()):
         if image_exists(api, image.image_id) is None:
-            raise BadInput(f"images.{variant}: {image.image_id[:19]}… is not in the Docker engine; "
-                           "rebuild it with `capsule build` before exporting it")
+            raise BadInput(
+                f"images.{variant}: {image.image_id[:19]}… is not in the Docker engine; "
+                "rebuild it with `capsule build` before exporting it"
+            )
         log(f"export: saving the {variant} image {image.image_id[:19]}… (gzip)")
         with tempfile.NamedTemporaryFile(dir=scratch, prefix=".image-", suffix=".tar.gz") as tmp:
             with gzip.GzipFile(fileobj=tmp, mode="wb", compresslevel=GZIP_LEVEL, mtime=0) as gz:
@@ -91,11 +93,9 @@ def import_capsule(source: Path, out: Path, log: Log, force: bool = False) -> Ma
     """Unpack an export safely, verify every digest, load its images; write the capsule to `out`."""
     if not source.is_file():
         raise BadInput(f"{source}: export file not found")
-    try:
-        tar = tarfile.open(source, "r:")
-    except (tarfile.TarError, OSError) as error:
-        raise BadInput(f"{source}: not a capsule export (tar): {error}") from None
-    with tar, StagedDir(out, force=force) as stage:
+    if not tarfile.is_tarfile(source):
+        raise BadInput(f"{source}: not a capsule export (not a tar file)")
+    with tarfile.open(source, "r:") as tar, StagedDir(out, force=force) as stage:
         images: list[Path] = []
         for member in tar:
             path = _safe_name(member, source)
