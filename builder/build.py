@@ -63,6 +63,8 @@ def wheelhouse(
     staging.mkdir()
     try:
         download_wheels(pins, staging, log, with_deps=variant == "cuda")
+        if variant == "cuda":
+            _require_cuda_build(staging, manifest.spec.framework)
         build_tool_wheel(staging, log)
         final = capsule / folder
         if final.exists():
@@ -139,6 +141,16 @@ def build(capsule: Path, base: str | None, gpu: bool, check: bool, log: Log) -> 
         capsule, manifest.model_copy(update={"images": {**manifest.images, variant: record}})
     )
     return BuildResult(variant, record, False, None, None)
+
+
+def _require_cuda_build(folder: Path, framework: str) -> None:
+    """`torch==X` also matches a local `X+cpu` build: refuse a CUDA wheelhouse that got one."""
+    cpu_builds = [p.name for p in folder.glob(f"{framework}-*+cpu-*.whl")]
+    if cpu_builds:
+        raise BadInput(
+            f"wheelhouse-cuda: pip chose a CPU build ({cpu_builds[0]}); point pip at an index "
+            "with the CUDA build (PIP_INDEX_URL / PIP_FIND_LINKS) and build --gpu again"
+        )
 
 
 def _sha(data: bytes) -> str:
