@@ -269,7 +269,11 @@ def _outcome_reasons(
     if step is not None:
         ta = {p.step: p for p in a.outcome.trace}.get(step)
         tb = {p.step: p for p in b.outcome.trace}.get(step)
-        detail = f": loss {ta.loss!r} vs {tb.loss!r}" if ta and tb else ""
+        detail = ""
+        if ta and tb and ta.loss_bits != tb.loss_bits:
+            detail = f": loss {ta.loss!r} vs {tb.loss!r}"
+        elif ta and tb:
+            detail = f": the weights' digest differs (the batch loss {ta.loss!r} is still bit-equal)"
         reasons.append(
             Reason(
                 kind="trace", message=f"loss-checksum trace first differs at step {step}{detail}"
