@@ -32,8 +32,9 @@ lint: install
 	$(BIN)/ruff check builder tests benchmarks
 	$(BIN)/ruff format --check builder tests benchmarks
 
-bench: install
+bench: install engines
 	$(BIN)/python benchmarks/freeze_overhead.py
+	$(BIN)/python benchmarks/image_bench.py
 
 clean:
 	rm -rf build $(VENV)

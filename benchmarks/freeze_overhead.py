@@ -7,7 +7,6 @@ benchmarks/results/freeze_overhead.json.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import statistics
@@ -16,6 +15,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from results_file import write_result
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -69,9 +70,7 @@ def main() -> None:
         "target_overhead": 0.05,
     }
     result["meets_target"] = result["overhead"] <= result["target_overhead"]
-    (ROOT / "benchmarks/results").mkdir(exist_ok=True)
-    (ROOT / "benchmarks/results/freeze_overhead.json").write_text(json.dumps(result, indent=2))
-    print(json.dumps(result, indent=2))
+    write_result("freeze_overhead", result)
 
 
 if __name__ == "__main__":

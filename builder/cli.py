@@ -55,6 +55,11 @@ class Requirement(StrEnum):
     diverged = "diverged"
 
 
+def say(line: str) -> None:
+    """Progress of long engine work (builds, containers, transfers), on stderr."""
+    err.print(line, markup=False)
+
+
 def fail(error: CapsuleError) -> NoReturn:
     err.print(f"capsule: error: {error}", markup=False, soft_wrap=True)
     raise typer.Exit(error.exit_code)
@@ -183,7 +188,7 @@ def replay(
             record = replay_in_docker(
                 capsule,
                 out_dir,
-                lambda line: err.print(line, markup=False),
+                say,
                 threads=threads,
                 device=chosen,
                 force=force,
@@ -225,7 +230,7 @@ def build(
     from builder.build import build as do_build
 
     with reported():
-        result = do_build(capsule, base, gpu, check, lambda line: err.print(line, markup=False))
+        result = do_build(capsule, base, gpu, check, say)
     if as_json:
         print(
             json.dumps(
@@ -335,9 +340,7 @@ def export(
     from builder.transfer import export as do_export
 
     with reported():
-        names = do_export(
-            capsule, out_file, with_image, lambda m: err.print(m, markup=False), force
-        )
+        names = do_export(capsule, out_file, with_image, say, force)
     size = out_file.stat().st_size / 2**20
     out.print(
         f"exported {capsule} → {out_file} ({len(names)} files"
@@ -355,7 +358,7 @@ def import_(
     from builder.transfer import import_capsule
 
     with reported():
-        manifest = import_capsule(source, out_dir, lambda m: err.print(m, markup=False), force)
+        manifest = import_capsule(source, out_dir, say, force)
     loaded = ", ".join(f"{v} {i.image_id[:19]}…" for v, i in manifest.images.items()) or "none"
     out.print(f"imported {manifest.spec.name} → {out_dir}; verified; images recorded: {loaded}")
 

@@ -273,7 +273,9 @@ def _outcome_reasons(
         if ta and tb and ta.loss_bits != tb.loss_bits:
             detail = f": loss {ta.loss!r} vs {tb.loss!r}"
         elif ta and tb:
-            detail = f": the weights' digest differs (the batch loss {ta.loss!r} is still bit-equal)"
+            detail = (
+                f": the weights' digest differs (the batch loss {ta.loss!r} is still bit-equal)"
+            )
         reasons.append(
             Reason(
                 kind="trace", message=f"loss-checksum trace first differs at step {step}{detail}"
