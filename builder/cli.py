@@ -418,9 +418,15 @@ def _describe(record: Manifest | ReplayRecord) -> None:
             f"data       {source}: {sizes} rows x {d.splits['train'].features} features, "
             f"{d.classes} classes"
         )
+        for variant, image in record.images.items():
+            out.print(
+                f"image      {variant}: {image.image_id} ({image.tag}, base {image.base_image}, "
+                f"{len(image.wheels)} wheels)"
+            )
     else:
         overrides = ", ".join(f"{k}={v}" for k, v in record.overrides.items()) or "none"
-        out.print(f"replay     on {record.on}; overrides: {overrides}")
+        where = f"docker image {record.image_id}" if record.image_id else record.on
+        out.print(f"replay     on {where}; overrides: {overrides}")
     gpus = ", ".join(g.name for g in fp.gpus) or "none"
     out.print(
         f"machine    {fp.cpu_model} ({fp.cores} cores), GPU: {gpus}, CUDA {fp.cuda or '—'}, "
