@@ -151,7 +151,7 @@ def freeze(
 
     with reported():
         parsed = load_spec(spec_path(spec))
-        ensure_process_env(parsed.controls.threads, parsed.controls.device)
+        ensure_process_env(parsed)
         with epoch_progress(parsed.train.epochs, f"freeze {parsed.name}") as on_epoch:
             manifest = do_freeze(spec, out_dir, on_epoch, force=force)
     _summary(manifest, out_dir, "froze")
@@ -178,7 +178,7 @@ def replay(
     network, an unprivileged user; --device cuda asks the engine for the GPUs.
     """
     from builder.controls import ensure_process_env
-    from builder.replay import replay_in_docker, replay_on_host
+    from builder.replay import replay_in_docker, replay_on_host, replay_spec
     from builder.store import load_manifest
 
     chosen = device.value if device else None
@@ -194,9 +194,7 @@ def replay(
                 force=force,
             )
         else:
-            ensure_process_env(
-                threads or manifest.spec.controls.threads, chosen or manifest.spec.controls.device
-            )
+            ensure_process_env(replay_spec(manifest, threads, chosen)[0])
             label = f"replay {manifest.spec.name}"
             with epoch_progress(manifest.spec.train.epochs, label) as on_epoch:
                 record = replay_on_host(

@@ -14,30 +14,35 @@ import sys
 import numpy as np
 
 from builder.manifest import SeedRecord
+from builder.spec import Spec
 
 PYTHONHASHSEED = "0"
 REEXEC_MARK = "CAPSULE_REEXECUTED"
 
 
-def process_env(threads: int, device: str) -> dict[str, str]:
+def process_env(spec: Spec) -> dict[str, str]:
     """Environment variables a deterministic run needs before its framework starts."""
+    threads = str(spec.controls.threads)
     env = {
         "PYTHONHASHSEED": PYTHONHASHSEED,
-        "OMP_NUM_THREADS": str(threads),
-        "MKL_NUM_THREADS": str(threads),
-        "OPENBLAS_NUM_THREADS": str(threads),
+        "OMP_NUM_THREADS": threads,
+        "MKL_NUM_THREADS": threads,
+        "OPENBLAS_NUM_THREADS": threads,
     }
-    if device == "cuda":
+    if spec.controls.device == "cuda":
         env["CUBLAS_WORKSPACE_CONFIG"] = ":4096:8"
+    if spec.framework == "tensorflow":
+        env["TF_ENABLE_ONEDNN_OPTS"] = "1" if spec.controls.onednn else "0"
+        env["TF_CPP_MIN_LOG_LEVEL"] = "2"  # TensorFlow's start-up chatter; changes no numbers
     return env
 
 
-def ensure_process_env(threads: int, device: str) -> None:
+def ensure_process_env(spec: Spec) -> None:
     """Re-execute this command once if the environment lacks what determinism needs.
 
-    Runs before torch is imported, so the cost is one interpreter start (~0.1 s).
+    Runs before any framework is imported, so the cost is one interpreter start (~0.1 s).
     """
-    wanted = process_env(threads, device)
+    wanted = process_env(spec)
     if all(os.environ.get(k) == v for k, v in wanted.items()) or os.environ.get(REEXEC_MARK):
         return
     env = {**os.environ, **wanted, REEXEC_MARK: "1"}
@@ -63,6 +68,6 @@ def seed_record(init: int, order: int) -> SeedRecord:
     )
 
 
-def applied_env(threads: int, device: str) -> dict[str, str]:
+def applied_env(spec: Spec) -> dict[str, str]:
     """The controlled variables as this process actually has them (unset shows as 'unset')."""
-    return {k: os.environ.get(k, "unset") for k in process_env(threads, device)}
+    return {k: os.environ.get(k, "unset") for k in process_env(spec)}

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from builder import __version__
 from builder.data import load_dataset, make_order
-from builder.frameworks import EpochCallback, check_framework
+from builder.frameworks import EpochCallback, check_spec
 from builder.manifest import Manifest, ToolInfo
 from builder.run import execute
 from builder.spec import Spec, load_spec
@@ -28,7 +28,7 @@ def freeze(path: Path, out: Path, on_epoch: EpochCallback, force: bool = False) 
     """Validate, generate or read the data, draw and record the order, train, write the capsule."""
     path = spec_path(path)
     spec: Spec = load_spec(path)
-    check_framework(spec.framework, str(path))
+    check_spec(spec, str(path))
     dataset, data_record = load_dataset(spec.data, path.parent, str(path))
     order = make_order(data_record.splits["train"].rows, spec.train.epochs, spec.seeds.order)
     with StagedDir(out, force=force) as stage:
@@ -37,6 +37,7 @@ def freeze(path: Path, out: Path, on_epoch: EpochCallback, force: bool = False) 
             "spec": stage.add_bytes("capsule.toml", path.read_bytes(), "application/toml"),
             "data": stage.add_tensors("artifacts/data.safetensors", dataset.tensors()),
             "order": stage.add_tensors("artifacts/order.safetensors", {"order": order}),
+            "initial": stage.add_tensors("artifacts/initial.safetensors", result.initial),
             "weights": stage.add_tensors("artifacts/weights.safetensors", result.weights),
         }
         manifest = Manifest(

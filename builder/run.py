@@ -24,6 +24,7 @@ class RunResult:
     controls: AppliedControls
     fingerprint: Fingerprint
     outcome: Outcome
+    initial: dict[str, np.ndarray]
     weights: dict[str, np.ndarray]
 
 
@@ -64,14 +65,18 @@ def execute(spec: Spec, dataset: Dataset, order: np.ndarray, on_epoch: EpochCall
         seeds=seed_record(spec.seeds.init, spec.seeds.order),
         deterministic=spec.controls.deterministic,
         threads=threads,
-        interop_threads=int(switches.get("torch.get_num_interop_threads", threads) or threads),
+        interop_threads=int(switches.get("interop_threads", threads) or threads),
         device=device,
         dtype=spec.train.dtype,
         adam_impl=spec.controls.adam_impl,
         framework_switches=switches,
-        env=applied_env(threads, device),
+        env=applied_env(spec),
     )
     fingerprint = capture(spec.framework, framework.version(), gpus, cuda, cudnn)
     return RunResult(
-        controls=controls, fingerprint=fingerprint, outcome=outcome, weights=trained.weights
+        controls=controls,
+        fingerprint=fingerprint,
+        outcome=outcome,
+        initial=trained.initial,
+        weights=trained.weights,
     )

@@ -45,9 +45,13 @@ class DataSpec(Strict):
 
 
 class ModelSpec(Strict):
+    """`init = "shared"`: Capsule draws the initial weights itself (NumPy, Glorot-uniform, from
+    the init seed), so PyTorch and TensorFlow start from the very same point."""
+
     kind: Literal["mlp"] = "mlp"
     hidden: list[Positive] = Field(default_factory=lambda: [26], min_length=1)
     activation: Literal["relu", "tanh", "sigmoid"] = "relu"
+    init: Literal["framework", "shared"] = "framework"
 
 
 class TrainSpec(Strict):
@@ -63,6 +67,11 @@ class TrainSpec(Strict):
     batch_size: Positive
     dtype: Literal["float32", "float64"] = "float32"
     checkpoint_every: Positive = 100
+    adam_variant: Literal["torch", "keras"] | None = Field(
+        default=None,
+        description="Whose Adam update formula to use (eps sits elsewhere in each); "
+        "default: the framework's own",
+    )
 
 
 class SeedSpec(Strict):
@@ -77,6 +86,9 @@ class ControlSpec(Strict):
     threads: Positive = 1
     device: Literal["cpu", "cuda"] = "cpu"
     adam_impl: Literal["for-loop", "foreach", "fused"] = "for-loop"
+    onednn: bool = Field(
+        default=True, description="TensorFlow's oneDNN kernels (TF_ENABLE_ONEDNN_OPTS)"
+    )
 
 
 class Spec(Strict):

@@ -14,6 +14,7 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
+from builder.layout import to_torch_layout
 from builder.manifest import AppliedControls, Fingerprint, Manifest, Outcome, ReplayRecord
 from builder.store import load_record, read_tensors
 
@@ -76,18 +77,25 @@ class Side:
     fingerprint: Fingerprint
     outcome: Outcome
     weights: dict[str, np.ndarray]
+    initial: dict[str, np.ndarray] | None = None
 
 
 def load_side(path: Path) -> Side:
+    """A record and its weights, in PyTorch's names and layout whatever the framework, so
+    capsules of different frameworks are compared layer by layer."""
     record: Manifest | ReplayRecord = load_record(path)
     overrides = record.overrides if isinstance(record, ReplayRecord) else {}
+    initial = None
+    if "initial" in record.artifacts:
+        initial = to_torch_layout(read_tensors(path, record, "initial"))
     return Side(
         path=path,
         overrides=overrides,
         controls=record.controls,
         fingerprint=record.fingerprint,
         outcome=record.outcome,
-        weights=read_tensors(path, record, "weights"),
+        weights=to_torch_layout(read_tensors(path, record, "weights")),
+        initial=initial,
     )
 
 
@@ -188,13 +196,19 @@ def environment_reasons(a: Side, b: Side) -> list[Reason]:
             )
     if ca.seeds != cb.seeds:
         reasons.append(Reason(kind="controls", message=_changed("seeds", ca.seeds, cb.seeds)))
-    for key in sorted(set(ca.framework_switches) | set(cb.framework_switches)):
+    fa, fb = a.fingerprint, b.fingerprint
+    same_framework = fa.framework == fb.framework
+    # across frameworks, only the switches both record (Adam variant, init) are comparable
+    shared_keys = set(ca.framework_switches) | set(cb.framework_switches)
+    if not same_framework:
+        shared_keys = {"adam.variant", "adam.lr", "adam.beta_1", "adam.beta_2", "adam.eps", "init"}
+    for key in sorted(shared_keys):
         va, vb = ca.framework_switches.get(key), cb.framework_switches.get(key)
         if va != vb and not key.endswith(("num_threads", "num_interop_threads")):
             reasons.append(Reason(kind="controls", message=_changed(key, va, vb)))
-    fa, fb = a.fingerprint, b.fingerprint
     if (fa.framework, fa.framework_version) != (fb.framework, fb.framework_version):
-        reasons.append(
+        reasons.insert(
+            0,
             Reason(
                 kind="framework",
                 message=_changed(
@@ -202,7 +216,7 @@ def environment_reasons(a: Side, b: Side) -> list[Reason]:
                     f"{fa.framework} {fa.framework_version}",
                     f"{fb.framework} {fb.framework_version}",
                 ),
-            )
+            ),
         )
     for field, kind in (
         ("gpus", "hardware"),
@@ -331,8 +345,14 @@ def compare(a: Side, b: Side, tol: Tolerances) -> Verdict:
     else:
         tier = "diverged"
     context = environment_reasons(a, b)
-    overrides = [r for r in context if r.kind == "override"]
-    environment = [r for r in context if r.kind != "override"]
+    # the replay's own overrides and a change of framework explain everything after them
+    first_kinds = (
+        ("override", "framework")
+        if a.fingerprint.framework != b.fingerprint.framework
+        else ("override",)
+    )
+    overrides = [r for r in context if r.kind in first_kinds]
+    environment = [r for r in context if r.kind not in first_kinds]
     if tier == "identical":
         head = [
             Reason(
@@ -345,6 +365,8 @@ def compare(a: Side, b: Side, tol: Tolerances) -> Verdict:
     else:
         head = _outcome_reasons(tensors, metrics, step, a, b)
         head += [Reason(kind="weights", message=f"{n}: present on one side only") for n in missing]
+    if a.initial is not None and b.initial is not None:
+        head.append(_initial_reason(a.initial, b.initial, tol))
     if tier == "diverged":
         head.append(
             Reason(
@@ -363,6 +385,21 @@ def compare(a: Side, b: Side, tol: Tolerances) -> Verdict:
         metrics=metrics,
         first_divergent_step=step,
         tolerances=tol,
+    )
+
+
+def _initial_reason(a: dict[str, np.ndarray], b: dict[str, np.ndarray], tol: Tolerances) -> Reason:
+    if a.keys() != b.keys():
+        return Reason(kind="init", message="the initial weights have different layers")
+    deltas = [compare_tensor(n, a[n], b[n], tol) for n in sorted(a)]
+    if all(d.equal for d in deltas):
+        return Reason(kind="init", message="the initial weights are bit-identical")
+    worst = max(deltas, key=lambda d: d.max_abs if d.max_abs is not None else float("inf"))
+    return Reason(
+        kind="init",
+        message=(
+            f"the initial weights differ (largest in {worst.name}: max |Δ| = {worst.max_abs})"
+        ),
     )
 
 

@@ -39,8 +39,10 @@ def freeze_refused(spec: Path, tmp_path: Path, *needles: str) -> None:
         (lambda s: s.replace("eps = 1e-8\n", ""), ("train.eps", "missing")),
         (lambda s: s.replace('framework = "torch"', 'framework = "jax"'), ("framework",)),
         (
-            lambda s: s.replace('framework = "torch"', 'framework = "tensorflow"'),
-            ("framework", "not available"),
+            lambda s: s.replace("lr = 0.01", "lr = 0.01\nweight_decay = 0.1").replace(
+                'framework = "torch"', 'framework = "tensorflow"'
+            ),
+            ("train.weight_decay", "not supported"),
         ),
         (
             lambda s: s.replace('train = "train.csv"', 'train = "nowhere.csv"'),
@@ -60,7 +62,7 @@ def freeze_refused(spec: Path, tmp_path: Path, *needles: str) -> None:
         "out-of-range",
         "missing-field",
         "unknown-framework",
-        "tensorflow-not-yet",
+        "tensorflow-weight-decay",
         "missing-data-file",
         "data-digest-mismatch",
     ],

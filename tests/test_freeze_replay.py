@@ -15,7 +15,7 @@ def test_freeze_writes_a_complete_manifest(frozen_2d: Path) -> None:
     manifest = json.loads((frozen_2d / "manifest.json").read_text())
     assert manifest["schema_version"] == 1
     assert manifest["spec"]["name"] == "paper-2d-torch"
-    assert set(manifest["artifacts"]) == {"spec", "data", "order", "weights"}
+    assert set(manifest["artifacts"]) == {"spec", "data", "order", "initial", "weights"}
     assert manifest["data"]["splits"]["train"]["rows"] == 10_000
     assert manifest["controls"]["seeds"]["pythonhashseed"] == "0"
     assert manifest["controls"]["framework_switches"]["torch.use_deterministic_algorithms"] is True
@@ -59,7 +59,7 @@ def test_replay_with_two_threads_names_the_thread_count(frozen_2d: Path, tmp_pat
 
 
 def test_verify_passes_on_a_fresh_capsule(frozen_2d: Path) -> None:
-    assert "4 artifacts" in ok(capsule("verify", frozen_2d)).stdout
+    assert "5 artifacts" in ok(capsule("verify", frozen_2d)).stdout
 
 
 @pytest.mark.parametrize(
@@ -68,6 +68,7 @@ def test_verify_passes_on_a_fresh_capsule(frozen_2d: Path) -> None:
         "capsule.toml",
         "artifacts/data.safetensors",
         "artifacts/order.safetensors",
+        "artifacts/initial.safetensors",
         "artifacts/weights.safetensors",
         "manifest.json",
     ],

@@ -24,12 +24,19 @@ class Trained:
 
     epochs: list[EpochMetrics]
     trace: list[TracePoint]
+    initial: dict[str, np.ndarray]
     weights: dict[str, np.ndarray]
     steps: int
     train_seconds: float
 
 
 class Framework(Protocol):
+    """A framework trains the spec's MLP in the recorded order and reports what it did.
+
+    Weights come back in the framework's own names and layout (PyTorch `X.weight` [out, in],
+    TensorFlow `X.kernel` [in, out]); `builder.layout` converts between them.
+    """
+
     name: str
 
     def version(self) -> str: ...
@@ -49,7 +56,10 @@ class Framework(Protocol):
     ) -> Trained: ...
 
 
-AVAILABLE = {"torch": ("builder.frameworks.torch", "torch")}
+AVAILABLE = {
+    "torch": ("builder.frameworks.torch", "torch"),
+    "tensorflow": ("builder.frameworks.tensorflow", "tensorflow"),
+}
 
 
 def check_framework(name: str, source: str) -> None:
@@ -59,6 +69,16 @@ def check_framework(name: str, source: str) -> None:
     if importlib.util.find_spec(AVAILABLE[name][1]) is None:
         raise BadInput(
             f"{source}: framework: '{name}' is not installed here; install Capsule's '{name}' extra"
+        )
+
+
+def check_spec(spec: Spec, source: str) -> None:
+    """Refuse, naming the file and field, what a spec's framework cannot do as specified."""
+    check_framework(spec.framework, source)
+    if spec.framework == "tensorflow" and spec.train.weight_decay:
+        raise BadInput(
+            f"{source}: train.weight_decay: not supported with framework 'tensorflow' "
+            "(Keras's Adam decays weights differently from PyTorch's)"
         )
 
 

@@ -20,6 +20,7 @@ from torch.nn import functional
 
 from builder.data import Dataset
 from builder.frameworks import EpochCallback, Trained
+from builder.init import shared_initial_weights
 from builder.manifest import EpochMetrics, GpuInfo, TracePoint
 from builder.spec import ModelSpec, Spec
 
@@ -55,9 +56,40 @@ def _params_digest(model: nn.Module) -> str:
     return h.hexdigest()[:16]
 
 
+class KerasAdam(torch.optim.Optimizer):
+    """Keras 3's Adam update in PyTorch (`adam_variant = "keras"`): eps is added to sqrt(v)
+    before bias correction, which is folded into the learning rate instead."""
+
+    def __init__(self, params: object, lr: float, betas: tuple[float, float], eps: float) -> None:
+        super().__init__(params, {"lr": lr, "betas": betas, "eps": eps})  # type: ignore[arg-type]
+
+    @torch.no_grad()
+    def step(self, closure: object = None) -> None:  # type: ignore[override]
+        for group in self.param_groups:
+            (beta_1, beta_2), lr, eps = group["betas"], group["lr"], group["eps"]
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                state = self.state[p]
+                if not state:
+                    state["step"] = 0
+                    state["m"] = torch.zeros_like(p)
+                    state["v"] = torch.zeros_like(p)
+                state["step"] += 1
+                t = torch.tensor(float(state["step"]), dtype=p.dtype)
+                b1, b2 = torch.tensor(beta_1, dtype=p.dtype), torch.tensor(beta_2, dtype=p.dtype)
+                alpha = lr * torch.sqrt(1 - b2**t) / (1 - b1**t)
+                m, v, g = state["m"], state["v"], p.grad
+                m.add_((g - m) * (1 - b1))
+                v.add_((g * g - v) * (1 - b2))
+                p.sub_((m * alpha) / (torch.sqrt(v) + eps))
+
+
 def _optimizer(model: nn.Module, spec: Spec) -> torch.optim.Optimizer:
     impl = spec.controls.adam_impl
     t = spec.train
+    if (t.adam_variant or "torch") == "keras":
+        return KerasAdam(model.parameters(), lr=t.lr, betas=(t.betas[0], t.betas[1]), eps=t.eps)
     return torch.optim.Adam(
         model.parameters(),
         lr=t.lr,
@@ -106,7 +138,12 @@ class TorchFramework:
         torch.backends.cudnn.benchmark = False
         torch.backends.cuda.matmul.allow_tf32 = False
         torch.backends.cudnn.allow_tf32 = False
+        probe = _optimizer(nn.Linear(1, 1), spec).param_groups[0]  # Adam as it holds its settings
         return {
+            "adam.lr": float(probe["lr"]),
+            "adam.beta_1": float(probe["betas"][0]),
+            "adam.beta_2": float(probe["betas"][1]),
+            "adam.eps": float(probe["eps"]),
             "torch.use_deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
             "torch.backends.cudnn.deterministic": torch.backends.cudnn.deterministic,
             "torch.backends.cudnn.benchmark": torch.backends.cudnn.benchmark,
@@ -114,9 +151,12 @@ class TorchFramework:
             "torch.backends.cudnn.allow_tf32": torch.backends.cudnn.allow_tf32,
             "torch.get_num_threads": torch.get_num_threads(),
             "torch.get_num_interop_threads": torch.get_num_interop_threads(),
+            "interop_threads": torch.get_num_interop_threads(),
             "torch.compile": False,
             "adam.foreach": spec.controls.adam_impl == "foreach",
             "adam.fused": spec.controls.adam_impl == "fused",
+            "adam.variant": spec.train.adam_variant or "torch",
+            "init": spec.model.init,
         }
 
     def train(
@@ -129,6 +169,12 @@ class TorchFramework:
         }
         torch.manual_seed(spec.seeds.init)  # the initial weights depend on the init seed alone
         model = MLP(dataset.features, dataset.classes, spec.model).to(device, dtype)
+        if spec.model.init == "shared":
+            shared = shared_initial_weights(
+                spec.model, dataset.features, dataset.classes, spec.seeds.init, spec.train.dtype
+            )
+            model.load_state_dict({k: torch.from_numpy(v) for k, v in shared.items()})
+        initial = _numpy_weights(model)
         optimizer = _optimizer(model, spec)
         x_train, y_train = splits["train"]
         batch, every = spec.train.batch_size, spec.train.checkpoint_every
@@ -161,10 +207,18 @@ class TorchFramework:
             epochs.append(metrics)
             on_epoch(metrics)
         seconds = time.perf_counter() - started
-        weights = {k: v.detach().cpu().contiguous().numpy() for k, v in model.state_dict().items()}
         return Trained(
-            epochs=epochs, trace=trace, weights=weights, steps=step, train_seconds=seconds
+            epochs=epochs,
+            trace=trace,
+            initial=initial,
+            weights=_numpy_weights(model),
+            steps=step,
+            train_seconds=seconds,
         )
+
+
+def _numpy_weights(model: nn.Module) -> dict[str, np.ndarray]:
+    return {k: v.detach().cpu().contiguous().numpy().copy() for k, v in model.state_dict().items()}
 
 
 @torch.no_grad()
