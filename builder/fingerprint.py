@@ -26,6 +26,7 @@ NAMED_ENV = (
     "TF_NUM_INTEROP_THREADS",
 )
 ENV_PREFIXES = ("TF_", "TORCH_", "CUBLAS_", "CUDNN_", "KMP_", "MKL_", "OMP_", "OPENBLAS_")
+NOT_NUMERIC = ("TF_CLI_", "TF_VAR_", "TF_LOG", "TF_DATA_DIR", "TF_IN_AUTOMATION")  # Terraform's
 
 
 def _cpu() -> tuple[str, list[str]]:
@@ -54,7 +55,13 @@ def _distributions() -> dict[str, str]:
 
 def _env() -> dict[str, str | None]:
     env: dict[str, str | None] = {k: os.environ.get(k) for k in NAMED_ENV}
-    env.update({k: v for k, v in os.environ.items() if k.startswith(ENV_PREFIXES)})
+    env.update(
+        {
+            k: v
+            for k, v in os.environ.items()
+            if k.startswith(ENV_PREFIXES) and not k.startswith(NOT_NUMERIC)
+        }
+    )
     return dict(sorted(env.items()))
 
 

@@ -106,6 +106,12 @@ def pinned_distributions(distributions: dict[str, str], framework: str, log: Log
     A distribution the fingerprint lacks (a dependency Capsule gained after the freeze) is
     taken at the version installed here, and said so."""
     names = [*requirement_closure(TOOL_DISTRIBUTION, {framework}), "pip"]
+    framework_dist = {"torch": "torch", "tensorflow": "tensorflow-cpu"}[framework]
+    if framework_dist not in names:
+        raise BadInput(
+            f"wheelhouse: Capsule's installed metadata has no '{framework}' extra; reinstall it "
+            f"(pip install -e '.[{framework}]') before building"
+        )
     pins = {}
     for name in names:
         if name == TOOL_DISTRIBUTION:

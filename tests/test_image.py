@@ -139,6 +139,18 @@ def test_export_remove_import_replay(built: Path, tmp_path: Path) -> None:
     ok(capsule("diff", built, tmp_path / "r", "--require", "identical"))
 
 
+def test_tensorflow_capsule_builds_and_replays_identically_in_docker(tmp_path: Path) -> None:
+    from tests.conftest import CAPSULES
+
+    ok(capsule("freeze", CAPSULES / "paper-2d-tensorflow", "--out", tmp_path / "c"))
+    ok(capsule("build", tmp_path / "c"))
+    wheels = [n for n in manifest(tmp_path / "c")["artifacts"] if n.startswith("wheelhouse/")]
+    assert any(w.startswith("wheelhouse/tensorflow_cpu-2.21.0") for w in wheels)
+    assert not any(w.startswith("wheelhouse/torch-") for w in wheels)
+    ok(capsule("replay", tmp_path / "c", "--on", "docker", "--out", tmp_path / "r"))
+    ok(capsule("diff", tmp_path / "c", tmp_path / "r", "--require", "identical"))
+
+
 def _rewrite_manifest(path: Path, data: dict) -> None:  # type: ignore[type-arg]
     import hashlib
 
