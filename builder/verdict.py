@@ -160,9 +160,12 @@ def _metric_pairs(base: Outcome, other: Outcome) -> list[MetricDelta]:
     return rows
 
 
-def _first_divergent_step(base: Outcome, other: Outcome) -> int | None:
+def _first_divergent_step(base: Outcome, other: Outcome, same_layout: bool = True) -> int | None:
+    """The first checkpoint whose loss bits (or, where both store weights in one layout, weights
+    digest) differ."""
     for a, b in zip(base.trace, other.trace, strict=False):
-        if a.step != b.step or a.loss_bits != b.loss_bits or a.params_sha256 != b.params_sha256:
+        weights_differ = same_layout and a.params_sha256 != b.params_sha256
+        if a.step != b.step or a.loss_bits != b.loss_bits or weights_differ:
             return min(a.step, b.step)
     if len(base.trace) != len(other.trace):
         shorter = min(len(base.trace), len(other.trace))
@@ -328,7 +331,9 @@ def compare(a: Side, b: Side, tol: Tolerances) -> Verdict:
     ]
     metrics = _metric_pairs(a.outcome, b.outcome)
     epochs_equal = a.outcome.epochs == b.outcome.epochs
-    step = _first_divergent_step(a.outcome, b.outcome)
+    step = _first_divergent_step(
+        a.outcome, b.outcome, a.fingerprint.framework == b.fingerprint.framework
+    )
     weights_equal = not missing and all(t.equal for t in tensors)
     if weights_equal and epochs_equal and all(m.equal for m in metrics):
         tier: Tier = "identical"
