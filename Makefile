@@ -35,6 +35,7 @@ lint: install
 bench: install engines
 	$(BIN)/python benchmarks/freeze_overhead.py
 	$(BIN)/python benchmarks/image_bench.py
+	TF_CPP_MIN_LOG_LEVEL=2 PYTHONHASHSEED=0 OMP_NUM_THREADS=1 $(BIN)/python benchmarks/tf_loop_speed.py
 
 clean:
 	rm -rf build $(VENV)
