@@ -10,11 +10,10 @@ import sys
 import time
 from pathlib import Path
 
-import keras
 from results_file import write_result
 
 from builder.data import load_dataset, make_order
-from builder.frameworks.tensorflow import FRAMEWORK, build_model, keras_adam
+from builder.frameworks.tensorflow import FRAMEWORK, fit_reference
 from builder.spec import load_spec
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -44,26 +43,15 @@ def main() -> None:
 
     FRAMEWORK.train(spec, dataset, order, "cpu", tick)
 
-    keras.utils.set_random_seed(spec.seeds.init)
-    model = build_model(spec, dataset.features, dataset.classes)
-    model.compile(
-        optimizer=keras_adam(spec),
-        jit_compile=False,
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-    )
-    x, y = dataset.arrays["train"]
-    fit_times = []
-    for epoch in range(epochs):
-        started = time.perf_counter()
-        model.fit(
-            x[order[epoch]],
-            y[order[epoch]],
-            batch_size=spec.train.batch_size,
-            epochs=1,
-            shuffle=False,
-            verbose=0,
-        )
-        fit_times.append(time.perf_counter() - started)
+    fit_times: list[float] = []
+    last[0] = time.perf_counter()
+
+    def fit_tick() -> None:
+        now = time.perf_counter()
+        fit_times.append(now - last[0])
+        last[0] = now
+
+    fit_reference(spec, dataset, order, fit_tick)
     loop_s, fit_s = statistics.median(loop_times[1:]), statistics.median(fit_times[1:])
     write_result(
         "tf_loop_speed",

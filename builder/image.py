@@ -447,10 +447,6 @@ def load_image(api: APIClient, data: io.BufferedIOBase) -> None:
             raise BadInput(f"docker load failed: {message['error']}")
 
 
-def remove_image(api: APIClient, image_id: str) -> None:
-    api.remove_image(image_id, force=True)
-
-
 @contextmanager
 def container(
     api: APIClient,

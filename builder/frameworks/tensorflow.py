@@ -250,6 +250,34 @@ class TensorflowFramework:
         )
 
 
+def fit_reference(
+    spec: Spec, dataset: Dataset, order: np.ndarray, on_epoch: Callable[[], None] = lambda: None
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """The same training through Keras `fit` (one call per epoch on the rows in the recorded
+    order, no shuffling): the reference the compiled loop is checked and timed against.
+    Returns the initial and the final weights."""
+    keras.utils.set_random_seed(spec.seeds.init)
+    model = build_model(spec, dataset.features, dataset.classes)
+    start = named_weights(model)
+    model.compile(
+        optimizer=keras_adam(spec),
+        jit_compile=False,
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
+    x, y = dataset.arrays["train"]
+    for epoch in range(spec.train.epochs):
+        model.fit(
+            x[order[epoch]],
+            y[order[epoch]],
+            batch_size=spec.train.batch_size,
+            epochs=1,
+            shuffle=False,
+            verbose=0,
+        )
+        on_epoch()
+    return start, named_weights(model)
+
+
 def _evaluate(
     model: keras.Sequential, splits: dict[str, tuple[tf.Tensor, tf.Tensor]], epoch: int
 ) -> EpochMetrics:

@@ -8,11 +8,10 @@ import json
 import sys
 from pathlib import Path
 
-import keras
 import numpy as np
 
 from builder.data import load_dataset, make_order
-from builder.frameworks.tensorflow import FRAMEWORK, build_model, keras_adam, named_weights
+from builder.frameworks.tensorflow import FRAMEWORK, fit_reference
 from builder.spec import load_spec
 
 
@@ -23,25 +22,7 @@ def main(spec_path: Path) -> None:
     FRAMEWORK.apply_controls(spec, "cpu", 1)
     ours = FRAMEWORK.train(spec, dataset, order, "cpu", lambda m: None)
 
-    keras.utils.set_random_seed(spec.seeds.init)
-    model = build_model(spec, dataset.features, dataset.classes)
-    start = named_weights(model)
-    model.compile(
-        optimizer=keras_adam(spec),
-        jit_compile=False,
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-    )
-    x, y = dataset.arrays["train"]
-    for epoch in range(spec.train.epochs):
-        model.fit(
-            x[order[epoch]],
-            y[order[epoch]],
-            batch_size=spec.train.batch_size,
-            epochs=1,
-            shuffle=False,
-            verbose=0,
-        )
-    fitted = named_weights(model)
+    start, fitted = fit_reference(spec, dataset, order)
     same_start = all(ours.initial[k].tobytes() == v.tobytes() for k, v in start.items())
     print(
         json.dumps(
