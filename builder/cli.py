@@ -38,6 +38,9 @@ out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]
+
+
 class Where(StrEnum):
     host = "host"
     docker = "docker"
@@ -142,6 +145,7 @@ def freeze(
     spec: Annotated[Path, typer.Argument(help="capsule.toml, or a directory holding one.")],
     out_dir: Annotated[Path, typer.Option("--out", help="Directory to write the capsule to.")],
     force: Annotated[bool, typer.Option(help="Replace an existing capsule at --out.")] = False,
+    as_json: JsonFlag = False,
 ) -> None:
     """Run SPEC under full controls and write the capsule (manifest + artifacts) atomically."""
     from builder.controls import ensure_process_env
@@ -154,7 +158,7 @@ def freeze(
         ensure_process_env(parsed)
         with epoch_progress(parsed.train.epochs, f"freeze {parsed.name}") as on_epoch:
             manifest = do_freeze(spec, out_dir, on_epoch, force=force)
-    _summary(manifest, out_dir, "froze")
+    _summary(manifest, out_dir, "froze", as_json)
 
 
 @app.command()
@@ -171,6 +175,7 @@ def replay(
         int | None, typer.Option(min=1, help="CPU threads (default: as recorded).")
     ] = None,
     force: Annotated[bool, typer.Option(help="Replace an existing replay at --out.")] = False,
+    as_json: JsonFlag = False,
 ) -> None:
     """Run the capsule again with its recorded data, order, seeds and controls; write RDIR.
 
@@ -200,7 +205,7 @@ def replay(
                 record = replay_on_host(
                     capsule, out_dir, on_epoch, threads=threads, device=chosen, force=force
                 )
-    _summary(record, out_dir, "replayed" if on == Where.host else "replayed in docker")
+    _summary(record, out_dir, "replayed" if on == Where.host else "replayed in docker", as_json)
 
 
 @app.command()
@@ -220,9 +225,7 @@ def build(
         bool,
         typer.Option(help="Rebuild without cache; exit 3 unless the image ID is the recorded one."),
     ] = False,
-    as_json: Annotated[
-        bool, typer.Option("--json", help="Print the result as JSON on stdout.")
-    ] = False,
+    as_json: JsonFlag = False,
 ) -> None:
     """Make the capsule's wheelhouse and Docker image offline; record the image in the capsule."""
     from builder.build import build as do_build
@@ -254,9 +257,7 @@ def build(
 def diff(
     capsule: Annotated[Path, typer.Argument(help="The capsule (baseline).")],
     other: Annotated[Path, typer.Argument(help="A replay directory, or another capsule.")],
-    as_json: Annotated[
-        bool, typer.Option("--json", help="Print one JSON document on stdout.")
-    ] = False,
+    as_json: JsonFlag = False,
     require: Annotated[
         Requirement, typer.Option(help="Exit 1 unless the verdict is at least this tier.")
     ] = Requirement.equivalent,
@@ -298,21 +299,33 @@ def diff(
 
 
 @app.command()
-def verify(capsule: Annotated[Path, typer.Argument(help="A capsule or replay directory.")]) -> None:
+def verify(
+    capsule: Annotated[Path, typer.Argument(help="A capsule or replay directory.")],
+    as_json: JsonFlag = False,
+) -> None:
     """Re-hash the manifest and every artifact; exit 3 naming the first one that was altered."""
+    from builder.errors import IntegrityError
     from builder.store import verify as do_verify
 
     with reported():
-        record = do_verify(capsule)
-    out.print(f"ok: {capsule}: the record and {len(record.artifacts)} artifacts match their sha256")
+        try:
+            record = do_verify(capsule)
+        except IntegrityError as error:
+            if as_json:
+                print(json.dumps({"ok": False, "path": str(capsule), "error": str(error)}))
+            raise
+    if as_json:
+        print(json.dumps({"ok": True, "path": str(capsule), "artifacts": len(record.artifacts)}))
+    else:
+        out.print(
+            f"ok: {capsule}: the record and {len(record.artifacts)} artifacts match their sha256"
+        )
 
 
 @app.command()
 def inspect(
     capsule: Annotated[Path, typer.Argument(help="A capsule or replay directory.")],
-    as_json: Annotated[
-        bool, typer.Option("--json", help="Print the record as JSON on stdout.")
-    ] = False,
+    as_json: JsonFlag = False,
 ) -> None:
     """Show what a capsule holds: spec, controls, environment, outcome and artifacts."""
     from builder.store import load_record
@@ -333,6 +346,7 @@ def export(
         bool, typer.Option(help="Include the capsule's built images (docker save, gzip).")
     ] = False,
     force: Annotated[bool, typer.Option(help="Replace an existing file at --out.")] = False,
+    as_json: JsonFlag = False,
 ) -> None:
     """Write the capsule, and optionally its image, into one file for another machine."""
     from builder.transfer import export as do_export
@@ -340,6 +354,18 @@ def export(
     with reported():
         names = do_export(capsule, out_file, with_image, say, force)
     size = out_file.stat().st_size / 2**20
+    if as_json:
+        print(
+            json.dumps(
+                {
+                    "path": str(out_file),
+                    "files": len(names),
+                    "with_image": with_image,
+                    "bytes": out_file.stat().st_size,
+                }
+            )
+        )
+        return
     out.print(
         f"exported {capsule} → {out_file} ({len(names)} files"
         f"{' + image' if with_image else ''}, {size:,.1f} MiB)"
@@ -351,12 +377,25 @@ def import_(
     source: Annotated[Path, typer.Argument(help="A file written by `capsule export`.")],
     out_dir: Annotated[Path, typer.Option("--out", help="Directory to unpack the capsule into.")],
     force: Annotated[bool, typer.Option(help="Replace an existing capsule at --out.")] = False,
+    as_json: JsonFlag = False,
 ) -> None:
     """Unpack an export safely, verify every digest, and load its image into the engine."""
     from builder.transfer import import_capsule
 
     with reported():
         manifest = import_capsule(source, out_dir, say, force)
+    if as_json:
+        print(
+            json.dumps(
+                {
+                    "name": manifest.spec.name,
+                    "path": str(out_dir),
+                    "verified": True,
+                    "images": {v: i.image_id for v, i in manifest.images.items()},
+                }
+            )
+        )
+        return
     loaded = ", ".join(f"{v} {i.image_id[:19]}…" for v, i in manifest.images.items()) or "none"
     out.print(f"imported {manifest.spec.name} → {out_dir}; verified; images recorded: {loaded}")
 
@@ -375,8 +414,24 @@ def schema(
 # ---------------------------------------------------------------- rendering
 
 
-def _summary(record: Manifest | ReplayRecord, where: Path, verb: str) -> None:
+def _summary(record: Manifest | ReplayRecord, where: Path, verb: str, as_json: bool) -> None:
     final = record.outcome.final
+    if as_json:
+        print(
+            json.dumps(
+                {
+                    "kind": record.kind,
+                    "name": record.spec.name,
+                    "path": str(where),
+                    "final": final.model_dump(),
+                    "steps": record.outcome.steps,
+                    "train_seconds": record.outcome.train_seconds,
+                    "artifacts": {name: ref.sha256 for name, ref in record.artifacts.items()},
+                },
+                indent=2,
+            )
+        )
+        return
     out.print(
         f"{verb} {record.spec.name} → {where}: train {_pct(final.train_error)}, "
         f"dev {_pct(final.dev_error)}, eval {_pct(final.eval_error)} "

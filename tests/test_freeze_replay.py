@@ -60,6 +60,25 @@ def test_replay_with_two_threads_names_the_thread_count(frozen_2d: Path, tmp_pat
 
 def test_verify_passes_on_a_fresh_capsule(frozen_2d: Path) -> None:
     assert "5 artifacts" in ok(capsule("verify", frozen_2d)).stdout
+    assert json.loads(ok(capsule("verify", frozen_2d, "--json")).stdout) == {
+        "ok": True,
+        "path": str(frozen_2d),
+        "artifacts": 5,
+    }
+
+
+def test_json_output_of_freeze_and_replay(tiny_spec, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    frozen = json.loads(
+        ok(capsule("freeze", tiny_spec(), "--out", tmp_path / "c", "--json")).stdout
+    )
+    assert frozen["kind"] == "capsule" and frozen["name"] == "tiny"
+    assert set(frozen["artifacts"]) == {"spec", "data", "order", "initial", "weights"}
+    replayed = json.loads(
+        ok(capsule("replay", tmp_path / "c", "--out", tmp_path / "r", "--json")).stdout
+    )
+    assert replayed["kind"] == "replay"
+    assert replayed["final"] == frozen["final"]
+    assert replayed["artifacts"]["weights"] == frozen["artifacts"]["weights"]
 
 
 @pytest.mark.parametrize(
@@ -82,6 +101,8 @@ def test_one_flipped_byte_fails_verify(frozen_2d: Path, tmp_path: Path, relpath:
     target.write_bytes(bytes(data))
     result = capsule("verify", copy)
     assert result.returncode == 3, result.stderr
+    as_json = capsule("verify", copy, "--json")
+    assert as_json.returncode == 3 and json.loads(as_json.stdout)["ok"] is False
     assert relpath in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
     assert "Traceback" not in result.stderr

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import shutil
 import tarfile
 from pathlib import Path
@@ -64,8 +65,12 @@ def test_an_altered_artifact_in_an_export_is_refused(frozen_2d: Path, tmp_path: 
 
 def test_export_without_image_round_trips(frozen_2d: Path, tmp_path: Path) -> None:
     export = tmp_path / "c.capsule.tar"
-    ok(capsule("export", frozen_2d, "--out", export))
-    ok(capsule("import", export, "--out", tmp_path / "back"))
+    exported = json.loads(ok(capsule("export", frozen_2d, "--out", export, "--json")).stdout)
+    assert exported["with_image"] is False and exported["bytes"] == export.stat().st_size
+    imported = json.loads(
+        ok(capsule("import", export, "--out", tmp_path / "back", "--json")).stdout
+    )
+    assert imported["verified"] is True and imported["name"] == "paper-2d-torch"
     ok(capsule("verify", tmp_path / "back"))
     shutil.rmtree(tmp_path / "back")
     assert "already exists" in capsule("export", frozen_2d, "--out", export).stderr
