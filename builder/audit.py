@@ -1,0 +1,197 @@
+"""Static nondeterminism audit of a user's training code (read as text, never imported or run).
+
+Each rule names a pattern the paper's remedies forbid: unseeded RNGs, data loading whose order
+depends on worker timing, autotuned kernels. Findings carry the file and line, so `inspect` can
+point at them and `freeze --strict` can refuse to freeze.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+from typing import Literal
+
+from builder.model_base import Strict
+
+LEGACY_NUMPY = {
+    "seed",
+    "rand",
+    "randn",
+    "randint",
+    "random",
+    "random_sample",
+    "ranf",
+    "sample",
+    "shuffle",
+    "permutation",
+    "choice",
+    "normal",
+    "uniform",
+    "binomial",
+    "poisson",
+    "exponential",
+    "beta",
+    "gamma",
+    "standard_normal",
+    "bytes",
+    "multivariate_normal",
+}
+KERAS_INITIALIZERS = {
+    "GlorotUniform",
+    "GlorotNormal",
+    "HeNormal",
+    "HeUniform",
+    "LecunNormal",
+    "LecunUniform",
+    "RandomNormal",
+    "RandomUniform",
+    "TruncatedNormal",
+    "Orthogonal",
+    "VarianceScaling",
+}
+SEEDING_CALLS = {"set_random_seed", "set_seed"}
+
+
+class Finding(Strict):
+    source: Literal["static", "runtime"]
+    rule: str
+    file: str
+    line: int
+    message: str
+    count: int = 1
+
+
+def _dotted(node: ast.AST) -> str:
+    """`np.random.seed` for the expression it names; '' for anything else."""
+    parts = []
+    while isinstance(node, ast.Attribute):
+        parts.append(node.attr)
+        node = node.value
+    if isinstance(node, ast.Name):
+        parts.append(node.id)
+        return ".".join(reversed(parts))
+    return ""
+
+
+def _keywords(call: ast.Call) -> dict[str, ast.expr]:
+    return {k.arg: k.value for k in call.keywords if k.arg is not None}
+
+
+class _Scanner(ast.NodeVisitor):
+    def __init__(self, file: str) -> None:
+        self.file = file
+        self.findings: list[Finding] = []
+        self.first_seeding: int | None = None
+        self.initializers: list[tuple[int, str]] = []
+
+    def add(self, node: ast.AST, rule: str, message: str) -> None:
+        self.findings.append(
+            Finding(
+                source="static",
+                rule=rule,
+                file=self.file,
+                line=getattr(node, "lineno", 0),
+                message=message,
+            )
+        )
+
+    def visit_Call(self, node: ast.Call) -> None:
+        name = _dotted(node.func)
+        last = name.rsplit(".", 1)[-1]
+        keywords = _keywords(node)
+        if last == "DataLoader":
+            workers = keywords.get("num_workers")
+            parallel = workers is not None and not (
+                isinstance(workers, ast.Constant) and workers.value in (0, None)
+            )
+            if parallel and "generator" not in keywords and "worker_init_fn" not in keywords:
+                self.add(
+                    node,
+                    "dataloader-workers-unseeded",
+                    "DataLoader with worker processes but no generator= or worker_init_fn=: "
+                    "the shuffle order and worker RNGs are not seeded",
+                )
+        if name.startswith(("np.random.", "numpy.random.")) and last in LEGACY_NUMPY:
+            self.add(
+                node,
+                "legacy-numpy-random",
+                f"{name}(): NumPy's legacy global RNG; draw from a seeded "
+                "np.random.default_rng(seed) (or the run's seeds) instead",
+            )
+        if (
+            last in KERAS_INITIALIZERS
+            and "seed" not in keywords
+            and ("initializers" in name or name == last)
+        ):
+            self.initializers.append((node.lineno, name))
+        if last in SEEDING_CALLS and self.first_seeding is None:
+            self.first_seeding = node.lineno
+        if (
+            name == "random.seed"
+            and node.args
+            and isinstance(node.args[0], ast.Call)
+            and _dotted(node.args[0].func).startswith(("time.", "datetime."))
+        ):
+            self.add(
+                node,
+                "seed-from-clock",
+                "random.seed() from the clock: every run draws other numbers",
+            )
+        self.generic_visit(node)
+
+    def visit_Assign(self, node: ast.Assign) -> None:
+        for target in node.targets:
+            if (
+                _dotted(target).endswith("cudnn.benchmark")
+                and isinstance(node.value, ast.Constant)
+                and node.value.value is True
+            ):
+                self.add(
+                    node,
+                    "cudnn-benchmark",
+                    "cudnn.benchmark = True: cuDNN picks kernels by timing, so results vary",
+                )
+        self.generic_visit(node)
+
+    def finish(self) -> list[Finding]:
+        for line, name in self.initializers:
+            if self.first_seeding is None or line < self.first_seeding:
+                self.findings.append(
+                    Finding(
+                        source="static",
+                        rule="keras-initializer-unseeded",
+                        file=self.file,
+                        line=line,
+                        message=f"{name}() without seed= before any set_random_seed(): its weights "
+                        "differ from process to process",
+                    )
+                )
+        return sorted(self.findings, key=lambda f: (f.file, f.line, f.rule))
+
+
+def scan_source(text: str, file: str) -> list[Finding]:
+    """Findings in one Python source; a file that does not parse is itself a finding."""
+    try:
+        tree = ast.parse(text, filename=file)
+    except SyntaxError as error:
+        return [
+            Finding(
+                source="static",
+                rule="syntax-error",
+                file=file,
+                line=error.lineno or 0,
+                message=f"cannot be parsed: {error.msg}",
+            )
+        ]
+    scanner = _Scanner(file)
+    scanner.visit(tree)
+    return scanner.finish()
+
+
+def scan_files(root: Path, files: list[Path]) -> list[Finding]:
+    """Findings in every .py file given (paths reported relative to `root`)."""
+    findings: list[Finding] = []
+    for path in sorted(files):
+        if path.suffix == ".py":
+            findings += scan_source(path.read_text(encoding="utf-8"), str(path.relative_to(root)))
+    return findings
