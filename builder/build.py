@@ -28,7 +28,7 @@ from builder.image import (
     render_dockerfile,
 )
 from builder.manifest import ArtifactRef, ImageRecord, Manifest
-from builder.store import capsule_digest, file_sha256, load_manifest, update_manifest, verify
+from builder.store import capsule_digest, file_sha256, sha256_bytes, update_manifest, verify_capsule
 
 WHEELHOUSE_DIR = {"cpu": "wheelhouse", "cuda": "wheelhouse-cuda"}
 
@@ -90,8 +90,7 @@ def wheelhouse(
 
 
 def build(capsule: Path, base: str | None, gpu: bool, check: bool, log: Log) -> BuildResult:
-    verify(capsule)
-    manifest = load_manifest(capsule)
+    manifest = verify_capsule(capsule)
     variant = "cuda" if gpu else "cpu"
     recorded = manifest.images.get(variant)
     if check and recorded is None:
@@ -131,7 +130,7 @@ def build(capsule: Path, base: str | None, gpu: bool, check: bool, log: Log) -> 
         tag=tag,
         base_image=base_ref,
         base_id=base_id,
-        dockerfile_sha256=_sha(dockerfile.encode()),
+        dockerfile_sha256=sha256_bytes(dockerfile.encode()),
         capsule_digest=digest,
         source_date_epoch=SOURCE_DATE_EPOCH,
         wheels=wheels,
@@ -151,9 +150,3 @@ def _require_cuda_build(folder: Path, framework: str) -> None:
             f"wheelhouse-cuda: pip chose a CPU build ({cpu_builds[0]}); point pip at an index "
             "with the CUDA build (PIP_INDEX_URL / PIP_FIND_LINKS) and build --gpu again"
         )
-
-
-def _sha(data: bytes) -> str:
-    import hashlib
-
-    return hashlib.sha256(data).hexdigest()

@@ -15,6 +15,7 @@ import importlib.metadata
 import io
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -247,7 +248,7 @@ def ensure_base(api: APIClient, base: str | None, log: Log) -> tuple[str, str]:
     found = image_exists(api, tag)
     if found is not None:
         return tag, found
-    if subprocess.run(["which", "debootstrap"], capture_output=True).returncode != 0:
+    if shutil.which("debootstrap") is None:
         raise EngineMissing(
             "debootstrap is not installed; it makes the local base image "
             "(apt-get install debootstrap), or pass --base IMAGE"

@@ -15,7 +15,14 @@ from builder.freeze import TOOL, now
 from builder.manifest import CapsuleRef, Manifest, ReplayRecord
 from builder.run import execute
 from builder.spec import Spec
-from builder.store import MANIFEST, StagedDir, load_record, read_tensors, sha256_bytes, verify
+from builder.store import (
+    MANIFEST,
+    StagedDir,
+    load_record,
+    read_tensors,
+    sha256_bytes,
+    verify_capsule,
+)
 
 IMAGE_ENV = "CAPSULE_IMAGE_ID"  # set by `replay --on docker` inside the container it starts
 CONTAINER_USER = "65534:65534"  # nobody: the replay never runs as root in the container
@@ -35,13 +42,6 @@ def replay_spec(
     return spec, {f"controls.{k}": str(v) for k, v in changes.items()}
 
 
-def _capsule(capsule: Path) -> Manifest:
-    manifest = verify(capsule)
-    if not isinstance(manifest, Manifest):
-        raise BadInput(f"{capsule}: is a replay, not a capsule")
-    return manifest
-
-
 def replay_on_host(
     capsule: Path,
     out: Path,
@@ -50,7 +50,7 @@ def replay_on_host(
     device: str | None = None,
     force: bool = False,
 ) -> ReplayRecord:
-    manifest = _capsule(capsule)
+    manifest = verify_capsule(capsule)
     spec, overrides = replay_spec(manifest, threads, device)
     dataset = Dataset.from_tensors(read_tensors(capsule, manifest, "data"), manifest.data.classes)
     order = read_tensors(capsule, manifest, "order")["order"]
@@ -92,7 +92,7 @@ def replay_in_docker(
     no new privileges; the container is removed whatever happens."""
     from builder.image import container, engine, image_exists, run_in_container
 
-    manifest = _capsule(capsule)
+    manifest = verify_capsule(capsule)
     gpu = (device or manifest.spec.controls.device) == "cuda"
     variant = "cuda" if gpu else "cpu"
     image = manifest.images.get(variant)

@@ -149,7 +149,7 @@ def load_record(directory: Path) -> Record:
     data = path.read_bytes()
     sidecar = _sidecar(path)
     if sidecar.is_file():
-        expected = sidecar.read_text().split()[0] if sidecar.read_text().split() else ""
+        expected = (sidecar.read_text().split() or [""])[0]
         if expected != sha256_bytes(data):
             raise IntegrityError(
                 f"{path}: record was altered (its sha256 does not match {sidecar.name})"
@@ -220,4 +220,12 @@ def verify(directory: Path) -> Record:
     record = load_record(directory)
     for name, ref in sorted(record.artifacts.items()):
         check_artifact(directory, name, ref)
+    return record
+
+
+def verify_capsule(directory: Path) -> Manifest:
+    """`verify`, for commands that need a capsule (not a replay)."""
+    record = verify(directory)
+    if not isinstance(record, Manifest):
+        raise BadInput(f"{directory}: is a replay, not a capsule (it has {REPLAY})")
     return record

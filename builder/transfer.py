@@ -19,7 +19,7 @@ from pathlib import Path, PurePosixPath
 
 from builder.errors import BadInput, IntegrityError
 from builder.manifest import Manifest
-from builder.store import MANIFEST, StagedDir, load_manifest, verify
+from builder.store import MANIFEST, StagedDir, verify_capsule
 
 Log = Callable[[str], None]
 GZIP_LEVEL = 1  # the image is mostly compressed wheels and binaries: higher levels buy little
@@ -35,8 +35,7 @@ def _add_file(tar: tarfile.TarFile, source: Path, name: str) -> None:
 
 def export(capsule: Path, out: Path, with_image: bool, log: Log, force: bool = False) -> list[str]:
     """Write the capsule (and its recorded images) to `out`; return the member names written."""
-    verify(capsule)
-    manifest = load_manifest(capsule)
+    manifest = verify_capsule(capsule)
     if out.exists() and not force:
         raise BadInput(f"{out}: already exists (pass --force to replace it)")
     if with_image and not manifest.images:
@@ -111,8 +110,7 @@ def import_capsule(source: Path, out: Path, log: Log, force: bool = False) -> Ma
         if not (stage.stage / MANIFEST).is_file():
             raise BadInput(f"{source}: capsule/{MANIFEST}: missing; not a capsule export")
         images_dir = stage.stage / "images"
-        verify(stage.stage)
-        manifest = load_manifest(stage.stage)
+        manifest = verify_capsule(stage.stage)
         for image_file in images:
             _load_image(manifest, image_file, log)
         shutil.rmtree(images_dir, ignore_errors=True)
