@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import ast
 from pathlib import Path
-from typing import Literal
 
-from builder.model_base import Strict
+from builder.manifest import Finding
 
 LEGACY_NUMPY = {
     "seed",
@@ -50,15 +49,6 @@ KERAS_INITIALIZERS = {
     "VarianceScaling",
 }
 SEEDING_CALLS = {"set_random_seed", "set_seed"}
-
-
-class Finding(Strict):
-    source: Literal["static", "runtime"]
-    rule: str
-    file: str
-    line: int
-    message: str
-    count: int = 1
 
 
 def _dotted(node: ast.AST) -> str:

@@ -23,7 +23,10 @@ from rich.table import Table
 
 from builder import __version__
 from builder.errors import CapsuleError
-from builder.manifest import EpochMetrics, Manifest, ReplayRecord
+from builder.manifest import EpochMetrics, Finding, Manifest, ReplayRecord
+from builder.spec import Spec, UserSpec
+
+MetricCallback = Callable[[str, float, int | None], None]
 
 app = typer.Typer(
     name="capsule",
@@ -64,6 +67,9 @@ def say(line: str) -> None:
 
 
 def fail(error: CapsuleError) -> NoReturn:
+    details = getattr(error, "details", "")
+    if details:  # the user's own frames, when their training code failed
+        err.print("Traceback (the training code's frames):\n" + details.rstrip(), markup=False)
     err.print(f"capsule: error: {error}", markup=False, soft_wrap=True)
     raise typer.Exit(error.exit_code)
 
@@ -115,6 +121,31 @@ def epoch_progress(total: int, label: str) -> Iterator[Callable[[EpochMetrics], 
         yield on_epoch
 
 
+@contextmanager
+def metric_progress(label: str) -> Iterator[MetricCallback]:
+    """User code has no epochs Capsule knows of: a spinner, and each `run.log` as a line."""
+    with err.status(label):
+
+        def on_metric(name: str, value: float, step: int | None) -> None:
+            at = "" if step is None else f"step {step}  "
+            err.print(f"{at}{name} {value:.6g}", markup=False)
+
+        yield on_metric
+
+
+@contextmanager
+def run_progress(
+    spec: Spec | UserSpec, label: str
+) -> Iterator[tuple[Callable[[EpochMetrics], None], MetricCallback]]:
+    """Progress for either kind of experiment: epochs for built-in ones, metrics for code."""
+    if isinstance(spec, Spec):
+        with epoch_progress(spec.train.epochs, label) as on_epoch:
+            yield on_epoch, lambda name, value, step: None
+    else:
+        with metric_progress(f"{label}: running {spec.entrypoint}") as on_metric:
+            yield lambda m: None, on_metric
+
+
 def _pct(value: float | None) -> str:
     return "—" if value is None else f"{100 * value:.2f}%"
 
@@ -145,19 +176,35 @@ def freeze(
     spec: Annotated[Path, typer.Argument(help="capsule.toml, or a directory holding one.")],
     out_dir: Annotated[Path, typer.Option("--out", help="Directory to write the capsule to.")],
     force: Annotated[bool, typer.Option(help="Replace an existing capsule at --out.")] = False,
+    strict: Annotated[
+        bool,
+        typer.Option(
+            help="Refuse to freeze (exit 2, nothing written) if the nondeterminism audit of "
+            "the user's code finds anything."
+        ),
+    ] = False,
     as_json: JsonFlag = False,
 ) -> None:
-    """Run SPEC under full controls and write the capsule (manifest + artifacts) atomically."""
+    """Run SPEC under full controls and write the capsule (manifest + artifacts) atomically.
+
+    SPEC is a built-in experiment, or the user's own code (`entrypoint = "train.py:main"` with
+    `[code] include = [...]`): the code is copied into the capsule, audited for
+    nondeterminism, and `main(run)` is called with a `builder.Run`.
+    """
     from builder.controls import ensure_process_env
     from builder.freeze import freeze as do_freeze
     from builder.freeze import spec_path
-    from builder.spec import load_spec
+    from builder.spec import UserSpec, load_spec
 
     with reported():
         parsed = load_spec(spec_path(spec))
         ensure_process_env(parsed)
-        with epoch_progress(parsed.train.epochs, f"freeze {parsed.name}") as on_epoch:
-            manifest = do_freeze(spec, out_dir, on_epoch, force=force)
+        with run_progress(parsed, f"freeze {parsed.name}") as (on_epoch, on_metric):
+            manifest = do_freeze(
+                spec, out_dir, on_epoch, force=force, strict=strict, on_metric=on_metric
+            )
+    if isinstance(parsed, UserSpec) and manifest.audit and not as_json:
+        _print_findings(manifest.audit, err)
     _summary(manifest, out_dir, "froze", as_json)
 
 
@@ -201,9 +248,15 @@ def replay(
         else:
             ensure_process_env(replay_spec(manifest, threads, chosen)[0])
             label = f"replay {manifest.spec.name}"
-            with epoch_progress(manifest.spec.train.epochs, label) as on_epoch:
+            with run_progress(manifest.spec, label) as (on_epoch, on_metric):
                 record = replay_on_host(
-                    capsule, out_dir, on_epoch, threads=threads, device=chosen, force=force
+                    capsule,
+                    out_dir,
+                    on_epoch,
+                    threads=threads,
+                    device=chosen,
+                    force=force,
+                    on_metric=on_metric,
                 )
     _summary(record, out_dir, "replayed" if on == Where.host else "replayed in docker", as_json)
 
@@ -415,7 +468,9 @@ def schema(
 
 
 def _summary(record: Manifest | ReplayRecord, where: Path, verb: str, as_json: bool) -> None:
-    final = record.outcome.final
+    from builder.verdict import final_metrics
+
+    final = final_metrics(record.outcome)
     if as_json:
         print(
             json.dumps(
@@ -423,20 +478,36 @@ def _summary(record: Manifest | ReplayRecord, where: Path, verb: str, as_json: b
                     "kind": record.kind,
                     "name": record.spec.name,
                     "path": str(where),
-                    "final": final.model_dump(),
+                    "final": final,
                     "steps": record.outcome.steps,
                     "train_seconds": record.outcome.train_seconds,
+                    "audit": [f.model_dump() for f in record.audit],
                     "artifacts": {name: ref.sha256 for name, ref in record.artifacts.items()},
                 },
                 indent=2,
             )
         )
         return
+    if record.outcome.final is not None:
+        f = record.outcome.final
+        figures = f"train {_pct(f.train_error)}, dev {_pct(f.dev_error)}, eval {_pct(f.eval_error)}"
+    else:
+        figures = ", ".join(f"{k} {v:.6g}" for k, v in final.items() if v is not None)
+        figures = figures or "no metrics logged"
+        if record.audit:
+            figures += f"; {len(record.audit)} nondeterminism finding(s)"
     out.print(
-        f"{verb} {record.spec.name} → {where}: train {_pct(final.train_error)}, "
-        f"dev {_pct(final.dev_error)}, eval {_pct(final.eval_error)} "
+        f"{verb} {record.spec.name} → {where}: {figures} "
         f"({record.outcome.steps} steps, {record.outcome.train_seconds:.1f} s training)"
     )
+
+
+def _print_findings(findings: list[Finding], console: Console) -> None:
+    for f in findings:
+        times = f" ({f.count}x)" if f.count > 1 else ""
+        console.print(
+            f"  {f.source:7} {f.file}:{f.line}  [{f.rule}]{times} {f.message}", markup=False
+        )
 
 
 def _describe(record: Manifest | ReplayRecord) -> None:
@@ -452,16 +523,29 @@ def _describe(record: Manifest | ReplayRecord) -> None:
         f"framework  {fp.framework} {fp.framework_version} on {ctl.device}, "
         f"{ctl.threads} thread(s), {ctl.dtype}, deterministic={ctl.deterministic}"
     )
-    t = spec.train
-    out.print(
-        f"model      mlp hidden={spec.model.hidden} {spec.model.activation}; adam lr={t.lr} "
-        f"betas={t.betas} eps={t.eps} ({ctl.adam_impl}); {t.epochs} epochs, batch {t.batch_size}"
-    )
+    if isinstance(spec, Spec):
+        t = spec.train
+        out.print(
+            f"model      mlp hidden={spec.model.hidden} {spec.model.activation}; adam lr={t.lr} "
+            f"betas={t.betas} eps={t.eps} ({ctl.adam_impl}); {t.epochs} epochs, "
+            f"batch {t.batch_size}"
+        )
+    else:
+        code = [n.removeprefix("code/") for n in record.artifacts if n.startswith("code/")]
+        out.print(f"code       {spec.entrypoint}; files: {', '.join(code) or '—'}", markup=False)
+        if spec.code.requires:
+            out.print(f"requires   {', '.join(spec.code.requires)}", markup=False)
+        if spec.params:
+            params = ", ".join(f"{k}={v}" for k, v in spec.params.items())
+            out.print(f"params     {params}", markup=False)
+        for key, item in record.inputs.items():
+            what = f"file → {item.artifact}" if item.kind == "file" else f"arrays {item.detail}"
+            out.print(f"input      {key}: {what} (sha256 {item.sha256[:16]}…)", markup=False)
     out.print(
         f"seeds      init={ctl.seeds.init} order={ctl.seeds.order} "
         f"PYTHONHASHSEED={ctl.seeds.pythonhashseed}; data order: recorded"
     )
-    if isinstance(record, Manifest):
+    if isinstance(record, Manifest) and record.data is not None:
         d = record.data
         source = (
             d.builtin.name if d.builtin else ", ".join(f"{k}={v.path}" for k, v in d.files.items())
@@ -471,6 +555,7 @@ def _describe(record: Manifest | ReplayRecord) -> None:
             f"data       {source}: {sizes} rows x {d.splits['train'].features} features, "
             f"{d.classes} classes"
         )
+    if isinstance(record, Manifest):
         for variant, image in record.images.items():
             out.print(
                 f"image      {variant}: {image.image_id} ({image.tag}, base {image.base_image}, "
@@ -486,16 +571,33 @@ def _describe(record: Manifest | ReplayRecord) -> None:
         f"cuDNN {fp.cudnn or '—'}; {fp.os}; Python {fp.python}; "
         f"{len(fp.distributions)} distributions"
     )
-    table = Table("epoch", "train loss", "train err", "dev err", "eval err", title="outcome")
-    for m in outcome.epochs:
-        table.add_row(
-            str(m.epoch),
-            f"{m.train_loss:.5f}",
-            _pct(m.train_error),
-            _pct(m.dev_error),
-            _pct(m.eval_error),
-        )
-    out.print(table)
+    if outcome.epochs:
+        table = Table("epoch", "train loss", "train err", "dev err", "eval err", title="outcome")
+        for m in outcome.epochs:
+            table.add_row(
+                str(m.epoch),
+                f"{m.train_loss:.5f}",
+                _pct(m.train_error),
+                _pct(m.dev_error),
+                _pct(m.eval_error),
+            )
+        out.print(table)
+    if outcome.metrics:
+        table = Table("metric", "values logged", "last step", "final", title="outcome")
+        for name, points in outcome.metrics.items():
+            last = points[-1]
+            table.add_row(
+                name,
+                str(len(points)),
+                "—" if last.step is None else str(last.step),
+                f"{last.value:.6g}",
+            )
+        out.print(table)
+    if record.audit:
+        out.print(f"audit      {len(record.audit)} nondeterminism finding(s):")
+        _print_findings(record.audit, out)
+    elif isinstance(spec, UserSpec):
+        out.print("audit      no nondeterminism findings")
     out.print(f"trace      {len(outcome.trace)} checkpoints over {outcome.steps} steps")
     arts = Table("artifact", "path", "size", "sha256")
     for name, ref in record.artifacts.items():

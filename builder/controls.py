@@ -14,13 +14,13 @@ import sys
 import numpy as np
 
 from builder.manifest import SeedRecord
-from builder.spec import Spec
+from builder.spec import SpecBase
 
 PYTHONHASHSEED = "0"
 REEXEC_MARK = "CAPSULE_REEXECUTED"
 
 
-def process_env(spec: Spec) -> dict[str, str]:
+def process_env(spec: SpecBase) -> dict[str, str]:
     """Environment variables a deterministic run needs before its framework starts."""
     threads = str(spec.controls.threads)
     env = {
@@ -37,7 +37,7 @@ def process_env(spec: Spec) -> dict[str, str]:
     return env
 
 
-def ensure_process_env(spec: Spec) -> None:
+def ensure_process_env(spec: SpecBase) -> None:
     """Re-execute this command once if the environment lacks what determinism needs.
 
     Runs before any framework is imported, so the cost is one interpreter start (~0.1 s).
@@ -68,6 +68,6 @@ def seed_record(init: int, order: int) -> SeedRecord:
     )
 
 
-def applied_env(spec: Spec) -> dict[str, str]:
+def applied_env(spec: SpecBase) -> dict[str, str]:
     """The controlled variables as this process actually has them (unset shows as 'unset')."""
     return {k: os.environ.get(k, "unset") for k in process_env(spec)}

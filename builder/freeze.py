@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
 from builder import __version__
+from builder.audit import scan_files
 from builder.data import load_dataset, make_order
+from builder.errors import BadInput
 from builder.frameworks import EpochCallback, check_spec
-from builder.manifest import Manifest, ToolInfo
+from builder.manifest import ArtifactRef, Finding, Manifest, ToolInfo
 from builder.run import execute
-from builder.spec import Spec, load_spec
+from builder.spec import Spec, UserSpec, load_spec
 from builder.store import StagedDir
 
 TOOL = ToolInfo(name="capsule", version=__version__)
+CODE_DIR = "code"
+PYTHON = "text/x-python"
 
 
 def now() -> str:
@@ -24,11 +29,27 @@ def spec_path(path: Path) -> Path:
     return path / "capsule.toml" if path.is_dir() else path
 
 
-def freeze(path: Path, out: Path, on_epoch: EpochCallback, force: bool = False) -> Manifest:
-    """Validate, generate or read the data, draw and record the order, train, write the capsule."""
+def freeze(
+    path: Path,
+    out: Path,
+    on_epoch: EpochCallback,
+    force: bool = False,
+    strict: bool = False,
+    on_metric: Callable[[str, float, int | None], None] = lambda name, value, step: None,
+) -> Manifest:
+    """Validate, then freeze the built-in experiment or the user's code the spec names."""
     path = spec_path(path)
-    spec: Spec = load_spec(path)
+    spec = load_spec(path)
     check_spec(spec, str(path))
+    if isinstance(spec, UserSpec):
+        return freeze_code(spec, path, out, on_metric, force, strict)
+    return freeze_builtin(spec, path, out, on_epoch, force)
+
+
+def freeze_builtin(
+    spec: Spec, path: Path, out: Path, on_epoch: EpochCallback, force: bool
+) -> Manifest:
+    """Generate or read the data, draw and record the order, train, write the capsule."""
     dataset, data_record = load_dataset(spec.data, path.parent, str(path))
     order = make_order(data_record.splits["train"].rows, spec.train.epochs, spec.seeds.order)
     with StagedDir(out, force=force) as stage:
@@ -47,6 +68,77 @@ def freeze(path: Path, out: Path, on_epoch: EpochCallback, force: bool = False) 
             controls=result.controls,
             fingerprint=result.fingerprint,
             data=data_record,
+            outcome=result.outcome,
+            artifacts=artifacts,
+        )
+        stage.commit(manifest)
+    return manifest
+
+
+def refuse_findings(findings: list[Finding], source: str) -> None:
+    """`--strict`: any nondeterminism finding stops the freeze (nothing is written)."""
+    if findings:
+        first = findings[0]
+        raise BadInput(
+            f"{source}: --strict: {len(findings)} nondeterminism finding(s); first: "
+            f"{first.file}:{first.line}: [{first.rule}] {first.message}"
+        )
+
+
+def freeze_code(
+    spec: UserSpec,
+    path: Path,
+    out: Path,
+    on_metric: Callable[[str, float, int | None], None],
+    force: bool,
+    strict: bool,
+) -> Manifest:
+    """Copy the code into the capsule, audit it, run `main(run)` from that copy, and store
+    the code, the data it read, the orders it drew and the weights it saved."""
+    from builder.usercode import code_files, execute_code
+
+    files = code_files(spec, path.parent, str(path))
+    with StagedDir(out, force=force) as stage:
+        artifacts: dict[str, ArtifactRef] = {
+            "spec": stage.add_bytes("capsule.toml", path.read_bytes(), "application/toml")
+        }
+        for name, file in files.items():
+            media = PYTHON if name.endswith(".py") else "application/octet-stream"
+            artifacts[f"{CODE_DIR}/{name}"] = stage.add_bytes(
+                f"{CODE_DIR}/{name}", file.read_bytes(), media
+            )
+        code_dir = stage.stage / CODE_DIR
+        static = scan_files(code_dir, [code_dir / name for name in files])
+        if strict:
+            refuse_findings(static, str(path))
+        result = execute_code(spec, code_dir, path.parent, None, None, on_metric)
+        findings = static + result.findings
+        if strict:
+            refuse_findings(findings, str(path))
+        for key, record in result.record.inputs.items():
+            if record.artifact is None:
+                continue
+            ref = stage.add_bytes(
+                record.artifact,
+                result.record.files[record.artifact].read_bytes(),
+                "application/octet-stream",
+            )
+            if ref.sha256 != record.sha256:
+                raise BadInput(f"run.data({key!r}): the file changed while the code ran")
+            artifacts[record.artifact] = ref
+        if result.record.orders:
+            artifacts["order"] = stage.add_tensors(
+                "artifacts/order.safetensors", result.record.orders
+            )
+        artifacts["weights"] = stage.add_tensors("artifacts/weights.safetensors", result.weights)
+        manifest = Manifest(
+            tool=TOOL,
+            created=now(),
+            spec=spec,
+            controls=result.controls,
+            fingerprint=result.fingerprint,
+            inputs=result.record.inputs,
+            audit=findings,
             outcome=result.outcome,
             artifacts=artifacts,
         )

@@ -10,7 +10,7 @@ from typing import Annotated, Literal
 from pydantic import Field
 
 from builder.model_base import Strict
-from builder.spec import Spec
+from builder.spec import AnySpec
 
 SCHEMA_VERSION = 1
 Sha256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
@@ -130,7 +130,9 @@ class TracePoint(Strict):
     step: int
     loss: float
     loss_bits: str
-    params_sha256: str
+    params_sha256: str | None = Field(
+        default=None, description="None where the user's checkpoint named no weights"
+    )
 
 
 class TensorDigest(Strict):
@@ -139,13 +141,43 @@ class TensorDigest(Strict):
     sha256: Sha256
 
 
+class MetricPoint(Strict):
+    step: int | None
+    value: float
+
+
 class Outcome(Strict):
-    final: FinalMetrics
-    epochs: list[EpochMetrics]
+    """Built-in experiments fill `final` and `epochs`; user code fills `metrics` (run.log)."""
+
+    final: FinalMetrics | None = None
+    epochs: list[EpochMetrics] = Field(default_factory=list)
+    metrics: dict[str, list[MetricPoint]] = Field(default_factory=dict)
     trace: list[TracePoint]
     weights: dict[str, TensorDigest]
     steps: int
     train_seconds: float
+
+
+class Finding(Strict):
+    """One nondeterminism finding of the audit: in the code's text (static) or seen while it
+    ran (runtime), with the file and line it points at."""
+
+    source: Literal["static", "runtime"]
+    rule: str
+    file: str
+    line: int
+    message: str
+    count: int = 1
+
+
+class InputRecord(Strict):
+    """Data the user's code read: a file (`run.data`, stored in the capsule) or arrays it
+    loaded itself (`run.record_arrays`, digest only)."""
+
+    kind: Literal["file", "arrays"]
+    artifact: str | None = None
+    sha256: Sha256
+    detail: str = ""
 
 
 class ImageRecord(Strict):
@@ -167,10 +199,12 @@ class Manifest(Strict):
     kind: Literal["capsule"] = "capsule"
     tool: ToolInfo
     created: str
-    spec: Spec
+    spec: AnySpec
     controls: AppliedControls
     fingerprint: Fingerprint
-    data: DataRecord
+    data: DataRecord | None = Field(default=None, description="None for the user's own code")
+    inputs: dict[str, InputRecord] = Field(default_factory=dict)
+    audit: list[Finding] = Field(default_factory=list)
     outcome: Outcome
     artifacts: dict[str, ArtifactRef]
     images: dict[Literal["cpu", "cuda"], ImageRecord] = Field(default_factory=dict)
@@ -193,8 +227,10 @@ class ReplayRecord(Strict):
     on: Literal["host", "docker"]
     image_id: str | None = None
     overrides: dict[str, str]
-    spec: Spec
+    spec: AnySpec
     controls: AppliedControls
     fingerprint: Fingerprint
+    inputs: dict[str, InputRecord] = Field(default_factory=dict)
+    audit: list[Finding] = Field(default_factory=list)
     outcome: Outcome
     artifacts: dict[str, ArtifactRef]

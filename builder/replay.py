@@ -8,29 +8,34 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
+from builder.api import InputFile
 from builder.data import Dataset
 from builder.errors import BadInput, CapsuleError, EngineMissing, IntegrityError
 from builder.frameworks import EpochCallback
-from builder.freeze import TOOL, now
+from builder.freeze import CODE_DIR, TOOL, now
 from builder.manifest import CapsuleRef, Manifest, ReplayRecord
 from builder.run import execute
-from builder.spec import Spec
+from builder.spec import Spec, UserSpec
 from builder.store import (
     MANIFEST,
     StagedDir,
+    file_sha256,
     load_record,
     read_tensors,
     sha256_bytes,
     verify_capsule,
 )
+from builder.usercode import CodeResult, execute_code
 
 IMAGE_ENV = "CAPSULE_IMAGE_ID"  # set by `replay --on docker` inside the container it starts
+CODE_ENV = "CAPSULE_CODE_DIR"  # where the image holds the capsule's code
+IMAGE_CODE_DIR = "/opt/capsule/code"
 CONTAINER_USER = "65534:65534"  # nobody: the replay never runs as root in the container
 
 
 def replay_spec(
     manifest: Manifest, threads: int | None, device: str | None
-) -> tuple[Spec, dict[str, str]]:
+) -> tuple[Spec | UserSpec, dict[str, str]]:
     """The capsule's spec with the caller's overrides applied, and those overrides in words."""
     changes: dict[str, object] = {}
     if threads is not None and threads != manifest.spec.controls.threads:
@@ -49,14 +54,26 @@ def replay_on_host(
     threads: int | None = None,
     device: str | None = None,
     force: bool = False,
+    on_metric: Callable[[str, float, int | None], None] = lambda name, value, step: None,
 ) -> ReplayRecord:
     manifest = verify_capsule(capsule)
     spec, overrides = replay_spec(manifest, threads, device)
-    dataset = Dataset.from_tensors(read_tensors(capsule, manifest, "data"), manifest.data.classes)
-    order = read_tensors(capsule, manifest, "order")["order"]
     image_id = os.environ.get(IMAGE_ENV)
     with StagedDir(out, force=force) as stage:
-        result = execute(spec, dataset, order, on_epoch)
+        if isinstance(spec, UserSpec):
+            code = _replay_code(capsule, manifest, spec, on_metric)
+            controls, fingerprint, outcome = code.controls, code.fingerprint, code.outcome
+            weights, inputs = code.weights, code.record.inputs
+            audit = [f for f in manifest.audit if f.source == "static"] + code.findings
+        else:
+            assert manifest.data is not None
+            dataset = Dataset.from_tensors(
+                read_tensors(capsule, manifest, "data"), manifest.data.classes
+            )
+            order = read_tensors(capsule, manifest, "order")["order"]
+            result = execute(spec, dataset, order, on_epoch)
+            controls, fingerprint, outcome = result.controls, result.fingerprint, result.outcome
+            weights, inputs, audit = result.weights, {}, []
         record = ReplayRecord(
             tool=TOOL,
             created=now(),
@@ -69,15 +86,46 @@ def replay_on_host(
             image_id=image_id,
             overrides=overrides,
             spec=spec,
-            controls=result.controls,
-            fingerprint=result.fingerprint,
-            outcome=result.outcome,
-            artifacts={
-                "weights": stage.add_tensors("artifacts/weights.safetensors", result.weights)
-            },
+            controls=controls,
+            fingerprint=fingerprint,
+            inputs=inputs,
+            audit=audit,
+            outcome=outcome,
+            artifacts={"weights": stage.add_tensors("artifacts/weights.safetensors", weights)},
         )
         stage.commit(record)
     return record
+
+
+def code_directory(capsule: Path, manifest: Manifest) -> Path:
+    """The capsule's code, or inside its image the copy the image holds (CODE_ENV), after
+    checking that copy against the manifest's digests."""
+    in_image = os.environ.get(CODE_ENV)
+    if not in_image:
+        return capsule / CODE_DIR
+    root = Path(in_image)
+    for name, ref in manifest.artifacts.items():
+        if name.startswith(f"{CODE_DIR}/"):
+            copy = root / name.removeprefix(f"{CODE_DIR}/")
+            if not copy.is_file() or file_sha256(copy) != ref.sha256:
+                raise IntegrityError(f"{copy}: the image's copy of {name} differs from the capsule")
+    return root
+
+
+def _replay_code(
+    capsule: Path,
+    manifest: Manifest,
+    spec: UserSpec,
+    on_metric: Callable[[str, float, int | None], None],
+) -> CodeResult:
+    """Run the capsule's code with its recorded orders and its copies of the data files."""
+    inputs = {
+        key: InputFile(source=capsule / manifest.artifacts[r.artifact].path, artifact=r.artifact)
+        for key, r in manifest.inputs.items()
+        if r.artifact is not None
+    }
+    orders = read_tensors(capsule, manifest, "order") if "order" in manifest.artifacts else {}
+    return execute_code(spec, code_directory(capsule, manifest), capsule, orders, inputs, on_metric)
 
 
 def replay_in_docker(
@@ -117,9 +165,10 @@ def replay_in_docker(
         os.chmod(work, 0o777)  # the container's unprivileged user writes its replay here
         user = CONTAINER_USER if os.getuid() == 0 else f"{os.getuid()}:{os.getgid()}"
         mounts = {str(capsule.resolve()): ("/capsule", "ro"), str(work): ("/out", "rw")}
-        with container(
-            api, image.image_id, command, mounts, {IMAGE_ENV: image.image_id}, user, gpu
-        ) as cid:
+        env = {IMAGE_ENV: image.image_id}
+        if isinstance(manifest.spec, UserSpec):
+            env[CODE_ENV] = IMAGE_CODE_DIR
+        with container(api, image.image_id, command, mounts, env, user, gpu) as cid:
             code, last = run_in_container(api, cid, log)
         if code != 0:
             raise _container_error(code, last)

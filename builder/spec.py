@@ -6,7 +6,7 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Discriminator, Field, Tag, ValidationError, model_validator
 
 from builder.errors import BadInput
 from builder.model_base import Strict
@@ -91,15 +91,77 @@ class ControlSpec(Strict):
     )
 
 
-class Spec(Strict):
+class SpecBase(Strict):
+    """What every experiment names: itself, its framework, its seeds and its controls."""
+
     name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
     description: str = ""
     framework: Literal["torch", "tensorflow"]
+    seeds: SeedSpec
+    controls: ControlSpec = Field(default_factory=ControlSpec)
+
+
+class Spec(SpecBase):
+    """A built-in experiment: Capsule's own MLP on a built-in or user dataset."""
+
     data: DataSpec
     model: ModelSpec = Field(default_factory=ModelSpec)
     train: TrainSpec
-    seeds: SeedSpec
-    controls: ControlSpec = Field(default_factory=ControlSpec)
+
+
+ParamValue = str | int | float | bool | list[str | int | float | bool]
+
+
+class CodeSpec(Strict):
+    """The user's files frozen into the capsule, and the distributions they import."""
+
+    include: Annotated[list[str], Field(min_length=1)]
+    requires: list[Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")]] = Field(
+        default_factory=list,
+        description="Distributions the code imports beyond Capsule and its framework "
+        "(e.g. scikit-learn); pinned from this machine and put in the image",
+    )
+
+
+class UserSpec(SpecBase):
+    """The user's own training code: `entrypoint = "train.py:main"` is called with a Run."""
+
+    entrypoint: Annotated[
+        str, Field(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_./-]*\.py:[A-Za-z_][A-Za-z0-9_]*$")
+    ]
+    code: CodeSpec
+    params: dict[str, ParamValue] = Field(
+        default_factory=dict, description="Free values handed to the code as run.params"
+    )
+
+    @property
+    def module_file(self) -> str:
+        return self.entrypoint.split(":")[0]
+
+    @property
+    def function(self) -> str:
+        return self.entrypoint.split(":")[1]
+
+    @model_validator(mode="after")
+    def _entry_included(self) -> UserSpec:
+        entry = self.module_file
+        if not any(entry == i or entry.startswith(i.rstrip("/") + "/") for i in self.code.include):
+            raise ValueError(f"entrypoint file '{entry}' is not among code.include")
+        return self
+
+
+BUILTIN_ONLY = ("data", "model", "train")
+
+
+def _spec_kind(value: Any) -> str:
+    entry = value.get("entrypoint") if isinstance(value, dict) else getattr(value, "entrypoint", 0)
+    return "builtin" if entry in (None, 0) else "code"
+
+
+AnySpec = Annotated[
+    Annotated[Spec, Tag("builtin")] | Annotated[UserSpec, Tag("code")],
+    Discriminator(_spec_kind),
+]
 
 
 def describe_validation_error(source: str, error: ValidationError) -> str:
@@ -117,14 +179,23 @@ def describe_validation_error(source: str, error: ValidationError) -> str:
     return f"{source}: {field}: {reason}"
 
 
-def parse_spec(data: dict[str, Any], source: str) -> Spec:
+def parse_spec(data: dict[str, Any], source: str) -> Spec | UserSpec:
+    """A built-in experiment, or (with `entrypoint`) the user's own code."""
+    if "entrypoint" in data:
+        for key in BUILTIN_ONLY:
+            if key in data:
+                raise BadInput(
+                    f"{source}: {key}: not used with 'entrypoint' (the code builds its own model "
+                    "and reads its data through run.data; pass values in [params])"
+                )
+    model = UserSpec if "entrypoint" in data else Spec
     try:
-        return Spec.model_validate(data)
+        return model.model_validate(data)
     except ValidationError as error:
         raise BadInput(describe_validation_error(source, error)) from None
 
 
-def load_spec(path: Path) -> Spec:
+def load_spec(path: Path) -> Spec | UserSpec:
     """Read and validate a capsule.toml; every failure is a BadInput naming the file and field."""
     if path.is_dir():
         path = path / "capsule.toml"

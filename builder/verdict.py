@@ -7,6 +7,7 @@ Reasons list what changed between the two runs' environments and where the numbe
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -15,7 +16,15 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict
 
 from builder.layout import to_torch_layout
-from builder.manifest import AppliedControls, Fingerprint, Manifest, Outcome, ReplayRecord
+from builder.manifest import (
+    AppliedControls,
+    Fingerprint,
+    InputRecord,
+    Manifest,
+    Outcome,
+    ReplayRecord,
+)
+from builder.spec import Spec
 from builder.store import load_record, read_tensors
 
 Tier = Literal["identical", "close", "equivalent", "diverged"]
@@ -78,24 +87,36 @@ class Side:
     outcome: Outcome
     weights: dict[str, np.ndarray]
     initial: dict[str, np.ndarray] | None = None
+    inputs: dict[str, InputRecord] = dataclasses.field(default_factory=dict)
+    code: dict[str, str] = dataclasses.field(default_factory=dict)  # capsules: file → sha256
 
 
 def load_side(path: Path) -> Side:
-    """A record and its weights, in PyTorch's names and layout whatever the framework, so
-    capsules of different frameworks are compared layer by layer."""
+    """A record and its weights. The built-in MLP's weights come in PyTorch's names and layout
+    whatever the framework, so capsules of different frameworks are compared layer by layer;
+    the user's own weights are compared as saved."""
     record: Manifest | ReplayRecord = load_record(path)
     overrides = record.overrides if isinstance(record, ReplayRecord) else {}
+    builtin = isinstance(record.spec, Spec)
+    layout = to_torch_layout if builtin else dict
     initial = None
     if "initial" in record.artifacts:
-        initial = to_torch_layout(read_tensors(path, record, "initial"))
+        initial = layout(read_tensors(path, record, "initial"))
+    code = {
+        name.removeprefix("code/"): ref.sha256
+        for name, ref in record.artifacts.items()
+        if name.startswith("code/")
+    }
     return Side(
         path=path,
         overrides=overrides,
         controls=record.controls,
         fingerprint=record.fingerprint,
         outcome=record.outcome,
-        weights=to_torch_layout(read_tensors(path, record, "weights")),
+        weights=layout(read_tensors(path, record, "weights")),
         initial=initial,
+        inputs=record.inputs,
+        code=code,
     )
 
 
@@ -151,13 +172,45 @@ def compare_tensor(name: str, a: np.ndarray, b: np.ndarray, tol: Tolerances) -> 
     )
 
 
+def final_metrics(outcome: Outcome) -> dict[str, float | None]:
+    """The built-in experiment's final metrics, or the last value of each metric the user's
+    code logged."""
+    if outcome.final is not None:
+        return {name: getattr(outcome.final, name) for name in METRICS}
+    return {name: points[-1].value for name, points in outcome.metrics.items() if points}
+
+
 def _metric_pairs(base: Outcome, other: Outcome) -> list[MetricDelta]:
     rows = []
-    for name in METRICS:
-        x, y = getattr(base.final, name), getattr(other.final, name)
+    a, b = final_metrics(base), final_metrics(other)
+    for name in [*a, *(n for n in b if n not in a)]:
+        x, y = a.get(name), b.get(name)
         delta = None if x is None or y is None else y - x
         rows.append(MetricDelta(name=name, baseline=x, replay=y, delta=delta, equal=x == y))
     return rows
+
+
+def _input_reasons(a: Side, b: Side) -> list[Reason]:
+    """Data the user's code read, and the code itself (two capsules), where they differ."""
+    reasons = []
+    for key in sorted(set(a.inputs) | set(b.inputs)):
+        x, y = a.inputs.get(key), b.inputs.get(key)
+        if x is None or y is None:
+            side = "baseline" if y is None else "replay"
+            message = f"input {key!r} was read by the {side} only"
+            reasons.append(Reason(kind="data", message=message))
+        elif x.sha256 != y.sha256:
+            reasons.append(
+                Reason(
+                    kind="data",
+                    message=f"input {key!r} differs: sha256 {x.sha256[:12]}… → {y.sha256[:12]}…",
+                )
+            )
+    if a.code and b.code:
+        for name in sorted(set(a.code) | set(b.code)):
+            if a.code.get(name) != b.code.get(name):
+                reasons.append(Reason(kind="code", message=f"code file {name} differs"))
+    return reasons
 
 
 def _first_divergent_step(base: Outcome, other: Outcome, same_layout: bool = True) -> int | None:
@@ -330,7 +383,7 @@ def compare(a: Side, b: Side, tol: Tolerances) -> Verdict:
         compare_tensor(n, a.weights[n], b.weights[n], tol) for n in names if n not in missing
     ]
     metrics = _metric_pairs(a.outcome, b.outcome)
-    epochs_equal = a.outcome.epochs == b.outcome.epochs
+    epochs_equal = (a.outcome.epochs, a.outcome.metrics) == (b.outcome.epochs, b.outcome.metrics)
     step = _first_divergent_step(
         a.outcome, b.outcome, a.fingerprint.framework == b.fingerprint.framework
     )
@@ -349,12 +402,12 @@ def compare(a: Side, b: Side, tol: Tolerances) -> Verdict:
         tier = "close"
     else:
         tier = "diverged"
-    context = environment_reasons(a, b)
-    # the replay's own overrides and a change of framework explain everything after them
+    context = environment_reasons(a, b) + _input_reasons(a, b)
+    # the replay's own overrides, a change of framework, data or code explain what follows
     first_kinds = (
-        ("override", "framework")
+        ("override", "framework", "data", "code")
         if a.fingerprint.framework != b.fingerprint.framework
-        else ("override",)
+        else ("override", "data", "code")
     )
     overrides = [r for r in context if r.kind in first_kinds]
     environment = [r for r in context if r.kind not in first_kinds]

@@ -13,7 +13,7 @@ import numpy as np
 from builder.data import Dataset
 from builder.errors import BadInput
 from builder.manifest import EpochMetrics, GpuInfo, TracePoint
-from builder.spec import Spec
+from builder.spec import Spec, SpecBase
 
 EpochCallback = Callable[[EpochMetrics], None]
 
@@ -45,10 +45,18 @@ class Framework(Protocol):
         """GPUs visible, CUDA version, cuDNN version (empty / None when absent)."""
         ...
 
+    def apply_base_controls(
+        self, spec: SpecBase, device: str, threads: int, warn_only: bool
+    ) -> dict[str, str | int | float | bool | None]:
+        """Seed the framework, size its thread pools and switch on determinism (`warn_only`:
+        report nondeterministic ops as warnings instead of failing, for the audit of user code);
+        return the switches as the framework reports them back."""
+        ...
+
     def apply_controls(
         self, spec: Spec, device: str, threads: int
     ) -> dict[str, str | int | float | bool | None]:
-        """Seed and switch the framework; return the switches as it reports them back."""
+        """The base controls plus the built-in experiment's optimizer settings."""
         ...
 
     def train(
@@ -72,10 +80,10 @@ def check_framework(name: str, source: str) -> None:
         )
 
 
-def check_spec(spec: Spec, source: str) -> None:
+def check_spec(spec: SpecBase, source: str) -> None:
     """Refuse, naming the file and field, what a spec's framework cannot do as specified."""
     check_framework(spec.framework, source)
-    if spec.framework == "tensorflow" and spec.train.weight_decay:
+    if isinstance(spec, Spec) and spec.framework == "tensorflow" and spec.train.weight_decay:
         raise BadInput(
             f"{source}: train.weight_decay: not supported with framework 'tensorflow' "
             "(Keras's Adam decays weights differently from PyTorch's)"

@@ -22,7 +22,7 @@ from builder.frameworks import EpochCallback, Trained
 from builder.init import layer_names, shared_initial_weights
 from builder.layout import to_kernel_layout
 from builder.manifest import EpochMetrics, GpuInfo, TracePoint
-from builder.spec import Spec
+from builder.spec import Spec, SpecBase
 
 Update = Callable[[list[tf.Tensor]], None]
 
@@ -151,9 +151,11 @@ class TensorflowFramework:
         cuda, cudnn = build.get("cuda_version"), build.get("cudnn_version")
         return gpus, str(cuda) if cuda else None, str(cudnn) if cudnn else None
 
-    def apply_controls(
-        self, spec: Spec, device: str, threads: int
+    def apply_base_controls(
+        self, spec: SpecBase, device: str, threads: int, warn_only: bool
     ) -> dict[str, str | int | float | bool | None]:
+        """TensorFlow has no warn-only determinism: an op it cannot run deterministically
+        raises, and the audit of user code reports that error."""
         # thread pools can be sized only before TensorFlow's runtime starts
         with contextlib.suppress(RuntimeError):
             tf.config.threading.set_intra_op_parallelism_threads(threads)
@@ -161,19 +163,27 @@ class TensorflowFramework:
         keras.utils.set_random_seed(spec.seeds.init)
         if spec.controls.deterministic:
             tf.config.experimental.enable_op_determinism()
-        keras.backend.set_floatx(spec.train.dtype)
         intra = tf.config.threading.get_intra_op_parallelism_threads()
         inter = tf.config.threading.get_inter_op_parallelism_threads()
         return {
-            **_adam_as_used(spec),
             "keras.utils.set_random_seed": spec.seeds.init,
             "tf.config.experimental.enable_op_determinism": spec.controls.deterministic,
             "tf.config.threading.intra_op_parallelism_threads": intra,
             "tf.config.threading.inter_op_parallelism_threads": inter,
             "interop_threads": inter,
             "TF_ENABLE_ONEDNN_OPTS": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "unset"),
-            "keras.backend.floatx": keras.backend.floatx(),
             "keras": keras.__version__,
+        }
+
+    def apply_controls(
+        self, spec: Spec, device: str, threads: int
+    ) -> dict[str, str | int | float | bool | None]:
+        switches = self.apply_base_controls(spec, device, threads, warn_only=False)
+        keras.backend.set_floatx(spec.train.dtype)
+        return {
+            **_adam_as_used(spec),
+            **switches,
+            "keras.backend.floatx": keras.backend.floatx(),
             "tf.function": "whole epoch",
             "adam.variant": spec.train.adam_variant or "keras",
             "init": spec.model.init,

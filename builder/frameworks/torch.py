@@ -22,7 +22,7 @@ from builder.data import Dataset
 from builder.frameworks import EpochCallback, Trained
 from builder.init import shared_initial_weights
 from builder.manifest import EpochMetrics, GpuInfo, TracePoint
-from builder.spec import ModelSpec, Spec
+from builder.spec import ModelSpec, Spec, SpecBase
 
 ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid}
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -124,8 +124,8 @@ class TorchFramework:
                 )
         return gpus, torch.version.cuda, str(cudnn) if cudnn else None
 
-    def apply_controls(
-        self, spec: Spec, device: str, threads: int
+    def apply_base_controls(
+        self, spec: SpecBase, device: str, threads: int, warn_only: bool
     ) -> dict[str, str | int | float | bool | None]:
         torch.manual_seed(spec.seeds.init)
         torch.set_num_threads(threads)
@@ -133,18 +133,17 @@ class TorchFramework:
         with contextlib.suppress(RuntimeError):
             torch.set_num_interop_threads(threads)
         deterministic = spec.controls.deterministic
-        _use_deterministic_algorithms(deterministic)
+        _use_deterministic_algorithms(deterministic, warn_only)
         torch.backends.cudnn.deterministic = deterministic
         torch.backends.cudnn.benchmark = False
         torch.backends.cuda.matmul.allow_tf32 = False
         torch.backends.cudnn.allow_tf32 = False
-        probe = _optimizer(nn.Linear(1, 1), spec).param_groups[0]  # Adam as it holds its settings
         return {
-            "adam.lr": float(probe["lr"]),
-            "adam.beta_1": float(probe["betas"][0]),
-            "adam.beta_2": float(probe["betas"][1]),
-            "adam.eps": float(probe["eps"]),
+            "torch.manual_seed": spec.seeds.init,
             "torch.use_deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
+            "torch.use_deterministic_algorithms.warn_only": (
+                torch.is_deterministic_algorithms_warn_only_enabled()
+            ),
             "torch.backends.cudnn.deterministic": torch.backends.cudnn.deterministic,
             "torch.backends.cudnn.benchmark": torch.backends.cudnn.benchmark,
             "torch.backends.cuda.matmul.allow_tf32": torch.backends.cuda.matmul.allow_tf32,
@@ -153,6 +152,19 @@ class TorchFramework:
             "torch.get_num_interop_threads": torch.get_num_interop_threads(),
             "interop_threads": torch.get_num_interop_threads(),
             "torch.compile": False,
+        }
+
+    def apply_controls(
+        self, spec: Spec, device: str, threads: int
+    ) -> dict[str, str | int | float | bool | None]:
+        switches = self.apply_base_controls(spec, device, threads, warn_only=False)
+        probe = _optimizer(nn.Linear(1, 1), spec).param_groups[0]  # Adam as it holds its settings
+        return {
+            "adam.lr": float(probe["lr"]),
+            "adam.beta_1": float(probe["betas"][0]),
+            "adam.beta_2": float(probe["betas"][1]),
+            "adam.eps": float(probe["eps"]),
+            **switches,
             "adam.foreach": spec.controls.adam_impl == "foreach",
             "adam.fused": spec.controls.adam_impl == "fused",
             "adam.variant": spec.train.adam_variant or "torch",
@@ -242,7 +254,7 @@ def _evaluate(
     )
 
 
-def _use_deterministic_algorithms(mode: bool) -> None:
+def _use_deterministic_algorithms(mode: bool, warn_only: bool) -> None:
     """torch.use_deterministic_algorithms without its import of torch._inductor (~1.5 s here).
 
     The public call also makes torch.compile deterministic; Capsule never compiles (recorded as
@@ -250,9 +262,9 @@ def _use_deterministic_algorithms(mode: bool) -> None:
     """
     setter = getattr(torch._C, "_set_deterministic_algorithms", None)
     if setter is None:
-        torch.use_deterministic_algorithms(mode)
+        torch.use_deterministic_algorithms(mode, warn_only=warn_only)
     else:
-        setter(mode, warn_only=False)
+        setter(mode, warn_only=warn_only)
 
 
 def _nvidia_driver() -> str | None:

@@ -1,0 +1,231 @@
+"""The `Run` object a user's `main(run)` receives: seeds, device, recorded data order, metrics,
+the checksum trace, weights and data inputs.
+
+On freeze it records; on replay it hands back what was recorded (the same permutations, the
+capsule's copies of the data files). It never imports a framework: weights are taken by duck
+typing (a PyTorch module or state_dict, a Keras model, a dict of arrays).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from builder.manifest import InputRecord, MetricPoint, TracePoint
+
+
+class RunUsageError(Exception):
+    """The user's code called the Run object in a way that cannot be recorded or replayed."""
+
+
+@dataclass(frozen=True)
+class Seeds:
+    """`init` seeds the weights (every RNG is already seeded with it); `order` the data order."""
+
+    init: int
+    order: int
+
+
+@dataclass(frozen=True)
+class InputFile:
+    """Where `run.data(path)` finds a file: on freeze the user's file (copied into the capsule),
+    on replay the capsule's copy."""
+
+    source: Path
+    artifact: str
+
+
+@dataclass
+class Recorder:
+    """What a run writes down; the freeze and the replay read it back after `main` returns."""
+
+    orders: dict[str, np.ndarray] = field(default_factory=dict)
+    metrics: dict[str, list[MetricPoint]] = field(default_factory=dict)
+    trace: list[TracePoint] = field(default_factory=list)
+    weights: dict[str, np.ndarray] | None = None
+    inputs: dict[str, InputRecord] = field(default_factory=dict)
+    files: dict[str, Path] = field(default_factory=dict)  # artifact path → file to store
+
+
+class Run:
+    """Handed to the user's `main(run)`.
+
+    - `run.seeds.init`, `run.seeds.order`: the capsule's seeds; Python's `random`, NumPy's
+      global RNG and the framework are already seeded with `seeds.init`.
+    - `run.device`: "cpu" or "cuda"; `run.params`: the spec's [params] table.
+    - `run.order(n, epoch)`: a permutation of range(n), recorded on freeze, returned on replay.
+    - `run.log(name, value, step=None)`: a metric; `diff` compares every logged value.
+    - `run.checkpoint(step, loss, weights=None)`: a point of the loss-checksum trace.
+    - `run.save_weights(obj)`: the trained weights (PyTorch module or state_dict, Keras model,
+      dict of NumPy arrays); required.
+    - `run.data(path)`: open a data file through the capsule (path of the copy to read).
+    - `run.record_arrays(name, **arrays)`: record the digest of data the code loaded itself.
+    """
+
+    def __init__(
+        self,
+        seeds: Seeds,
+        device: str,
+        params: Mapping[str, Any],
+        recorded_orders: dict[str, np.ndarray] | None,
+        input_files: Mapping[str, InputFile] | None,
+        data_root: Path,
+        on_metric: Callable[[str, float, int | None], None] = lambda name, value, step: None,
+    ) -> None:
+        self.seeds = seeds
+        self.device = device
+        self.params = dict(params)
+        self._recorded_orders = recorded_orders
+        self._input_files = input_files
+        self._data_root = data_root
+        self._on_metric = on_metric
+        self.record = Recorder()
+
+    # ------------------------------------------------------------ data order
+
+    def order(self, n: int, epoch: int) -> np.ndarray:
+        """A permutation of range(n) for `epoch`, drawn from the order seed on freeze and read
+        back from the capsule on replay (so a newer NumPy cannot change it)."""
+        if not isinstance(n, int) or not isinstance(epoch, int) or n < 1 or epoch < 0:
+            raise RunUsageError(f"run.order(n={n!r}, epoch={epoch!r}): need ints, n ≥ 1, epoch ≥ 0")
+        key = f"n{n}.epoch{epoch}"
+        if self._recorded_orders is None:
+            rng = np.random.default_rng([self.seeds.order, epoch])
+            perm = rng.permutation(n).astype(np.int64)
+        elif key in self._recorded_orders:
+            perm = self._recorded_orders[key]
+        else:
+            raise RunUsageError(
+                f"run.order({n}, {epoch}) was not called when the capsule was frozen, so "
+                "there is no recorded order to replay"
+            )
+        self.record.orders[key] = perm
+        return perm.copy()
+
+    # ------------------------------------------------------------ metrics and trace
+
+    def log(self, name: str, value: float, step: int | None = None) -> None:
+        """Record a metric value (the last one logged is the final value `diff` reports)."""
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            raise RunUsageError(f"run.log({name!r}, …): value {value!r} is not a number") from None
+        self.record.metrics.setdefault(str(name), []).append(MetricPoint(step=step, value=number))
+        self._on_metric(str(name), number, step)
+
+    def checkpoint(self, step: int, loss: float, weights: object | None = None) -> None:
+        """A point of the loss-checksum trace: the loss's exact bits and, when `weights` is
+        given, a digest of them; `diff` names the first checkpoint where two runs part."""
+        loss_array = np.asarray(_to_numpy(loss))
+        if loss_array.size != 1:
+            raise RunUsageError(f"run.checkpoint({step}, loss): loss must be one number")
+        if loss_array.dtype.kind != "f":
+            loss_array = loss_array.astype(np.float64)
+        value = float(loss_array.reshape(()))
+        bits = loss_array.reshape(()).tobytes().hex()  # in the dtype the code computed it in
+        digest = None
+        if weights is not None:
+            h = hashlib.sha256()
+            for name, array in sorted(named_arrays(weights).items()):
+                h.update(name.encode())
+                h.update(np.ascontiguousarray(array).tobytes())
+            digest = h.hexdigest()[:16]
+        self.record.trace.append(
+            TracePoint(step=int(step), loss=value, loss_bits=bits, params_sha256=digest)
+        )
+
+    def save_weights(self, obj: object) -> None:
+        """The trained weights, stored as safetensors (a second call replaces the first)."""
+        self.record.weights = named_arrays(obj)
+
+    # ------------------------------------------------------------ data
+
+    def data(self, path: str | Path) -> Path:
+        """The file to read for `path` (relative to the spec's directory, or absolute). On
+        freeze it is stored in the capsule by digest; on replay the capsule's copy is used."""
+        key = str(path)
+        if self._input_files is not None:
+            if key not in self._input_files:
+                raise RunUsageError(
+                    f"run.data({key!r}) was not called when the capsule was frozen, so the "
+                    "capsule holds no copy of it"
+                )
+            found = self._input_files[key]
+            source, artifact = found.source, found.artifact
+        else:
+            source = Path(path) if Path(path).is_absolute() else self._data_root / path
+            if not source.is_file():
+                raise RunUsageError(f"run.data({key!r}): no such file {source}")
+            artifact = f"inputs/{_file_sha256(source)[:12]}-{source.name}"
+        digest = _file_sha256(source)
+        self.record.inputs[key] = InputRecord(kind="file", artifact=artifact, sha256=digest)
+        self.record.files[artifact] = source
+        return source
+
+    def record_arrays(self, name: str, **arrays: object) -> str:
+        """Record the digest of data the code loaded itself (from a library, say); returns it.
+        `diff` reports it when a replay saw different data."""
+        if not arrays:
+            raise RunUsageError(f"run.record_arrays({name!r}): give at least one array")
+        h = hashlib.sha256()
+        detail = []
+        for key in sorted(arrays):
+            array = np.ascontiguousarray(_to_numpy(arrays[key]))
+            h.update(f"{key}:{array.dtype}:{array.shape}".encode())
+            h.update(array.tobytes())
+            detail.append(f"{key} {array.dtype}{list(array.shape)}")
+        digest = h.hexdigest()
+        self.record.inputs[str(name)] = InputRecord(
+            kind="arrays", sha256=digest, detail=", ".join(detail)
+        )
+        return digest
+
+
+def _file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _to_numpy(value: object) -> np.ndarray:
+    """A framework tensor (PyTorch, TensorFlow, Keras variable) or array-like as NumPy."""
+    if hasattr(value, "detach"):  # torch.Tensor
+        return value.detach().cpu().numpy()  # type: ignore[no-any-return, attr-defined]
+    if hasattr(value, "numpy"):  # tf.Tensor, tf.Variable, Keras variable
+        return np.asarray(value.numpy())  # type: ignore[attr-defined]
+    return np.asarray(value)
+
+
+def named_arrays(obj: object) -> dict[str, np.ndarray]:
+    """Weights by name from a PyTorch module or state_dict, a Keras model, or a dict of arrays."""
+    if hasattr(obj, "state_dict") and callable(obj.state_dict):  # torch.nn.Module
+        obj = obj.state_dict()
+    elif hasattr(obj, "weights") and hasattr(obj, "get_weights"):  # keras.Model / Layer
+        named = {}
+        for variable in obj.weights:  # type: ignore[attr-defined]
+            name = str(getattr(variable, "path", None) or variable.name)
+            if name in named:
+                raise RunUsageError(f"run.save_weights: two weights are named {name!r}")
+            named[name] = np.ascontiguousarray(_to_numpy(variable)).copy()
+        return named
+    if not isinstance(obj, Mapping):
+        raise RunUsageError(
+            f"run.save_weights: got {type(obj).__name__}; give a PyTorch module or state_dict, "
+            "a Keras model, or a dict of NumPy arrays"
+        )
+    if not obj:
+        raise RunUsageError("run.save_weights: no weights given (the dict is empty)")
+    arrays = {}
+    for name, value in obj.items():
+        array = np.ascontiguousarray(_to_numpy(value)).copy()
+        if array.dtype == object:
+            raise RunUsageError(f"run.save_weights: {name!r} is not a numeric array")
+        arrays[str(name)] = array
+    return arrays

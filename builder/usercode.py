@@ -1,0 +1,238 @@
+"""The user's own training code: collect the included files, import the entry point from the
+capsule's copy, call `main(run)` under controls, and audit it for nondeterminism.
+
+Freeze and replay both import the code from a copy whose bytes the manifest names, so the two
+runs execute the very same source. `inspect`, `verify` and `diff` never import it.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+import time
+import traceback
+import warnings
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from builder.api import InputFile, Recorder, Run, RunUsageError, Seeds
+from builder.controls import applied_env, seed_everything, seed_record
+from builder.errors import BadInput, EngineMissing
+from builder.fingerprint import capture
+from builder.frameworks import get_framework
+from builder.manifest import AppliedControls, Finding, Fingerprint, Outcome
+from builder.run import tensor_digest
+from builder.spec import UserSpec
+
+SKIPPED = ("__pycache__", ".pyc", ".pyo")
+TORCH_ALERT = " does not have a deterministic implementation"
+TF_ALERT = "determinism is enabled"
+MetricCallback = Callable[[str, float, int | None], None]
+
+
+class UserCodeError(BadInput):
+    """The user's code raised or misused the Run object; `details` is its traceback (the
+    user's own frames), shown above the one-line error."""
+
+    def __init__(self, message: str, details: str = "") -> None:
+        super().__init__(message)
+        self.details = details
+
+
+@dataclass(frozen=True)
+class CodeResult:
+    controls: AppliedControls
+    fingerprint: Fingerprint
+    outcome: Outcome
+    record: Recorder
+    weights: dict[str, np.ndarray]
+    findings: list[Finding]
+
+
+# ---------------------------------------------------------------- the files
+
+
+def code_files(spec: UserSpec, root: Path, source: str) -> dict[str, Path]:
+    """relative path → file for every file `code.include` names (directories recursively,
+    bytecode skipped); refuses what is missing or lies outside the spec's directory."""
+    base = root.resolve()
+    found: dict[str, Path] = {}
+    for entry in spec.code.include:
+        path = (root / entry).resolve()
+        if not path.is_relative_to(base):
+            raise BadInput(f"{source}: code.include: '{entry}' lies outside the spec's directory")
+        if not path.exists():
+            raise BadInput(f"{source}: code.include: '{entry}' not found in {root}")
+        files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+        for file in files:
+            resolved = file.resolve()
+            if not resolved.is_relative_to(base):
+                raise BadInput(
+                    f"{source}: code.include: '{file}' links outside the spec's directory"
+                )
+            name = resolved.relative_to(base).as_posix()
+            if not any(part in SKIPPED or part.endswith(SKIPPED) for part in Path(name).parts):
+                found[name] = resolved
+    if not found:
+        raise BadInput(f"{source}: code.include: names no files")
+    return dict(sorted(found.items()))
+
+
+def _load_entry(spec: UserSpec, code_dir: Path) -> Callable[[Run], object]:
+    """Import the entry module from `code_dir` (no bytecode written into the capsule)."""
+    sys.dont_write_bytecode = True
+    sys.path.insert(0, str(code_dir))
+    module_name = spec.module_file.removesuffix(".py").replace("/", ".")
+    importlib.invalidate_caches()
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as error:
+        raise _user_error(error, code_dir, f"importing {spec.module_file}") from None
+    main = getattr(module, spec.function, None)
+    if not callable(main):
+        raise BadInput(
+            f"entrypoint: {spec.module_file} has no function '{spec.function}' to call"
+        )
+    return main  # type: ignore[no-any-return]
+
+
+def _user_error(error: BaseException, code_dir: Path, doing: str) -> UserCodeError:
+    """One line naming the user's file and line where it failed, plus their frames."""
+    frames = [
+        f
+        for f in traceback.extract_tb(error.__traceback__)
+        if Path(f.filename).resolve().is_relative_to(code_dir.resolve())
+    ]
+    if isinstance(error, SyntaxError) and error.filename:
+        where = f"{Path(error.filename).name}:{error.lineno}"
+    elif frames:
+        last = frames[-1]
+        where = f"{Path(last.filename).resolve().relative_to(code_dir.resolve())}:{last.lineno}"
+    else:
+        where = doing
+    hint = ""
+    if isinstance(error, ModuleNotFoundError):
+        hint = " (install it here and list it in code.requires so the image gets it too)"
+    details = "".join(traceback.format_list(frames)) if frames else ""
+    message = f"{where}: {type(error).__name__}: {error}{hint}".splitlines()[0]
+    return UserCodeError(f"the training code failed at {message}", details)
+
+
+# ---------------------------------------------------------------- the audit at run time
+
+
+def runtime_findings(caught: list[warnings.WarningMessage], code_dir: Path) -> list[Finding]:
+    """PyTorch's nondeterminism alerts (warn_only) grouped by op and the line that ran it;
+    every other warning is shown to the user as usual."""
+    counts: dict[tuple[str, str, int], int] = {}
+    for w in caught:
+        text = str(w.message)
+        if TORCH_ALERT not in text:
+            warnings.showwarning(w.message, w.category, w.filename, w.lineno)
+            continue
+        op = text.split(TORCH_ALERT)[0].strip()
+        file = Path(w.filename).resolve()
+        name = file.relative_to(code_dir.resolve()).as_posix() if file.is_relative_to(
+            code_dir.resolve()
+        ) else str(w.filename)
+        counts[(op, name, w.lineno)] = counts.get((op, name, w.lineno), 0) + 1
+    return [
+        Finding(
+            source="runtime",
+            rule="torch-nondeterministic-op",
+            file=file,
+            line=line,
+            message=f"{op} has no deterministic implementation on this device "
+            f"(PyTorch warned {count} time(s))",
+            count=count,
+        )
+        for (op, file, line), count in sorted(counts.items(), key=lambda kv: (kv[0][1], kv[0][2]))
+    ]
+
+
+def _determinism_refusal(error: BaseException, code_dir: Path) -> UserCodeError:
+    """TensorFlow raises (it has no warn-only mode) when op determinism meets an op it cannot
+    run deterministically: say so, and what to do."""
+    base = _user_error(error, code_dir, "running the code")
+    return UserCodeError(
+        f"{base}; TensorFlow refused a nondeterministic op under op determinism "
+        "(give the op a seed, or set controls.deterministic = false to freeze without it)",
+        base.details,
+    )
+
+
+# ---------------------------------------------------------------- one run of the code
+
+
+def execute_code(
+    spec: UserSpec,
+    code_dir: Path,
+    data_root: Path,
+    recorded_orders: dict[str, np.ndarray] | None,
+    input_files: Mapping[str, InputFile] | None,
+    on_metric: MetricCallback,
+) -> CodeResult:
+    """Seed and switch the framework, then call the entry point with a Run.
+
+    `recorded_orders` / `input_files` are None on freeze (draw and record) and the capsule's
+    on replay (hand back)."""
+    framework = get_framework(spec.framework)
+    device, threads = spec.controls.device, spec.controls.threads
+    gpus, cuda, cudnn = framework.gpu_facts()
+    if device == "cuda" and not gpus:
+        raise EngineMissing(f"device cuda: {spec.framework} sees no CUDA GPU on this machine")
+    seed_everything(spec.seeds.init)
+    switches = framework.apply_base_controls(spec, device, threads, warn_only=True)
+    run = Run(
+        seeds=Seeds(init=spec.seeds.init, order=spec.seeds.order),
+        device=device,
+        params=spec.params,
+        recorded_orders=recorded_orders,
+        input_files=input_files,
+        data_root=data_root,
+        on_metric=on_metric,
+    )
+    main = _load_entry(spec, code_dir)
+    started = time.perf_counter()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            main(run)
+        except RunUsageError as error:
+            raise _user_error(error, code_dir, spec.entrypoint) from None
+        except (Exception, SystemExit) as error:
+            if TF_ALERT in str(error):
+                raise _determinism_refusal(error, code_dir) from None
+            raise _user_error(error, code_dir, spec.entrypoint) from None
+    seconds = time.perf_counter() - started
+    findings = runtime_findings(caught, code_dir)
+    weights = run.record.weights
+    if weights is None:
+        raise UserCodeError(
+            f"{spec.entrypoint} returned without calling run.save_weights(...); "
+            "a capsule needs the trained weights"
+        )
+    trace = run.record.trace
+    outcome = Outcome(
+        metrics=run.record.metrics,
+        trace=trace,
+        weights={k: tensor_digest(v) for k, v in weights.items()},
+        steps=max((p.step for p in trace), default=0),
+        train_seconds=round(seconds, 4),
+    )
+    controls = AppliedControls(
+        seeds=seed_record(spec.seeds.init, spec.seeds.order),
+        deterministic=spec.controls.deterministic,
+        threads=threads,
+        interop_threads=int(switches.get("interop_threads", threads) or threads),
+        device=device,
+        dtype="set by the code",
+        adam_impl="set by the code",
+        framework_switches=switches,
+        env=applied_env(spec),
+    )
+    fingerprint = capture(spec.framework, framework.version(), gpus, cuda, cudnn)
+    return CodeResult(controls, fingerprint, outcome, run.record, weights, findings)
