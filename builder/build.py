@@ -28,6 +28,7 @@ from builder.image import (
     render_dockerfile,
 )
 from builder.manifest import ArtifactRef, ImageRecord, Manifest
+from builder.spec import UserSpec
 from builder.store import capsule_digest, file_sha256, sha256_bytes, update_manifest, verify_capsule
 
 WHEELHOUSE_DIR = {"cpu": "wheelhouse", "cuda": "wheelhouse-cuda"}
@@ -55,7 +56,10 @@ def wheelhouse(
     )
     if stored:
         return manifest, stored
-    pins = pinned_distributions(manifest.fingerprint.distributions, manifest.spec.framework, log)
+    requires = manifest.spec.code.requires if isinstance(manifest.spec, UserSpec) else []
+    pins = pinned_distributions(
+        manifest.fingerprint.distributions, manifest.spec.framework, log, requires
+    )
     if variant == "cuda":
         # the framework's CUDA build: same version without the local "+cpu" tag
         pins[manifest.spec.framework] = pins[manifest.spec.framework].split("+")[0]
@@ -105,7 +109,12 @@ def build(capsule: Path, base: str | None, gpu: bool, check: bool, log: Log) -> 
     base_ref, base_id = ensure_base(api, recorded.base_image if check and recorded else base, log)
     dockerfile = render_dockerfile(gpu, base_ref, pip_wheels[0])
     folder = capsule / WHEELHOUSE_DIR[variant]
-    context = build_context(dockerfile, {w: folder / w for w in wheels})
+    code = {
+        name.removeprefix("code/"): capsule / ref.path
+        for name, ref in manifest.artifacts.items()
+        if name.startswith("code/")
+    }
+    context = build_context(dockerfile, {w: folder / w for w in wheels}, code)
     digest = capsule_digest(manifest)
     tag = f"capsule/{manifest.spec.name.lower()}:{digest[:12]}-{variant}"
     labels = {

@@ -39,6 +39,7 @@ SOURCE_DATE_EPOCH = 315532800  # 1980-01-01: the earliest time a wheel's zip ent
 EPOCH_ISO = "1980-01-01T00:00:00Z"
 TOOL_DISTRIBUTION = "capsule-builder"
 WHEELHOUSE = "/opt/capsule/wheelhouse"
+CODE_IN_IMAGE = "/opt/capsule/code"  # the user's code, for `replay --on docker`
 Log = Callable[[str], None]
 
 
@@ -101,12 +102,17 @@ def requirement_closure(root: str, extras: set[str]) -> list[str]:
     return sorted(seen)
 
 
-def pinned_distributions(distributions: dict[str, str], framework: str, log: Log) -> dict[str, str]:
-    """name → version for the wheelhouse: the requirement closure, versions from the fingerprint.
+def pinned_distributions(
+    distributions: dict[str, str], framework: str, log: Log, requires: list[str] | None = None
+) -> dict[str, str]:
+    """name → version for the wheelhouse: the requirement closure of Capsule with its framework
+    and of what the user's code `requires`, versions from the fingerprint.
 
     A distribution the fingerprint lacks (a dependency Capsule gained after the freeze) is
     taken at the version installed here, and said so."""
     names = [*requirement_closure(TOOL_DISTRIBUTION, {framework}), "pip"]
+    for extra in requires or []:
+        names += [n for n in requirement_closure(extra, set()) if n not in names]
     framework_dist = {"torch": "torch", "tensorflow": "tensorflow-cpu"}[framework]
     if framework_dist not in names:
         raise BadInput(
@@ -298,12 +304,17 @@ def render_dockerfile(gpu: bool, base: str, pip_wheel: str) -> str:
     )
 
 
-def build_context(dockerfile: str, wheels: dict[str, Path]) -> bytes:
-    """The build context: the Dockerfile and wheelhouse.tar (which ADD unpacks at /)."""
+def build_context(
+    dockerfile: str, wheels: dict[str, Path], code: dict[str, Path] | None = None
+) -> bytes:
+    """The build context: the Dockerfile and wheelhouse.tar (which ADD unpacks at /), holding
+    the wheels and, for the user's own code, the capsule's copy of it at CODE_IN_IMAGE."""
     inner = io.BytesIO()
-    deterministic_tar(
-        {f"{WHEELHOUSE.lstrip('/')}/{name}": path for name, path in wheels.items()}, inner
-    )
+    members: dict[str, Path | bytes] = {
+        f"{WHEELHOUSE.lstrip('/')}/{name}": path for name, path in wheels.items()
+    }
+    members.update({f"{CODE_IN_IMAGE.lstrip('/')}/{name}": p for name, p in (code or {}).items()})
+    deterministic_tar(members, inner)
     outer = io.BytesIO()
     deterministic_tar(
         {"Dockerfile": dockerfile.encode(), "wheelhouse.tar": inner.getvalue()}, outer
@@ -459,22 +470,30 @@ def container(
     gpu: bool,
 ) -> Iterator[str]:
     """A created container that is always removed afterwards, whatever happens."""
+    from docker.errors import APIError
     from docker.types import DeviceRequest
 
     host_config = api.create_host_config(
-        binds={src: {"bind": dst, "mode": mode} for src, (dst, mode) in mounts.items()},
+        binds={
+            str(Path(src).resolve()): {"bind": dst, "mode": mode}
+            for src, (dst, mode) in mounts.items()
+        },
         network_mode="none",
         security_opt=["no-new-privileges"],
         device_requests=[DeviceRequest(count=-1, capabilities=[["gpu"]])] if gpu else None,
     )
-    created = api.create_container(
-        image_id,
-        command=command,
-        environment=environment,
-        user=user,
-        host_config=host_config,
-        working_dir="/tmp",
-    )
+    try:
+        created = api.create_container(
+            image_id,
+            command=command,
+            environment=environment,
+            user=user,
+            host_config=host_config,
+            working_dir="/tmp",
+        )
+    except APIError as error:
+        reason = error.explanation or str(error)
+        raise EngineMissing(f"the Docker engine refused the container: {reason}") from None
     try:
         yield created["Id"]
     finally:

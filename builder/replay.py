@@ -29,7 +29,6 @@ from builder.usercode import CodeResult, execute_code
 
 IMAGE_ENV = "CAPSULE_IMAGE_ID"  # set by `replay --on docker` inside the container it starts
 CODE_ENV = "CAPSULE_CODE_DIR"  # where the image holds the capsule's code
-IMAGE_CODE_DIR = "/opt/capsule/code"
 CONTAINER_USER = "65534:65534"  # nobody: the replay never runs as root in the container
 
 
@@ -138,7 +137,7 @@ def replay_in_docker(
 ) -> ReplayRecord:
     """Replay inside the capsule's image: capsule mounted read-only, no network, not root,
     no new privileges; the container is removed whatever happens."""
-    from builder.image import container, engine, image_exists, run_in_container
+    from builder.image import CODE_IN_IMAGE, container, engine, image_exists, run_in_container
 
     manifest = verify_capsule(capsule)
     gpu = (device or manifest.spec.controls.device) == "cuda"
@@ -167,7 +166,7 @@ def replay_in_docker(
         mounts = {str(capsule.resolve()): ("/capsule", "ro"), str(work): ("/out", "rw")}
         env = {IMAGE_ENV: image.image_id}
         if isinstance(manifest.spec, UserSpec):
-            env[CODE_ENV] = IMAGE_CODE_DIR
+            env[CODE_ENV] = CODE_IN_IMAGE
         with container(api, image.image_id, command, mounts, env, user, gpu) as cid:
             code, last = run_in_container(api, cid, log)
         if code != 0:

@@ -1,0 +1,1 @@
+"""The example's model package (included as a directory: `include = ["models/"]`)."""
