@@ -85,3 +85,18 @@ def frozen_2d(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("capsules") / "paper-2d-torch"
     ok(capsule("freeze", CAPSULES / "paper-2d-torch", "--out", out))
     return out
+
+
+@pytest.fixture(scope="session")
+def frozen_digits(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Path]:
+    """The digits CNN examples (the user's own code), frozen once per framework."""
+    frozen: dict[str, Path] = {}
+
+    def get(framework: str) -> Path:
+        if framework not in frozen:
+            out = tmp_path_factory.mktemp("digits") / f"digits-cnn-{framework}"
+            ok(capsule("freeze", CAPSULES / f"digits-cnn-{framework}", "--out", out))
+            frozen[framework] = out
+        return frozen[framework]
+
+    return get
