@@ -21,7 +21,7 @@ python3 -c 'import sys; assert sys.version_info >= (3, 11), sys.version' \
 [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
 "$venv/bin/python" -m pip install -q --upgrade pip >/dev/null 2>&1 || true
 # torch is pinned (2.13.0, CPU build): any other version downloads gigabytes.
-"$venv/bin/python" -m pip install -q -e '.[torch,tensorflow,dev]' 2>&1 | grep -v '^WARNING: Location' || true
+"$venv/bin/python" -m pip install -q -e '.[torch,tensorflow,examples,dev]' 2>&1 | grep -v '^WARNING: Location' || true
 "$venv/bin/python" -c 'import builder, torch, tensorflow, pytest' \
     || { echo "bootstrap: installation failed" >&2; exit 1; }
 echo "bootstrap: $venv ready ($("$venv/bin/python" -c 'import torch; print("torch", torch.__version__)'))" >&2
