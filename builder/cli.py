@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from enum import StrEnum
 from pathlib import Path
 from types import FrameType
-from typing import Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 from rich.console import Console
@@ -22,11 +22,20 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from builder import __version__
-from builder.errors import CapsuleError
+from builder.errors import BadInput, CapsuleError
 from builder.manifest import EpochMetrics, Finding, Manifest, ReplayRecord
 from builder.spec import Spec, UserSpec
 
+if TYPE_CHECKING:
+    from builder.stats import Summary
+    from builder.sweep import SweepRecord, SweepResult, SweepRun
+
 MetricCallback = Callable[[str, float, int | None], None]
+
+
+class BadUsage(BadInput):
+    """Options that do not go together (exit 2)."""
+
 
 app = typer.Typer(
     name="capsule",
@@ -221,6 +230,15 @@ def replay(
     threads: Annotated[
         int | None, typer.Option(min=1, help="CPU threads (default: as recorded).")
     ] = None,
+    sets: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set",
+            metavar="KEY=VALUE",
+            help="What-if: change one spec value for this replay (repeatable), e.g. "
+            "--set seeds.order=7 --set train.lr=0.005; recorded, and listed first by diff.",
+        ),
+    ] = None,
     force: Annotated[bool, typer.Option(help="Replace an existing replay at --out.")] = False,
     as_json: JsonFlag = False,
 ) -> None:
@@ -244,11 +262,13 @@ def replay(
                 threads=threads,
                 device=chosen,
                 force=force,
+                sets=sets,
             )
         else:
-            ensure_process_env(replay_spec(manifest, threads, chosen)[0])
+            spec_now = replay_spec(manifest, threads, chosen, sets)[0]
+            ensure_process_env(spec_now)
             label = f"replay {manifest.spec.name}"
-            with run_progress(manifest.spec, label) as (on_epoch, on_metric):
+            with run_progress(spec_now, label) as (on_epoch, on_metric):
                 record = replay_on_host(
                     capsule,
                     out_dir,
@@ -257,6 +277,7 @@ def replay(
                     device=chosen,
                     force=force,
                     on_metric=on_metric,
+                    sets=sets,
                 )
     _summary(record, out_dir, "replayed" if on == Where.host else "replayed in docker", as_json)
 
@@ -320,13 +341,31 @@ def diff(
         float,
         typer.Option(help="Largest change of a final metric (error rate, loss) still 'close'."),
     ] = 0.0025,
+    margin: Annotated[
+        str,
+        typer.Option(
+            help="'equivalent' tier: TOST margin per metric, a number or Ksd (K times the "
+            "sweep's standard deviation of that metric)."
+        ),
+    ] = "3sd",
+    alpha: Annotated[
+        float, typer.Option(min=0.0001, max=0.5, help="'equivalent' tier: significance level.")
+    ] = 0.05,
 ) -> None:
-    """Compare OTHER with the capsule's baseline: identical, close, equivalent or diverged."""
+    """Compare OTHER with the capsule's baseline: identical, close, equivalent or diverged.
+
+    'equivalent' needs a sweep in the capsule (`capsule sweep`): a replay that is neither
+    identical nor close is equivalent when every final metric passes an equivalence test
+    (TOST) against the sweep's runs.
+    """
     from builder.verdict import Tolerances, meets
     from builder.verdict import diff as do_diff
 
     with reported():
-        verdict = do_diff(capsule, other, Tolerances(atol=atol, rtol=rtol, metric_atol=metric_atol))
+        tolerances = Tolerances(
+            atol=atol, rtol=rtol, metric_atol=metric_atol, margin=margin, alpha=alpha
+        )
+        verdict = do_diff(capsule, other, tolerances)
     if as_json:
         print(verdict.model_dump_json(indent=2))
     else:
@@ -388,7 +427,8 @@ def inspect(
     if as_json:
         print(record.model_dump_json(indent=2))
         return
-    _describe(record)
+    with reported():
+        _describe(record, capsule)
 
 
 @app.command()
@@ -454,6 +494,172 @@ def import_(
 
 
 @app.command()
+def sweep(
+    capsule: Annotated[Path, typer.Argument(help="The capsule directory.")],
+    seeds: Annotated[
+        str | None,
+        typer.Option(
+            help="Init seeds: N (1…N), primes:N (the N smallest primes above 1,000,000, "
+            "as the paper's 100 large primes), or a,b,c.",
+        ),
+    ] = None,
+    orders: Annotated[
+        str | None, typer.Option(help="Data-order seeds: N (1…N), primes:N, or a,b,c.")
+    ] = None,
+    jobs: Annotated[
+        int, typer.Option(min=1, help="Worker processes (each warm, one thread per run).")
+    ] = 1,
+    as_json: JsonFlag = False,
+) -> None:
+    """Run the capsule's experiment under many init and/or order seeds; store every run's
+    outcome in the capsule (artifact "sweep").
+
+    Seeds crossed with orders; an axis not given keeps the capsule's own seed. Finished runs
+    are kept as they complete: an interrupted sweep resumes, and a larger one reuses them.
+    Exit 1 if any run failed (the others are kept).
+    """
+    from builder.controls import ensure_process_env
+    from builder.store import load_manifest
+    from builder.sweep import parse_seeds
+    from builder.sweep import sweep as do_sweep
+
+    with reported():
+        if seeds is None and orders is None:
+            raise BadUsage("give --seeds and/or --orders")
+        manifest = load_manifest(capsule)
+        seed_list = parse_seeds(seeds, "--seeds") if seeds else None
+        order_list = parse_seeds(orders, "--orders") if orders else None
+        ensure_process_env(manifest.spec)
+        result = _run_sweep(do_sweep, capsule, seed_list, order_list, jobs)
+    if as_json:
+        print(
+            json.dumps(
+                {
+                    "path": str(capsule),
+                    "ran": result.ran,
+                    "reused": result.reused,
+                    "failures": [f.__dict__ for f in result.failures],
+                    "stats": [s.model_dump() for s in _summaries(result.record)],
+                    "runs": [r.model_dump() for r in result.record.runs],
+                },
+                indent=2,
+            )
+        )
+    else:
+        out.print(
+            f"sweep of {manifest.spec.name}: {result.ran} run(s) now, {result.reused} reused, "
+            f"{len(result.record.runs)} stored in {capsule}"
+        )
+        _stats_table(result.record)
+    for failure in result.failures:
+        err.print(
+            f"capsule: run init={failure.init} order={failure.order} failed: {failure.error}",
+            markup=False,
+        )
+    if result.failures:
+        raise typer.Exit(1)
+
+
+def _run_sweep(
+    do_sweep: Callable[..., SweepResult],
+    capsule: Path,
+    seeds: list[int] | None,
+    orders: list[int] | None,
+    jobs: int,
+) -> SweepResult:
+    """The sweep with a progress bar (ETA) on stderr; Ctrl-C keeps the finished runs."""
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("eta"),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=err, transient=True) as progress:
+        task = progress.add_task("sweep", total=None)
+
+        def on_start(todo: int, reused: int) -> None:
+            progress.update(task, total=todo, description=f"sweep ({reused} reused)")
+
+        def on_done(run: SweepRun) -> None:
+            progress.advance(task)
+
+        try:
+            return do_sweep(capsule, seeds, orders, jobs, on_start, on_done)
+        except KeyboardInterrupt:
+            progress.stop()
+            err.print("capsule: interrupted; finished runs are kept — run again to resume")
+            raise typer.Exit(130) from None
+
+
+@app.command()
+def stats(
+    capsule: Annotated[Path, typer.Argument(help="A capsule with a sweep.")],
+    other: Annotated[
+        Path | None,
+        typer.Argument(help="Another capsule with a sweep: Welch's t-test per metric."),
+    ] = None,
+    value: Annotated[
+        float | None,
+        typer.Option(help="A value to test for equivalence (TOST) with the sweep (with --metric)."),
+    ] = None,
+    metric: Annotated[str | None, typer.Option(help="The metric --value is a value of.")] = None,
+    margin: Annotated[
+        str,
+        typer.Option(
+            help="TOST equivalence margin: a number, or Ksd (K times the sweep's standard "
+            "deviation), e.g. 3sd."
+        ),
+    ] = "3sd",
+    alpha: Annotated[float, typer.Option(min=0.0001, max=0.5, help="Significance level.")] = 0.05,
+    as_json: JsonFlag = False,
+) -> None:
+    """The paper's statistics over a capsule's sweep: min, max, mean, standard deviation and 95 %
+    confidence interval per metric; Welch's t-test against another sweep; TOST of one value."""
+    from builder.stats import margin_value, tost, welch
+    from builder.sweep import values
+
+    with reported():
+        record = _sweep_of(capsule)
+        sample = values(record)
+        welch_tests = []
+        if other is not None:
+            theirs = values(_sweep_of(other))
+            welch_tests = [welch(m, sample[m], theirs[m], alpha) for m in sample if m in theirs]
+        tost_test = None
+        if value is not None:
+            if metric is None or metric not in sample:
+                raise BadUsage(f"--metric: give one of {', '.join(sample)} with --value")
+            bound = margin_value(margin, sample[metric])
+            tost_test = tost(metric, value, sample[metric], bound, alpha)
+    if as_json:
+        document = {
+            "path": str(capsule),
+            "stats": [s.model_dump() for s in _summaries(record)],
+            "welch": [w.model_dump() for w in welch_tests],
+            "tost": tost_test.model_dump() if tost_test else None,
+        }
+        print(json.dumps(document, indent=2))
+        return
+    _stats_table(record)
+    for w in welch_tests:
+        verdict = "significant" if w.significant else "not significant"
+        out.print(
+            f"welch  {w.metric}: mean {w.mean_a:.6g} vs {w.mean_b:.6g}, t = {w.t:.3f}, "
+            f"p = {w.p:.3g} ({verdict} at {w.alpha})",
+            markup=False,
+        )
+    if tost_test is not None:
+        t = tost_test
+        outcome = "equivalent" if t.equivalent else "not shown equivalent"
+        out.print(
+            f"tost   {t.metric} = {t.value:.6g} vs sweep mean {t.mean:.6g} (n = {t.n}), "
+            f"margin ±{t.margin:.3g}: p = {t.p:.3g} → {outcome}",
+            markup=False,
+        )
+
+
+@app.command()
 def schema(
     replay: Annotated[
         bool, typer.Option("--replay", help="The replay record's schema instead.")
@@ -502,6 +708,55 @@ def _summary(record: Manifest | ReplayRecord, where: Path, verb: str, as_json: b
     )
 
 
+def _sweep_of(capsule: Path) -> SweepRecord:
+    from builder.store import verify_capsule
+    from builder.sweep import load_sweep
+
+    record = load_sweep(capsule, verify_capsule(capsule))
+    if record is None:
+        raise BadUsage(f"{capsule}: artifacts.sweep: no sweep yet; run `capsule sweep` first")
+    return record
+
+
+def _summaries(record: SweepRecord) -> list[Summary]:
+    from builder.stats import summarize
+    from builder.sweep import values
+
+    return [summarize(metric, data) for metric, data in values(record).items()]
+
+
+def _stats_table(record: SweepRecord) -> None:
+    """The paper's Statistical Analysis table: one row per metric."""
+    seeds = sorted({r.init for r in record.runs})
+    orders = sorted({r.order for r in record.runs})
+    table = Table(
+        "metric",
+        "runs",
+        "min",
+        "max",
+        "mean",
+        "std",
+        "95% CI of mean",
+        title=f"sweep: {len(seeds)} init seed(s) x {len(orders)} order seed(s)",
+    )
+    for s in _summaries(record):
+        scale, unit = (100, "%") if s.metric.endswith("error") else (1, "")
+
+        def f(x: float, scale: float = scale, unit: str = unit) -> str:
+            return f"{x * scale:.4g}{unit}"
+
+        table.add_row(
+            s.metric,
+            str(s.n),
+            f(s.min),
+            f(s.max),
+            f(s.mean),
+            f(s.std),
+            f"[{f(s.ci_low)}, {f(s.ci_high)}]",
+        )
+    out.print(table)
+
+
 def _print_findings(findings: list[Finding], console: Console) -> None:
     for f in findings:
         times = f" ({f.count}x)" if f.count > 1 else ""
@@ -510,7 +765,7 @@ def _print_findings(findings: list[Finding], console: Console) -> None:
         )
 
 
-def _describe(record: Manifest | ReplayRecord) -> None:
+def _describe(record: Manifest | ReplayRecord, path: Path) -> None:
     spec, fp, ctl, outcome = record.spec, record.fingerprint, record.controls, record.outcome
     kind = "capsule" if isinstance(record, Manifest) else f"replay of {record.capsule.name}"
     out.print(
@@ -599,6 +854,12 @@ def _describe(record: Manifest | ReplayRecord) -> None:
     elif isinstance(spec, UserSpec):
         out.print("audit      no nondeterminism findings")
     out.print(f"trace      {len(outcome.trace)} checkpoints over {outcome.steps} steps")
+    if isinstance(record, Manifest) and "sweep" in record.artifacts:
+        from builder.sweep import load_sweep
+
+        sweep_record = load_sweep(path, record)
+        if sweep_record is not None:
+            _stats_table(sweep_record)
     arts = Table("artifact", "path", "size", "sha256")
     for name, ref in record.artifacts.items():
         arts.add_row(name, ref.path, f"{ref.size:,}", ref.sha256[:16] + "…")

@@ -8,12 +8,15 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
+
 from builder.api import InputFile
-from builder.data import Dataset
+from builder.data import Dataset, make_order
 from builder.errors import BadInput, CapsuleError, EngineMissing, IntegrityError
 from builder.frameworks import EpochCallback
 from builder.freeze import CODE_DIR, TOOL, now
 from builder.manifest import CapsuleRef, Manifest, ReplayRecord
+from builder.overrides import apply_changes, changed, parse_sets
 from builder.run import execute
 from builder.spec import Spec, UserSpec
 from builder.store import (
@@ -33,17 +36,33 @@ CONTAINER_USER = "65534:65534"  # nobody: the replay never runs as root in the c
 
 
 def replay_spec(
-    manifest: Manifest, threads: int | None, device: str | None
+    manifest: Manifest,
+    threads: int | None,
+    device: str | None,
+    sets: list[str] | None = None,
 ) -> tuple[Spec | UserSpec, dict[str, str]]:
-    """The capsule's spec with the caller's overrides applied, and those overrides in words."""
-    changes: dict[str, object] = {}
-    if threads is not None and threads != manifest.spec.controls.threads:
-        changes["threads"] = threads
-    if device is not None and device != manifest.spec.controls.device:
-        changes["device"] = device
-    controls = manifest.spec.controls.model_copy(update=changes)
-    spec = manifest.spec.model_copy(update={"controls": controls})
-    return spec, {f"controls.{k}": str(v) for k, v in changes.items()}
+    """The capsule's spec with the caller's overrides (`--threads`, `--device`, `--set`)
+    applied, and the values that changed, in words."""
+    changes = parse_sets(sets or [])
+    if threads is not None:
+        changes["controls.threads"] = threads
+    if device is not None:
+        changes["controls.device"] = device
+    spec = apply_changes(manifest.spec, changes) if changes else manifest.spec
+    return spec, changed(manifest.spec, spec)
+
+
+def replay_order(capsule: Path, manifest: Manifest, spec: Spec) -> np.ndarray:
+    """The recorded order, unless the replay changed what it was drawn from (the order seed
+    or the number of epochs): then the order those values draw."""
+    assert isinstance(manifest.spec, Spec) and manifest.data is not None
+    same = (spec.seeds.order, spec.train.epochs) == (
+        manifest.spec.seeds.order,
+        manifest.spec.train.epochs,
+    )
+    if same:
+        return read_tensors(capsule, manifest, "order")["order"]
+    return make_order(manifest.data.splits["train"].rows, spec.train.epochs, spec.seeds.order)
 
 
 def replay_on_host(
@@ -54,9 +73,10 @@ def replay_on_host(
     device: str | None = None,
     force: bool = False,
     on_metric: Callable[[str, float, int | None], None] = lambda name, value, step: None,
+    sets: list[str] | None = None,
 ) -> ReplayRecord:
     manifest = verify_capsule(capsule)
-    spec, overrides = replay_spec(manifest, threads, device)
+    spec, overrides = replay_spec(manifest, threads, device, sets)
     image_id = os.environ.get(IMAGE_ENV)
     with StagedDir(out, force=force) as stage:
         if isinstance(spec, UserSpec):
@@ -69,8 +89,7 @@ def replay_on_host(
             dataset = Dataset.from_tensors(
                 read_tensors(capsule, manifest, "data"), manifest.data.classes
             )
-            order = read_tensors(capsule, manifest, "order")["order"]
-            result = execute(spec, dataset, order, on_epoch)
+            result = execute(spec, dataset, replay_order(capsule, manifest, spec), on_epoch)
             controls, fingerprint, outcome = result.controls, result.fingerprint, result.outcome
             weights, inputs, audit = result.weights, {}, []
         record = ReplayRecord(
@@ -123,7 +142,11 @@ def _replay_code(
         for key, r in manifest.inputs.items()
         if r.artifact is not None
     }
-    orders = read_tensors(capsule, manifest, "order") if "order" in manifest.artifacts else {}
+    orders: dict[str, np.ndarray] | None = (
+        read_tensors(capsule, manifest, "order") if "order" in manifest.artifacts else {}
+    )
+    if spec.seeds.order != manifest.spec.seeds.order:
+        orders = None  # a what-if order seed: the code's run.order draws from it
     return execute_code(spec, code_directory(capsule, manifest), capsule, orders, inputs, on_metric)
 
 
@@ -134,13 +157,15 @@ def replay_in_docker(
     threads: int | None = None,
     device: str | None = None,
     force: bool = False,
+    sets: list[str] | None = None,
 ) -> ReplayRecord:
     """Replay inside the capsule's image: capsule mounted read-only, no network, not root,
     no new privileges; the container is removed whatever happens."""
     from builder.image import CODE_IN_IMAGE, container, engine, image_exists, run_in_container
 
     manifest = verify_capsule(capsule)
-    gpu = (device or manifest.spec.controls.device) == "cuda"
+    spec, _ = replay_spec(manifest, threads, device, sets)  # bad --set values fail here, early
+    gpu = spec.controls.device == "cuda"
     variant = "cuda" if gpu else "cpu"
     image = manifest.images.get(variant)
     if image is None:
@@ -158,6 +183,8 @@ def replay_in_docker(
     command = ["replay", "/capsule", "--out", "/out/replay", "--on", "host"]
     command += ["--threads", str(threads)] if threads else []
     command += ["--device", device] if device else []
+    for item in sets or []:
+        command += ["--set", item]
     with StagedDir(out, force=force) as stage:
         work = stage.stage / "work"
         work.mkdir()

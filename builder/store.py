@@ -115,9 +115,12 @@ def _record_bytes(record: Record) -> bytes:
 
 
 def capsule_digest(manifest: Manifest) -> str:
-    """The capsule's identity for images: the manifest's digest with its image records left out,
-    so recording an image (or rebuilding it) does not change what the image is labelled with."""
-    return sha256_bytes(_record_bytes(manifest.model_copy(update={"images": {}})))
+    """The capsule's identity for images: the manifest's digest without its image records and
+    its sweep, so recording an image or a sweep does not change what the image is labelled with."""
+    artifacts = {k: v for k, v in manifest.artifacts.items() if k != "sweep"}
+    return sha256_bytes(
+        _record_bytes(manifest.model_copy(update={"images": {}, "artifacts": artifacts}))
+    )
 
 
 def update_manifest(directory: Path, manifest: Manifest) -> None:

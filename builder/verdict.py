@@ -25,7 +25,10 @@ from builder.manifest import (
     ReplayRecord,
 )
 from builder.spec import Spec
+from builder.stats import Tost, margin_value, tost
 from builder.store import load_record, read_tensors
+from builder.sweep import SweepRecord, load_sweep
+from builder.sweep import values as sweep_values
 
 Tier = Literal["identical", "close", "equivalent", "diverged"]
 TIERS: tuple[Tier, ...] = ("identical", "close", "equivalent", "diverged")
@@ -46,6 +49,8 @@ class Tolerances(Out):
     atol: float
     rtol: float
     metric_atol: float
+    margin: str = "3sd"
+    alpha: float = 0.05
 
 
 class TensorDelta(Out):
@@ -65,6 +70,16 @@ class MetricDelta(Out):
     equal: bool
 
 
+class Equivalence(Out):
+    """The `equivalent` tier's evidence: one TOST per final metric against the sweep."""
+
+    runs: int
+    margin: str
+    alpha: float
+    tests: list[Tost]
+    equivalent: bool
+
+
 class Verdict(Out):
     verdict: Tier
     baseline: str
@@ -74,6 +89,7 @@ class Verdict(Out):
     metrics: list[MetricDelta]
     first_divergent_step: int | None
     tolerances: Tolerances
+    equivalence: Equivalence | None = None
 
 
 @dataclass(frozen=True)
@@ -89,6 +105,7 @@ class Side:
     initial: dict[str, np.ndarray] | None = None
     inputs: dict[str, InputRecord] = dataclasses.field(default_factory=dict)
     code: dict[str, str] = dataclasses.field(default_factory=dict)  # capsules: file → sha256
+    sweep: SweepRecord | None = None  # capsules: their seed/order sweep, if any
 
 
 def load_side(path: Path) -> Side:
@@ -117,6 +134,7 @@ def load_side(path: Path) -> Side:
         initial=initial,
         inputs=record.inputs,
         code=code,
+        sweep=load_sweep(path, record) if isinstance(record, Manifest) else None,
     )
 
 
@@ -425,15 +443,22 @@ def compare(a: Side, b: Side, tol: Tolerances) -> Verdict:
         head += [Reason(kind="weights", message=f"{n}: present on one side only") for n in missing]
     if a.initial is not None and b.initial is not None:
         head.append(_initial_reason(a.initial, b.initial, tol))
-    if tier == "diverged":
+    equivalence = None
+    if tier == "diverged" and a.sweep is None:
         head.append(
             Reason(
                 kind="tier",
                 message=(
-                    "the 'equivalent' tier was not available: the capsule holds no seed/order sweep"
+                    "the 'equivalent' tier was not available: the capsule holds no seed/order "
+                    "sweep (run `capsule sweep`)"
                 ),
             )
         )
+    elif tier == "diverged" and a.sweep is not None:
+        equivalence = judge_equivalence(a.sweep, b.outcome, tol)
+        if equivalence.equivalent:
+            tier = "equivalent"
+        head = _equivalence_reasons(equivalence) + head
     return Verdict(
         verdict=tier,
         baseline=str(a.path),
@@ -443,7 +468,55 @@ def compare(a: Side, b: Side, tol: Tolerances) -> Verdict:
         metrics=metrics,
         first_divergent_step=step,
         tolerances=tol,
+        equivalence=equivalence,
     )
+
+
+def judge_equivalence(sweep: SweepRecord, outcome: Outcome, tol: Tolerances) -> Equivalence:
+    """The replay's final metrics against the sweep's distribution of each (TOST): the error
+    rates for the built-in experiment (the paper's measure), every logged metric for user code."""
+    sample = sweep_values(sweep)
+    judged = {
+        metric: value
+        for metric, value in final_metrics(outcome).items()
+        if outcome.final is None or metric.endswith("_error")
+    }
+    tests = [
+        tost(metric, value, sample[metric], margin_value(tol.margin, sample[metric]), tol.alpha)
+        for metric, value in judged.items()
+        if value is not None and len(sample.get(metric, [])) >= 2
+    ]
+    return Equivalence(
+        runs=len(sweep.runs),
+        margin=tol.margin,
+        alpha=tol.alpha,
+        tests=tests,
+        equivalent=bool(tests) and all(t.equivalent for t in tests),
+    )
+
+
+def _equivalence_reasons(equivalence: Equivalence) -> list[Reason]:
+    if not equivalence.tests:
+        return [Reason(kind="equivalence", message="the sweep has no metric the replay reports")]
+    word = "inside" if equivalence.equivalent else "not shown inside"
+    reasons = [
+        Reason(
+            kind="equivalence",
+            message=f"the replay's metrics are {word} the capsule's variance over "
+            f"{equivalence.runs} sweep runs (TOST, margin {equivalence.margin}, "
+            f"alpha {equivalence.alpha})",
+        )
+    ]
+    for t in sorted(equivalence.tests, key=lambda t: t.equivalent):
+        reasons.append(
+            Reason(
+                kind="equivalence",
+                message=f"{t.metric}: {t.value:.6g} vs sweep mean {t.mean:.6g} "
+                f"(std {t.std:.3g}, n = {t.n}), margin ±{t.margin:.3g}: p = {t.p:.3g} → "
+                + ("equivalent" if t.equivalent else "not equivalent"),
+            )
+        )
+    return reasons
 
 
 def _initial_reason(a: dict[str, np.ndarray], b: dict[str, np.ndarray], tol: Tolerances) -> Reason:

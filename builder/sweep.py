@@ -1,0 +1,359 @@
+"""Seed and data-order sweeps: the capsule's experiment run again under many init and order
+seeds, each run's outcome stored in the capsule (artifact "sweep").
+
+Finished runs are appended to a journal in the capsule directory as they complete, so an
+interrupted sweep (Ctrl-C, a killed worker) keeps them, and the next sweep — with the same or
+more seeds — runs only what is missing. Workers stay warm: one process runs many runs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+import uuid
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+from pydantic import ValidationError
+
+from builder.errors import BadInput
+from builder.manifest import ArtifactRef, Manifest, Outcome
+from builder.model_base import Strict
+from builder.spec import Spec, UserSpec
+from builder.store import (
+    read_artifact,
+    read_tensors,
+    sha256_bytes,
+    update_manifest,
+    verify_capsule,
+)
+
+PRIME_FLOOR = 1_000_000
+JOURNAL = ".sweep-journal.jsonl"
+SWEEP_DIR = "sweeps"
+Key = tuple[int, int]
+
+
+class SweepRun(Strict):
+    """One run of a sweep: its seeds, final metrics and a digest over all its weights."""
+
+    init: int
+    order: int
+    final: dict[str, float | None]
+    weights_sha256: str
+    seconds: float
+
+
+class SweepRecord(Strict):
+    kind: Literal["sweep"] = "sweep"
+    schema_version: Literal[1] = 1
+    runs: list[SweepRun]
+
+    def by_key(self) -> dict[Key, SweepRun]:
+        return {(r.init, r.order): r for r in self.runs}
+
+
+@dataclass(frozen=True)
+class Failure:
+    init: int
+    order: int
+    error: str
+
+
+@dataclass(frozen=True)
+class SweepResult:
+    record: SweepRecord
+    ran: int
+    reused: int
+    failures: list[Failure]
+
+
+# ---------------------------------------------------------------- which seeds
+
+
+def primes_above(floor: int, count: int) -> list[int]:
+    """The `count` smallest primes greater than `floor` (trial division: a few thousand
+    divisions per candidate at this size)."""
+    found: list[int] = []
+    candidate = floor + 1
+    while len(found) < count:
+        if candidate > 1 and all(candidate % d for d in range(2, int(candidate**0.5) + 1)):
+            found.append(candidate)
+        candidate += 1
+    return found
+
+
+def parse_seeds(text: str, option: str) -> list[int]:
+    """`N` → 1…N; `primes:N` → the N smallest primes above 1,000,000 (1000003, 1000033, …,
+    the paper's "100 unique large primes"); `a,b,c` → those seeds."""
+    text = text.strip()
+    try:
+        if text.startswith("primes:"):
+            count = int(text.removeprefix("primes:"))
+            if count < 1:
+                raise ValueError
+            return primes_above(PRIME_FLOOR, count)
+        if "," not in text:
+            count = int(text)
+            if count < 1:
+                raise ValueError
+            return list(range(1, count + 1))
+        seeds = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise BadInput(
+            f"{option} {text!r}: expected N, primes:N or a,b,c (non-negative integers)"
+        ) from None
+    if not seeds or any(s < 0 or s >= 2**63 for s in seeds):
+        raise BadInput(f"{option} {text!r}: seeds must be integers in [0, 2**63)")
+    return list(dict.fromkeys(seeds))
+
+
+def plan(manifest: Manifest, seeds: list[int] | None, orders: list[int] | None) -> list[Key]:
+    """Every (init, order) pair: the given seeds crossed with the given orders; an axis not
+    given keeps the capsule's own seed."""
+    inits = seeds or [manifest.spec.seeds.init]
+    order_seeds = orders or [manifest.spec.seeds.order]
+    return [(i, o) for i in inits for o in order_seeds]
+
+
+# ---------------------------------------------------------------- one run (in a worker)
+
+_LOADED: dict[str, tuple[Manifest, object]] = {}
+
+
+def _load(capsule: str) -> tuple[Manifest, object]:
+    """The capsule (verified once per worker process) and its dataset, kept warm."""
+    if capsule not in _LOADED:
+        from builder.data import Dataset
+
+        path = Path(capsule)
+        manifest = verify_capsule(path)
+        dataset = None
+        if isinstance(manifest.spec, Spec) and manifest.data is not None:
+            dataset = Dataset.from_tensors(
+                read_tensors(path, manifest, "data"), manifest.data.classes
+            )
+        _LOADED[capsule] = (manifest, dataset)
+    return _LOADED[capsule]
+
+
+def weights_digest(weights: dict[str, np.ndarray]) -> str:
+    h = hashlib.sha256()
+    for name in sorted(weights):
+        array = np.ascontiguousarray(weights[name])
+        h.update(f"{name}:{array.dtype}:{array.shape}".encode())
+        h.update(array.tobytes())
+    return h.hexdigest()
+
+
+def run_one(capsule: str, init: int, order: int) -> SweepRun:
+    """The capsule's experiment with init seed `init` and order seed `order`."""
+    from builder.data import make_order
+    from builder.run import execute
+    from builder.verdict import final_metrics
+
+    manifest, dataset = _load(capsule)
+    seeds = manifest.spec.seeds.model_copy(update={"init": init, "order": order})
+    spec = manifest.spec.model_copy(update={"seeds": seeds})
+    path = Path(capsule)
+    if isinstance(spec, Spec):
+        assert manifest.data is not None and isinstance(manifest.spec, Spec)
+        if order == manifest.spec.seeds.order:
+            permutation = read_tensors(path, manifest, "order")["order"]
+        else:
+            rows = manifest.data.splits["train"].rows
+            permutation = make_order(rows, spec.train.epochs, order)
+        result = execute(spec, dataset, permutation, lambda m: None)  # type: ignore[arg-type]
+        outcome, weights = result.outcome, result.weights
+    else:
+        outcome, weights = _run_code(path, manifest, spec)
+    return SweepRun(
+        init=init,
+        order=order,
+        final=final_metrics(outcome),
+        weights_sha256=weights_digest(weights),
+        seconds=outcome.train_seconds,
+    )
+
+
+def _run_code(
+    path: Path, manifest: Manifest, spec: Spec | UserSpec
+) -> tuple[Outcome, dict[str, np.ndarray]]:
+    """The user's code, imported afresh for each run (its module state must not carry over)."""
+    from builder.api import InputFile
+    from builder.replay import code_directory
+    from builder.usercode import execute_code
+
+    assert isinstance(spec, UserSpec)
+    code_dir = code_directory(path, manifest)
+    for name, module in list(sys.modules.items()):
+        file = getattr(module, "__file__", None)
+        if file and Path(file).resolve().is_relative_to(code_dir.resolve()):
+            del sys.modules[name]
+    inputs = {
+        key: InputFile(source=path / manifest.artifacts[r.artifact].path, artifact=r.artifact)
+        for key, r in manifest.inputs.items()
+        if r.artifact is not None
+    }
+    recorded = None
+    if spec.seeds.order == manifest.spec.seeds.order and "order" in manifest.artifacts:
+        recorded = read_tensors(path, manifest, "order")
+    result = execute_code(spec, code_dir, path, recorded, inputs, lambda n, v, s: None)
+    return result.outcome, result.weights
+
+
+# ---------------------------------------------------------------- journal and storage
+
+
+def load_sweep(capsule: Path, manifest: Manifest) -> SweepRecord | None:
+    ref = manifest.artifacts.get("sweep")
+    if ref is None:
+        return None
+    try:
+        return SweepRecord.model_validate_json(read_artifact(capsule, "sweep", ref))
+    except ValidationError as error:
+        message = error.errors()[0]["msg"]
+        raise BadInput(f"{capsule / ref.path}: not a sweep record: {message}") from None
+
+
+def read_journal(capsule: Path) -> list[SweepRun]:
+    """Finished runs of an interrupted sweep; a torn last line (a crash mid-write) is skipped."""
+    path = capsule / JOURNAL
+    runs = []
+    if path.is_file():
+        for line in path.read_text().splitlines():
+            try:
+                runs.append(SweepRun.model_validate_json(line))
+            except ValidationError:
+                continue
+    return runs
+
+
+def append_journal(capsule: Path, run: SweepRun) -> None:
+    with (capsule / JOURNAL).open("a") as f:
+        f.write(run.model_dump_json() + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def store_sweep(capsule: Path, manifest: Manifest, record: SweepRecord) -> Manifest:
+    """Write the record under a name of its own digest, point the manifest at it, then remove
+    the previous one: a crash at any point leaves a capsule that verifies."""
+    data = (record.model_dump_json(indent=1) + "\n").encode()
+    digest = sha256_bytes(data)
+    relpath = f"{SWEEP_DIR}/sweep-{digest[:12]}.json"
+    target = capsule / relpath
+    target.parent.mkdir(exist_ok=True)
+    temporary = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}")
+    temporary.write_bytes(data)
+    temporary.replace(target)
+    previous = manifest.artifacts.get("sweep")
+    artifacts = dict(manifest.artifacts)
+    artifacts["sweep"] = ArtifactRef(
+        path=relpath, sha256=digest, size=len(data), media_type="application/json"
+    )
+    manifest = manifest.model_copy(update={"artifacts": artifacts})
+    update_manifest(capsule, manifest)
+    if previous is not None and previous.path != relpath:
+        (capsule / previous.path).unlink(missing_ok=True)
+    (capsule / JOURNAL).unlink(missing_ok=True)
+    return manifest
+
+
+# ---------------------------------------------------------------- the sweep
+
+
+def _worker_error(error: BaseException) -> str:
+    if isinstance(error, BrokenProcessPool):
+        return "the worker process died (killed or crashed) during this run"
+    return f"{type(error).__name__}: {error}".splitlines()[0]
+
+
+def run_local(
+    capsule: Path,
+    todo: list[Key],
+    jobs: int,
+    on_done: Callable[[SweepRun], None],
+) -> list[Failure]:
+    """Run `todo` in this process (jobs = 1) or in a pool of `jobs` warm worker processes
+    (spawned, so no framework state is forked); every finished run goes to `on_done` at once."""
+    failures: list[Failure] = []
+    if jobs == 1:
+        for init, order in todo:
+            try:
+                run = run_one(str(capsule), init, order)
+            except Exception as error:
+                failures.append(Failure(init, order, _worker_error(error)))
+                continue
+            on_done(run)
+        return failures
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
+        pending: dict[Future[SweepRun], Key] = {
+            pool.submit(run_one, str(capsule), i, o): (i, o) for i, o in todo
+        }
+        try:
+            while pending:
+                done, _ = wait(pending, return_when=FIRST_COMPLETED)
+                for future in done:
+                    key = pending.pop(future)
+                    error = future.exception()
+                    if error is None:
+                        on_done(future.result())
+                    else:
+                        failures.append(Failure(*key, _worker_error(error)))
+        except BaseException:
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+    return failures
+
+
+def sweep(
+    capsule: Path,
+    seeds: list[int] | None,
+    orders: list[int] | None,
+    jobs: int,
+    on_start: Callable[[int, int], None],
+    on_done: Callable[[SweepRun], None],
+) -> SweepResult:
+    """Run what is missing of the plan, keep every finished run, store the record."""
+    manifest = verify_capsule(capsule)
+    wanted = plan(manifest, seeds, orders)
+    stored = load_sweep(capsule, manifest)
+    finished = stored.by_key() if stored else {}
+    finished.update({(r.init, r.order): r for r in read_journal(capsule)})
+    todo = [key for key in wanted if key not in finished]
+    on_start(len(todo), len(wanted) - len(todo))
+
+    def keep(run: SweepRun) -> None:
+        append_journal(capsule, run)
+        finished[(run.init, run.order)] = run
+        on_done(run)
+
+    failures: list[Failure] = []
+    try:
+        failures = run_local(capsule, todo, jobs, keep)
+    finally:
+        runs = sorted(finished.values(), key=lambda r: (r.init, r.order))
+        if runs and (stored is None or runs != stored.runs):
+            store_sweep(capsule, verify_capsule(capsule), SweepRecord(runs=runs))
+    record = SweepRecord(runs=sorted(finished.values(), key=lambda r: (r.init, r.order)))
+    ran = len(todo) - len(failures)
+    return SweepResult(record=record, ran=ran, reused=len(wanted) - len(todo), failures=failures)
+
+
+def values(record: SweepRecord, keys: list[Key] | None = None) -> dict[str, list[float]]:
+    """metric → the values of the sweep's runs (those of `keys` only, when given)."""
+    chosen = record.runs if keys is None else [r for r in record.runs if (r.init, r.order) in keys]
+    out: dict[str, list[float]] = {}
+    for run in chosen:
+        for metric, value in run.final.items():
+            if value is not None:
+                out.setdefault(metric, []).append(value)
+    return out
