@@ -500,7 +500,7 @@ def sweep(
         str | None,
         typer.Option(
             help="Init seeds: N (1…N), primes:N (the N smallest primes above 1,000,000, "
-            "as the paper's 100 large primes), or a,b,c.",
+            "as the paper's 100 large primes), or a,b,c (one seed: 'a,').",
         ),
     ] = None,
     orders: Annotated[
