@@ -63,6 +63,11 @@ class Device(StrEnum):
     cuda = "cuda"
 
 
+class Executor(StrEnum):
+    local = "local"
+    slurm = "slurm"
+
+
 class Requirement(StrEnum):
     identical = "identical"
     close = "close"
@@ -507,8 +512,17 @@ def sweep(
         str | None, typer.Option(help="Data-order seeds: N (1…N), primes:N, or a,b,c.")
     ] = None,
     jobs: Annotated[
-        int, typer.Option(min=1, help="Worker processes (each warm, one thread per run).")
+        int,
+        typer.Option(
+            min=1, help="Runs at a time: worker processes (local) or array tasks (slurm)."
+        ),
     ] = 1,
+    executor: Annotated[
+        Executor,
+        typer.Option(
+            help="local: a pool of warm processes here; slurm: one Slurm job array (submitit)."
+        ),
+    ] = Executor.local,
     as_json: JsonFlag = False,
 ) -> None:
     """Run the capsule's experiment under many init and/or order seeds; store every run's
@@ -530,7 +544,7 @@ def sweep(
         seed_list = parse_seeds(seeds, "--seeds") if seeds else None
         order_list = parse_seeds(orders, "--orders") if orders else None
         ensure_process_env(manifest.spec)
-        result = _run_sweep(do_sweep, capsule, seed_list, order_list, jobs)
+        result = _run_sweep(do_sweep, capsule, seed_list, order_list, jobs, executor.value)
     if as_json:
         print(
             json.dumps(
@@ -566,6 +580,7 @@ def _run_sweep(
     seeds: list[int] | None,
     orders: list[int] | None,
     jobs: int,
+    executor: str,
 ) -> SweepResult:
     """The sweep with a progress bar (ETA) on stderr; Ctrl-C keeps the finished runs."""
     columns = (
@@ -585,7 +600,7 @@ def _run_sweep(
             progress.advance(task)
 
         try:
-            return do_sweep(capsule, seeds, orders, jobs, on_start, on_done)
+            return do_sweep(capsule, seeds, orders, jobs, on_start, on_done, executor)
         except KeyboardInterrupt:
             progress.stop()
             err.print("capsule: interrupted; finished runs are kept — run again to resume")

@@ -8,9 +8,13 @@ more seeds — runs only what is missing. Workers stay warm: one process runs ma
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
+import shutil
+import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -23,7 +27,7 @@ from typing import Literal
 import numpy as np
 from pydantic import ValidationError
 
-from builder.errors import BadInput
+from builder.errors import BadInput, EngineMissing
 from builder.manifest import ArtifactRef, Manifest, Outcome
 from builder.model_base import Strict
 from builder.spec import Spec, UserSpec
@@ -223,11 +227,15 @@ def load_sweep(capsule: Path, manifest: Manifest) -> SweepRecord | None:
         raise BadInput(f"{capsule / ref.path}: not a sweep record: {message}") from None
 
 
+def journals(capsule: Path) -> list[Path]:
+    """The sweep's journals: the command's own, and one per Slurm task."""
+    return sorted(capsule.glob(".sweep-journal*.jsonl"))
+
+
 def read_journal(capsule: Path) -> list[SweepRun]:
     """Finished runs of an interrupted sweep; a torn last line (a crash mid-write) is skipped."""
-    path = capsule / JOURNAL
     runs = []
-    if path.is_file():
+    for path in journals(capsule):
         for line in path.read_text().splitlines():
             try:
                 runs.append(SweepRun.model_validate_json(line))
@@ -236,8 +244,8 @@ def read_journal(capsule: Path) -> list[SweepRun]:
     return runs
 
 
-def append_journal(capsule: Path, run: SweepRun) -> None:
-    with (capsule / JOURNAL).open("a") as f:
+def append_journal(capsule: Path, run: SweepRun, name: str = JOURNAL) -> None:
+    with (capsule / name).open("a") as f:
         f.write(run.model_dump_json() + "\n")
         f.flush()
         os.fsync(f.fileno())
@@ -263,7 +271,8 @@ def store_sweep(capsule: Path, manifest: Manifest, record: SweepRecord) -> Manif
     update_manifest(capsule, manifest)
     if previous is not None and previous.path != relpath:
         (capsule / previous.path).unlink(missing_ok=True)
-    (capsule / JOURNAL).unlink(missing_ok=True)
+    for path in journals(capsule):
+        path.unlink(missing_ok=True)
     return manifest
 
 
@@ -314,6 +323,111 @@ def run_local(
     return failures
 
 
+def run_chunk(capsule: str, keys: list[Key], journal: str) -> list[Failure]:
+    """One Slurm task: its share of the runs in one warm process, each finished run appended
+    to the task's own journal at once (so a task that crashes later keeps it)."""
+    failures = []
+    for init, order in keys:
+        try:
+            run = run_one(capsule, init, order)
+        except Exception as error:
+            failures.append(Failure(init, order, _worker_error(error)))
+            continue
+        append_journal(Path(capsule), run, journal)
+    return failures
+
+
+def _queued_tasks(array_id: str) -> set[str] | None:
+    """Task IDs (`<array>_<index>`) Slurm still lists as pending or running; None if squeue
+    does not answer."""
+    try:
+        listed = subprocess.run(
+            ["squeue", "-h", "-r", "-j", array_id, "-o", "%i"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if listed.returncode != 0:
+        # an array that has fully left the queue is "Invalid job id" for squeue
+        return set() if "Invalid job id" in listed.stderr else None
+    return set(listed.stdout.split())
+
+
+def run_slurm(
+    capsule: Path,
+    todo: list[Key],
+    jobs: int,
+    on_done: Callable[[SweepRun], None],
+    poll: float = 0.5,
+) -> list[Failure]:
+    """Run `todo` as one Slurm job array through submitit: about four tasks per parallel slot,
+    each a warm process over its share. A task that leaves the queue without a result (killed,
+    crashed: without slurmdbd submitit cannot tell) is reported, never waited on."""
+    if shutil.which("sbatch") is None or shutil.which("squeue") is None:
+        raise EngineMissing("executor slurm: sbatch/squeue not found (no Slurm here)")
+    import submitit
+
+    folder = capsule / ".slurm" / uuid.uuid4().hex[:8]  # fresh: job IDs restart with Slurm
+    executor = submitit.SlurmExecutor(folder=folder)
+    threads = verify_capsule(capsule).spec.controls.threads
+    executor.update_parameters(
+        time=24 * 60, cpus_per_task=threads, array_parallelism=jobs, job_name="capsule-sweep"
+    )
+    count = min(len(todo), jobs * 4)
+    chunks = [todo[i::count] for i in range(count)]
+    names = [f".sweep-journal.task{i}.jsonl" for i in range(count)]
+    try:
+        tasks = executor.map_array(run_chunk, [str(capsule)] * count, chunks, names)
+    except Exception as error:  # sbatch refused, or Slurm is down
+        raise EngineMissing(f"executor slurm: submitting failed: {error}") from None
+    seen: set[Key] = set()
+    failures: list[Failure] = []
+    pending = dict(enumerate(tasks))
+    try:
+        while pending:
+            time.sleep(poll)
+            for run in read_journal(capsule):
+                if (run.init, run.order) not in seen and (run.init, run.order) in set(todo):
+                    seen.add((run.init, run.order))
+                    on_done(run)
+            queued = _queued_tasks(tasks[0].job_id.split("_")[0])
+            for index, task in list(pending.items()):
+                finished = task.paths.result_pickle.exists()
+                if not finished and (queued is None or task.job_id in queued):
+                    continue
+                del pending[index]
+                missing = [k for k in chunks[index] if k not in seen]
+                if finished:
+                    try:
+                        failures += task.result()
+                        continue
+                    except Exception as error:
+                        reason = _worker_error(error)
+                else:
+                    reason = (
+                        f"Slurm task {task.job_id} ended without a result (killed or crashed); "
+                        f"its log: {task.paths.stderr}"
+                    )
+                for run in read_journal(capsule):  # runs it finished before it ended
+                    if (run.init, run.order) not in seen and (run.init, run.order) in missing:
+                        seen.add((run.init, run.order))
+                        on_done(run)
+                done_keys = {(r.init, r.order) for r in read_journal(capsule)}
+                failures += [Failure(*k, reason) for k in missing if k not in done_keys]
+    except BaseException:
+        for task in pending.values():
+            with contextlib.suppress(Exception):
+                task.cancel(check=False)
+        raise
+    if not failures:  # a failed task's folder stays: its log is named in the failure
+        shutil.rmtree(folder, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            folder.parent.rmdir()
+    return failures
+
+
 def sweep(
     capsule: Path,
     seeds: list[int] | None,
@@ -321,6 +435,7 @@ def sweep(
     jobs: int,
     on_start: Callable[[int, int], None],
     on_done: Callable[[SweepRun], None],
+    executor: Literal["local", "slurm"] = "local",
 ) -> SweepResult:
     """Run what is missing of the plan, keep every finished run, store the record."""
     manifest = verify_capsule(capsule)
@@ -336,10 +451,18 @@ def sweep(
         finished[(run.init, run.order)] = run
         on_done(run)
 
+    def finished_by(run: SweepRun, report: Callable[[SweepRun], None]) -> None:
+        finished[(run.init, run.order)] = run  # a Slurm task already wrote its journal
+        report(run)
+
     failures: list[Failure] = []
     try:
-        failures = run_local(capsule, todo, jobs, keep)
+        if executor == "slurm":
+            failures = run_slurm(capsule, todo, jobs, lambda run: finished_by(run, on_done))
+        else:
+            failures = run_local(capsule, todo, jobs, keep)
     finally:
+        finished.update({(r.init, r.order): r for r in read_journal(capsule)})
         runs = sorted(finished.values(), key=lambda r: (r.init, r.order))
         if runs and (stored is None or runs != stored.runs):
             store_sweep(capsule, verify_capsule(capsule), SweepRecord(runs=runs))

@@ -1,0 +1,79 @@
+"""Sweeps through a real single-node Slurm (scripts/slurm-up.sh): the same per-seed results as
+the local executor, and a crashed task reported, its finished runs kept, the rerun completing."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import CAPSULE_BIN, capsule, ok
+
+pytestmark = pytest.mark.slurm
+
+
+def swept(path: Path, *args: str) -> dict:  # type: ignore[type-arg]
+    return json.loads(ok(capsule("sweep", path, *args, "--json")).stdout)
+
+
+def test_slurm_sweep_matches_the_local_one_bit_for_bit(
+    tiny_spec: Callable[..., Path], tmp_path: Path
+) -> None:
+    local = tmp_path / "local"
+    ok(capsule("freeze", tiny_spec(), "--out", local))
+    slurm = tmp_path / "slurm"
+    shutil.copytree(local, slurm)
+    a = swept(local, "--seeds", "3", "--orders", "2", "--jobs", "2")
+    b = swept(slurm, "--seeds", "3", "--orders", "2", "--jobs", "2", "--executor", "slurm")
+    assert b["ran"] == 6 and not b["failures"]
+    strip = [{k: v for k, v in r.items() if k != "seconds"} for r in a["runs"]]
+    assert strip == [{k: v for k, v in r.items() if k != "seconds"} for r in b["runs"]]
+    assert not (slurm / ".slurm").exists()  # a clean sweep leaves no submitit folder
+    ok(capsule("verify", slurm))
+
+
+def test_crashed_slurm_task_is_reported_and_the_rerun_completes(
+    frozen_2d: Path, tmp_path: Path
+) -> None:
+    cap = tmp_path / "paper-2d"
+    shutil.copytree(frozen_2d, cap)
+    command = [str(CAPSULE_BIN), "sweep", str(cap), "--seeds", "4", "--jobs", "2"]
+    command += ["--executor", "slurm"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    victim = None
+    deadline = time.time() + 240
+    while victim is None and time.time() < deadline:
+        found = subprocess.run(
+            ["pgrep", "-f", "submitit.core._submit"], capture_output=True, text=True
+        ).stdout.split()
+        victim = int(found[0]) if found else None
+        time.sleep(0.2)
+    assert victim is not None, "no Slurm task started"
+    time.sleep(1.0)  # let it get into its run
+    os.kill(victim, signal.SIGKILL)
+    _, stderr = process.communicate(timeout=300)
+    assert process.returncode == 1, stderr
+    assert "ended without a result" in stderr or "died" in stderr, stderr
+    rerun = swept(cap, "--seeds", "4", "--jobs", "2", "--executor", "slurm")
+    assert rerun["ran"] >= 1 and rerun["ran"] + rerun["reused"] == 4
+    assert len(rerun["runs"]) == 4 and not rerun["failures"]
+
+
+def test_no_slurm_is_exit_4(tiny_spec: Callable[..., Path], tmp_path: Path) -> None:
+    ok(capsule("freeze", tiny_spec(), "--out", tmp_path / "cap"))
+    (tmp_path / "bin").mkdir()
+    env = {**os.environ, "PATH": str(tmp_path / "bin")}  # no sbatch on this PATH
+    result = subprocess.run(
+        [str(CAPSULE_BIN), "sweep", tmp_path / "cap", "--seeds", "2", "--executor", "slurm"],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert result.returncode == 4 and "no Slurm" in result.stderr, result.stderr
