@@ -802,7 +802,8 @@ def _describe(record: Manifest | ReplayRecord, path: Path) -> None:
         )
     else:
         code = [n.removeprefix("code/") for n in record.artifacts if n.startswith("code/")]
-        out.print(f"code       {spec.entrypoint}; files: {', '.join(code) or '—'}", markup=False)
+        files = f"; files: {', '.join(code)}" if code else " (the capsule's code)"
+        out.print(f"code       {spec.entrypoint}{files}", markup=False)
         if spec.code.requires:
             out.print(f"requires   {', '.join(spec.code.requires)}", markup=False)
         if spec.params:

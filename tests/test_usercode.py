@@ -323,3 +323,20 @@ def test_bad_code_specs_name_the_file_and_field(
     assert result.returncode == 2
     assert str(spec) in result.stderr and expected in result.stderr, result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_sweep_of_user_code_reruns_it_per_seed(tmp_path: Path) -> None:
+    """The code is imported afresh for every run; the capsule's own seeds give its weights."""
+    from safetensors.numpy import load_file
+
+    from builder.sweep import weights_digest
+
+    folder = project(tmp_path, tiny())
+    ok(capsule("freeze", folder, "--out", tmp_path / "cap"))
+    result = json.loads(
+        ok(capsule("sweep", tmp_path / "cap", "--seeds", "5,6", "--orders", "9,", "--json")).stdout
+    )
+    runs = {r["init"]: r for r in result["runs"]}
+    own = weights_digest(load_file(tmp_path / "cap/artifacts/weights.safetensors"))
+    assert runs[5]["weights_sha256"] == own and runs[6]["weights_sha256"] != own
+    assert set(runs[5]["final"]) == {"loss"}
