@@ -293,16 +293,9 @@ def run_local(
 ) -> list[Failure]:
     """Run `todo` in this process (jobs = 1) or in a pool of `jobs` warm worker processes
     (spawned, so no framework state is forked); every finished run goes to `on_done` at once."""
-    failures: list[Failure] = []
     if jobs == 1:
-        for init, order in todo:
-            try:
-                run = run_one(str(capsule), init, order)
-            except Exception as error:
-                failures.append(Failure(init, order, _worker_error(error)))
-                continue
-            on_done(run)
-        return failures
+        return run_serially(str(capsule), todo, on_done)
+    failures: list[Failure] = []
     with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
         pending: dict[Future[SweepRun], Key] = {
             pool.submit(run_one, str(capsule), i, o): (i, o) for i, o in todo
@@ -323,9 +316,10 @@ def run_local(
     return failures
 
 
-def run_chunk(capsule: str, keys: list[Key], journal: str) -> list[Failure]:
-    """One Slurm task: its share of the runs in one warm process, each finished run appended
-    to the task's own journal at once (so a task that crashes later keeps it)."""
+def run_serially(
+    capsule: str, keys: list[Key], on_done: Callable[[SweepRun], None]
+) -> list[Failure]:
+    """The runs one after another in this process; a run that raises is a failure, not the end."""
     failures = []
     for init, order in keys:
         try:
@@ -333,8 +327,14 @@ def run_chunk(capsule: str, keys: list[Key], journal: str) -> list[Failure]:
         except Exception as error:
             failures.append(Failure(init, order, _worker_error(error)))
             continue
-        append_journal(Path(capsule), run, journal)
+        on_done(run)
     return failures
+
+
+def run_chunk(capsule: str, keys: list[Key], journal: str) -> list[Failure]:
+    """One Slurm task: its share of the runs in one warm process, each finished run appended
+    to the task's own journal at once (so a task that crashes later keeps it)."""
+    return run_serially(capsule, keys, lambda run: append_journal(Path(capsule), run, journal))
 
 
 def _queued_tasks(array_id: str) -> set[str] | None:
@@ -382,23 +382,29 @@ def run_slurm(
         tasks = executor.map_array(run_chunk, [str(capsule)] * count, chunks, names)
     except Exception as error:  # sbatch refused, or Slurm is down
         raise EngineMissing(f"executor slurm: submitting failed: {error}") from None
-    seen: set[Key] = set()
+    wanted, seen = set(todo), set[Key]()
     failures: list[Failure] = []
     pending = dict(enumerate(tasks))
+
+    def report_new() -> set[Key]:
+        """Report the runs the tasks' journals gained; return every finished key."""
+        done = {(r.init, r.order): r for r in read_journal(capsule)}
+        for key, run in done.items():
+            if key in wanted and key not in seen:
+                seen.add(key)
+                on_done(run)
+        return set(done)
+
     try:
         while pending:
             time.sleep(poll)
-            for run in read_journal(capsule):
-                if (run.init, run.order) not in seen and (run.init, run.order) in set(todo):
-                    seen.add((run.init, run.order))
-                    on_done(run)
+            report_new()
             queued = _queued_tasks(tasks[0].job_id.split("_")[0])
             for index, task in list(pending.items()):
                 finished = task.paths.result_pickle.exists()
                 if not finished and (queued is None or task.job_id in queued):
                     continue
                 del pending[index]
-                missing = [k for k in chunks[index] if k not in seen]
                 if finished:
                     try:
                         failures += task.result()
@@ -410,12 +416,9 @@ def run_slurm(
                         f"Slurm task {task.job_id} ended without a result (killed or crashed); "
                         f"its log: {task.paths.stderr}"
                     )
-                for run in read_journal(capsule):  # runs it finished before it ended
-                    if (run.init, run.order) not in seen and (run.init, run.order) in missing:
-                        seen.add((run.init, run.order))
-                        on_done(run)
-                done_keys = {(r.init, r.order) for r in read_journal(capsule)}
-                failures += [Failure(*k, reason) for k in missing if k not in done_keys]
+                done = report_new()  # what it finished before it ended is kept
+                failures += [Failure(*k, reason) for k in chunks[index] if k not in done]
+        report_new()
     except BaseException:
         for task in pending.values():
             with contextlib.suppress(Exception):
