@@ -362,7 +362,7 @@ def run_slurm(
     on_done: Callable[[SweepRun], None],
     poll: float = 0.5,
 ) -> list[Failure]:
-    """Run `todo` as one Slurm job array through submitit: about four tasks per parallel slot,
+    """Run `todo` as one Slurm job array through submitit: up to four tasks per parallel slot,
     each a warm process over its share. A task that leaves the queue without a result (killed,
     crashed: without slurmdbd submitit cannot tell) is reported, never waited on."""
     if shutil.which("sbatch") is None or shutil.which("squeue") is None:
@@ -375,7 +375,9 @@ def run_slurm(
     executor.update_parameters(
         time=24 * 60, cpus_per_task=threads, array_parallelism=jobs, job_name="capsule-sweep"
     )
-    count = min(len(todo), jobs * 4)
+    # a multiple of the slots (balanced), up to four tasks per slot (a crash loses little), but
+    # at least four runs per task where there are enough (each task pays its imports once)
+    count = min(len(todo), jobs * max(1, min(4, len(todo) // (4 * jobs))))
     chunks = [todo[i::count] for i in range(count)]
     names = [f".sweep-journal.task{i}.jsonl" for i in range(count)]
     try:
