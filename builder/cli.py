@@ -197,6 +197,13 @@ def freeze(
             "the user's code finds anything."
         ),
     ] = False,
+    device: Annotated[
+        Device | None,
+        typer.Option(help="Device to train on (default: the spec's controls.device)."),
+    ] = None,
+    threads: Annotated[
+        int | None, typer.Option(min=1, help="CPU threads (default: the spec's controls.threads).")
+    ] = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Run SPEC under full controls and write the capsule (manifest + artifacts) atomically.
@@ -207,15 +214,23 @@ def freeze(
     """
     from builder.controls import ensure_process_env
     from builder.freeze import freeze as do_freeze
-    from builder.freeze import spec_path
+    from builder.freeze import spec_path, with_controls
     from builder.spec import UserSpec, load_spec
 
+    chosen = device.value if device else None
     with reported():
-        parsed = load_spec(spec_path(spec))
+        parsed = with_controls(load_spec(spec_path(spec)), chosen, threads)
         ensure_process_env(parsed)
         with run_progress(parsed, f"freeze {parsed.name}") as (on_epoch, on_metric):
             manifest = do_freeze(
-                spec, out_dir, on_epoch, force=force, strict=strict, on_metric=on_metric
+                spec,
+                out_dir,
+                on_epoch,
+                force=force,
+                strict=strict,
+                on_metric=on_metric,
+                device=chosen,
+                threads=threads,
             )
     if isinstance(parsed, UserSpec) and manifest.audit and not as_json:
         _print_findings(manifest.audit, err)
@@ -672,6 +687,86 @@ def stats(
             f"margin ±{t.margin:.3g}: p = {t.p:.3g} → {outcome}",
             markup=False,
         )
+
+
+@app.command()
+def evaluate(
+    capsule: Annotated[Path, typer.Argument(help="The capsule (its data and spec).")],
+    trained: Annotated[
+        list[Path], typer.Argument(help="Capsule or replay directories whose weights to evaluate.")
+    ],
+    device: Annotated[Device | None, typer.Option(help="Device to evaluate on.")] = None,
+    threads: Annotated[int | None, typer.Option(min=1, help="CPU threads.")] = None,
+    out_file: Annotated[
+        Path | None, typer.Option("--out", help="Also write the JSON document to this file.")
+    ] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Error rates of trained weights computed here (one column of the device matrix)."""
+    from builder.controls import ensure_process_env
+    from builder.evaluate import evaluate as do_evaluate
+    from builder.evaluate import evaluation_spec
+    from builder.store import load_manifest
+
+    chosen = device.value if device else None
+    with reported():
+        ensure_process_env(evaluation_spec(load_manifest(capsule), chosen, threads))
+        results = do_evaluate(capsule, trained, chosen, threads)
+    document = {name: m.model_dump(exclude={"epoch"}) for name, m in results.items()}
+    if out_file is not None:
+        out_file.write_text(json.dumps(document, indent=2) + "\n")
+    if as_json:
+        print(json.dumps(document, indent=2))
+        return
+    for name, m in results.items():
+        out.print(
+            f"{name}: train {_pct(m.train_error)}, dev {_pct(m.dev_error)}, "
+            f"eval {_pct(m.eval_error)} (loss {m.train_loss:.5f})",
+            markup=False,
+        )
+
+
+@app.command()
+def matrix(
+    capsule: Annotated[Path, typer.Argument(help="The capsule directory (a built-in experiment).")],
+    devices: Annotated[
+        str,
+        typer.Option(
+            help="Configurations: [host:|docker:]cpu|cuda[:THREADS], comma-separated, "
+            "e.g. cpu:1,cpu:2,docker:cpu,cuda."
+        ),
+    ],
+    out_dir: Annotated[
+        Path, typer.Option("--out", help="Directory for the trained replays and matrix.json.")
+    ],
+    csv: Annotated[Path | None, typer.Option(help="Also write the table as CSV here.")] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """The paper's "Mismatched Architectures" table: train on each configuration, evaluate every
+    trained model on every configuration; says whether each training is bit-identical to the
+    capsule's baseline."""
+    from builder.matrix import csv_text, parse_devices
+    from builder.matrix import matrix as do_matrix
+
+    with reported():
+        result = do_matrix(capsule, parse_devices(devices), out_dir, say, force=False)
+    if csv is not None:
+        csv.write_text(csv_text(result))
+    if as_json:
+        print(result.model_dump_json(indent=2))
+        return
+    labels = [c.label for c in result.configs]
+    table = Table("trained on ↓ / evaluated on →", *labels, "weights = baseline", title="matrix")
+    for row in result.rows:
+        cells = []
+        for label in labels:
+            c = result.cell(row.trained_on, label)
+            cells.append(f"train {_pct(c.train_error)} / eval {_pct(c.eval_error)}")
+        same = (
+            "yes" if row.weights_identical_to_baseline else f"no (≤ {row.max_abs_to_baseline:.2g})"
+        )
+        table.add_row(row.trained_on, *cells, same)
+    out.print(table)
 
 
 @app.command()

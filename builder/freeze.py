@@ -36,14 +36,31 @@ def freeze(
     force: bool = False,
     strict: bool = False,
     on_metric: Callable[[str, float, int | None], None] = lambda name, value, step: None,
+    device: str | None = None,
+    threads: int | None = None,
 ) -> Manifest:
-    """Validate, then freeze the built-in experiment or the user's code the spec names."""
+    """Validate, then freeze the built-in experiment or the user's code the spec names
+    (`device` / `threads` replace the spec's controls; the manifest's spec records them)."""
     path = spec_path(path)
-    spec = load_spec(path)
+    spec = with_controls(load_spec(path), device, threads)
     check_spec(spec, str(path))
     if isinstance(spec, UserSpec):
         return freeze_code(spec, path, out, on_metric, force, strict)
     return freeze_builtin(spec, path, out, on_epoch, force)
+
+
+def with_controls(
+    spec: Spec | UserSpec, device: str | None, threads: int | None
+) -> Spec | UserSpec:
+    """The spec with the command line's device and thread count, validated again."""
+    from builder.overrides import apply_changes
+
+    changes: dict[str, object] = {}
+    if device is not None:
+        changes["controls.device"] = device
+    if threads is not None:
+        changes["controls.threads"] = threads
+    return apply_changes(spec, changes) if changes else spec
 
 
 def freeze_builtin(

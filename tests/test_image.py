@@ -157,3 +157,26 @@ def _rewrite_manifest(path: Path, data: dict) -> None:  # type: ignore[type-arg]
     text = json.dumps(data, indent=2).encode() + b"\n"
     (path / "manifest.json").write_bytes(text)
     (path / "manifest.sha256").write_text(f"{hashlib.sha256(text).hexdigest()}  manifest.json\n")
+
+
+def test_matrix_with_a_docker_column_agrees_with_separate_replays(
+    built: Path, tmp_path: Path
+) -> None:
+    """Issue 7: cpu:1, cpu:2 and docker:cpu, each trained model evaluated everywhere."""
+    out = tmp_path / "matrix"
+    result = json.loads(
+        ok(
+            capsule("matrix", built, "--devices", "cpu:1,cpu:2,docker:cpu", "--out", out, "--json")
+        ).stdout
+    )
+    assert len(result["cells"]) == 9
+    ok(capsule("replay", built, "--on", "docker", "--out", tmp_path / "d"))
+    final = json.loads((tmp_path / "d/replay.json").read_text())["outcome"]["final"]
+    cell = next(
+        c
+        for c in result["cells"]
+        if c["trained_on"] == "docker:cpu" and c["evaluated_on"] == "docker:cpu"
+    )
+    assert (cell["train_error"], cell["eval_error"]) == (final["train_error"], final["eval_error"])
+    identical = {r["trained_on"]: r["weights_identical_to_baseline"] for r in result["rows"]}
+    assert identical == {"cpu:1": True, "cpu:2": True, "docker:cpu": True}

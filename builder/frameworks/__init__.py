@@ -63,6 +63,13 @@ class Framework(Protocol):
         self, spec: Spec, dataset: Dataset, order: np.ndarray, device: str, on_epoch: EpochCallback
     ) -> Trained: ...
 
+    def evaluate(
+        self, spec: Spec, dataset: Dataset, weights: dict[str, np.ndarray], device: str
+    ) -> EpochMetrics:
+        """Loss and error rates of given weights (in this framework's names and layout) on
+        every split, computed on `device` — the cross-device matrix's evaluation."""
+        ...
+
 
 AVAILABLE = {
     "torch": ("builder.frameworks.torch", "torch"),

@@ -189,6 +189,12 @@ class TensorflowFramework:
             "init": spec.model.init,
         }
 
+    def evaluate(
+        self, spec: Spec, dataset: Dataset, weights: dict[str, np.ndarray], device: str
+    ) -> EpochMetrics:
+        keras.backend.set_floatx(spec.train.dtype)
+        return _evaluate_weights(spec, dataset, weights, device)
+
     def train(
         self, spec: Spec, dataset: Dataset, order: np.ndarray, device: str, on_epoch: EpochCallback
     ) -> Trained:
@@ -258,6 +264,21 @@ class TensorflowFramework:
             steps=step,
             train_seconds=seconds,
         )
+
+
+def _evaluate_weights(
+    spec: Spec, dataset: Dataset, weights: dict[str, np.ndarray], device: str
+) -> EpochMetrics:
+    with tf.device("/GPU:0" if device == "cuda" else "/CPU:0"):
+        dtype = spec.train.dtype
+        splits = {
+            s: (tf.constant(x.astype(dtype)), tf.constant(y))
+            for s, (x, y) in dataset.arrays.items()
+        }
+        model = build_model(spec, dataset.features, dataset.classes)
+        for layer in model.layers:
+            layer.set_weights([weights[f"{layer.name}.kernel"], weights[f"{layer.name}.bias"]])
+        return _evaluate(model, splits, spec.train.epochs)
 
 
 def fit_reference(

@@ -229,6 +229,19 @@ class TorchFramework:
         )
 
 
+    def evaluate(
+        self, spec: Spec, dataset: Dataset, weights: dict[str, np.ndarray], device: str
+    ) -> EpochMetrics:
+        dtype = DTYPES[spec.train.dtype]
+        splits = {
+            s: (torch.from_numpy(x).to(device, dtype), torch.from_numpy(y).to(device))
+            for s, (x, y) in dataset.arrays.items()
+        }
+        model = MLP(dataset.features, dataset.classes, spec.model).to(device, dtype)
+        model.load_state_dict({k: torch.from_numpy(v) for k, v in weights.items()})
+        return _evaluate(model, splits, spec.train.epochs)
+
+
 def _numpy_weights(model: nn.Module) -> dict[str, np.ndarray]:
     return {k: v.detach().cpu().contiguous().numpy().copy() for k, v in model.state_dict().items()}
 

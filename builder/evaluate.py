@@ -1,0 +1,57 @@
+"""evaluate: the error rates of trained weights (a capsule's, a replay's) computed on this
+machine's device and thread count — one column of the cross-device matrix."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from builder.controls import seed_everything
+from builder.data import Dataset
+from builder.errors import BadInput, EngineMissing
+from builder.frameworks import get_framework
+from builder.manifest import EpochMetrics, Manifest
+from builder.overrides import apply_changes
+from builder.spec import Spec
+from builder.store import read_tensors, verify, verify_capsule
+
+
+def evaluation_spec(manifest: Manifest, device: str | None, threads: int | None) -> Spec:
+    if not isinstance(manifest.spec, Spec):
+        raise BadInput(
+            f"{manifest.spec.name}: evaluate and matrix need a built-in experiment; the user's "
+            "own code has no evaluation entry point"
+        )
+    changes: dict[str, object] = {}
+    if device is not None:
+        changes["controls.device"] = device
+    if threads is not None:
+        changes["controls.threads"] = threads
+    spec = apply_changes(manifest.spec, changes) if changes else manifest.spec
+    assert isinstance(spec, Spec)
+    return spec
+
+
+def evaluate(
+    capsule: Path, trained: list[Path], device: str | None, threads: int | None
+) -> dict[str, EpochMetrics]:
+    """Each trained directory's weights evaluated on the capsule's data here."""
+    manifest = verify_capsule(capsule)
+    spec = evaluation_spec(manifest, device, threads)
+    assert manifest.data is not None
+    dataset = Dataset.from_tensors(read_tensors(capsule, manifest, "data"), manifest.data.classes)
+    framework = get_framework(spec.framework)
+    gpus, _, _ = framework.gpu_facts()
+    if spec.controls.device == "cuda" and not gpus:
+        raise EngineMissing(f"device cuda: {spec.framework} sees no CUDA GPU on this machine")
+    seed_everything(spec.seeds.init)
+    framework.apply_controls(spec, spec.controls.device, spec.controls.threads)
+    results = {}
+    for directory in trained:
+        record = verify(directory)
+        if record.spec.name != manifest.spec.name:
+            raise BadInput(f"{directory}: holds {record.spec.name}, not {manifest.spec.name}")
+        weights = read_tensors(directory, record, "weights")
+        results[str(directory)] = framework.evaluate(
+            spec, dataset, weights, spec.controls.device
+        )
+    return results

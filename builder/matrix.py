@@ -1,0 +1,215 @@
+"""The cross-device matrix (the paper's "Mismatched Architectures" table): train the capsule's
+experiment on each configuration, then evaluate every trained model on every configuration.
+
+Each training and each evaluation runs in a process of its own (`capsule replay`, `capsule
+evaluate`, on the host or in the capsule's image), because thread pools and the cuBLAS
+workspace can only be set when a process starts.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from builder.errors import BadInput, CapsuleError, EngineMissing, IntegrityError
+from builder.model_base import Strict
+from builder.store import StagedDir, load_record, read_tensors, verify_capsule
+
+Log = Callable[[str], None]
+CONFIG = re.compile(r"^(?:(host|docker):)?(cpu|cuda)(?::([1-9][0-9]*))?$")
+
+
+class Config(Strict):
+    label: str
+    on: Literal["host", "docker"]
+    device: Literal["cpu", "cuda"]
+    threads: int | None
+
+
+class Cell(Strict):
+    trained_on: str
+    evaluated_on: str
+    train_error: float
+    dev_error: float | None
+    eval_error: float | None
+    train_loss: float
+
+
+class Row(Strict):
+    trained_on: str
+    weights_identical_to_baseline: bool
+    max_abs_to_baseline: float
+
+
+class MatrixResult(Strict):
+    capsule: str
+    configs: list[Config]
+    rows: list[Row]
+    cells: list[Cell]
+
+    def cell(self, trained: str, evaluated: str) -> Cell:
+        return next(
+            c for c in self.cells if c.trained_on == trained and c.evaluated_on == evaluated
+        )
+
+
+def parse_devices(text: str) -> list[Config]:
+    """`cpu:1,cpu:2,docker:cpu,cuda` → configurations (host unless `docker:`; threads as the
+    spec says unless `:N`)."""
+    configs = []
+    for item in (part.strip() for part in text.split(",")):
+        match = CONFIG.match(item)
+        if not match:
+            raise BadInput(
+                f"--devices {item!r}: expected [host:|docker:]cpu|cuda[:THREADS], e.g. cpu:2"
+            )
+        on, device, threads = match.groups()
+        configs.append(
+            Config(
+                label=item,
+                on=on or "host",  # type: ignore[arg-type]
+                device=device,  # type: ignore[arg-type]
+                threads=int(threads) if threads else None,
+            )
+        )
+    if len({c.label for c in configs}) != len(configs):
+        raise BadInput(f"--devices {text!r}: a configuration is named twice")
+    return configs
+
+
+def _slug(label: str) -> str:
+    return label.replace(":", "-")
+
+
+def _cli(args: list[str], log: Log) -> None:
+    """Run a capsule command in a fresh process; its failure becomes the same error here."""
+    result = subprocess.run(
+        [sys.executable, "-m", "builder", *args], capture_output=True, text=True
+    )
+    if result.returncode != 0:
+        last = (result.stderr.strip().splitlines() or [""])[-1].removeprefix("capsule: error: ")
+        kinds: dict[int, type[CapsuleError]] = {3: IntegrityError, 4: EngineMissing}
+        raise kinds.get(result.returncode, BadInput)(f"capsule {args[0]}: {last}")
+
+
+def _train(capsule: Path, config: Config, out: Path, log: Log) -> None:
+    args = ["replay", str(capsule), "--out", str(out), "--on", config.on]
+    args += ["--device", config.device]
+    args += ["--threads", str(config.threads)] if config.threads else []
+    log(f"matrix: training on {config.label}")
+    _cli(args, log)
+
+
+def _evaluate(
+    capsule: Path, config: Config, trained: list[Path], work: Path, log: Log
+) -> dict[str, dict[str, float | None]]:
+    """Every trained model's metrics evaluated on `config`."""
+    log(f"matrix: evaluating {len(trained)} model(s) on {config.label}")
+    result_file = work / f"eval-{_slug(config.label)}.json"
+    options = ["--device", config.device]
+    options += ["--threads", str(config.threads)] if config.threads else []
+    if config.on == "host":
+        names = [str(t) for t in trained]
+        _cli(["evaluate", str(capsule), *names, *options, "--out", str(result_file)], log)
+        found = json.loads(result_file.read_text())
+        return {Path(k).name: v for k, v in found.items()}
+    from builder.image import container, engine, image_exists, run_in_container
+    from builder.replay import CONTAINER_USER
+
+    manifest = verify_capsule(capsule)
+    image = manifest.images.get(config.device)
+    if image is None:
+        raise EngineMissing(f"{capsule}: no {config.device} image; run `capsule build {capsule}`")
+    api = engine()
+    if image_exists(api, image.image_id) is None:
+        raise EngineMissing(f"image {image.image_id[:19]}… is not in the Docker engine")
+    outbox = work / f"eval-{_slug(config.label)}"
+    outbox.mkdir()
+    os.chmod(outbox, 0o777)
+    names = [f"/matrix/{t.name}" for t in trained]
+    command = ["evaluate", "/capsule", *names, *options, "--out", "/out/eval.json"]
+    mounts = {
+        str(capsule.resolve()): ("/capsule", "ro"),
+        str(work.resolve()): ("/matrix", "ro"),
+        str(outbox.resolve()): ("/out", "rw"),
+    }
+    user = CONTAINER_USER if os.getuid() == 0 else f"{os.getuid()}:{os.getgid()}"
+    with container(
+        api, image.image_id, command, mounts, {}, user, config.device == "cuda"
+    ) as cid:
+        code, last = run_in_container(api, cid, lambda line: None)
+    if code != 0:
+        raise BadInput(f"evaluation in the container failed (exit {code}): {last}")
+    found = json.loads((outbox / "eval.json").read_text())
+    return {Path(k).name: v for k, v in found.items()}
+
+
+def matrix(capsule: Path, configs: list[Config], out: Path, log: Log, force: bool) -> MatrixResult:
+    """Train on every configuration, evaluate every model on every configuration; the trained
+    replays and `matrix.json` are kept in `out`."""
+    manifest = verify_capsule(capsule)
+    from builder.evaluate import evaluation_spec
+
+    evaluation_spec(manifest, None, None)  # refuses user code before any work
+    baseline = read_tensors(capsule, manifest, "weights")
+    with StagedDir(out, force=force) as stage:
+        trained = {c.label: stage.stage / f"train-{_slug(c.label)}" for c in configs}
+        for config in configs:
+            _train(capsule, config, trained[config.label], log)
+        rows = []
+        for config in configs:
+            directory = trained[config.label]
+            weights = read_tensors(directory, load_record(directory), "weights")
+            deltas = [
+                float(np.max(np.abs(weights[k].astype(np.float64) - baseline[k])))
+                for k in baseline
+            ]
+            rows.append(
+                Row(
+                    trained_on=config.label,
+                    weights_identical_to_baseline=all(
+                        weights[k].tobytes() == baseline[k].tobytes() for k in baseline
+                    ),
+                    max_abs_to_baseline=max(deltas, default=0.0),
+                )
+            )
+        cells = []
+        by_name = {trained[c.label].name: c.label for c in configs}
+        for config in configs:
+            found = _evaluate(capsule, config, list(trained.values()), stage.stage, log)
+            for name, metrics in found.items():
+                cells.append(
+                    Cell(
+                        trained_on=by_name[name],
+                        evaluated_on=config.label,
+                        train_error=metrics["train_error"],  # type: ignore[arg-type]
+                        dev_error=metrics["dev_error"],
+                        eval_error=metrics["eval_error"],
+                        train_loss=metrics["train_loss"],  # type: ignore[arg-type]
+                    )
+                )
+        result = MatrixResult(capsule=str(capsule), configs=configs, rows=rows, cells=cells)
+        (stage.stage / "matrix.json").write_text(result.model_dump_json(indent=2) + "\n")
+        stage.commit(None)
+    return result
+
+
+def csv_text(result: MatrixResult) -> str:
+    lines = ["trained_on,evaluated_on,train_error,dev_error,eval_error,train_loss,identical"]
+    identical = {r.trained_on: r.weights_identical_to_baseline for r in result.rows}
+    for c in result.cells:
+        dev = "" if c.dev_error is None else repr(c.dev_error)
+        ev = "" if c.eval_error is None else repr(c.eval_error)
+        lines.append(
+            f"{c.trained_on},{c.evaluated_on},{c.train_error!r},{dev},{ev},{c.train_loss!r},"
+            f"{str(identical[c.trained_on]).lower()}"
+        )
+    return "\n".join(lines) + "\n"
