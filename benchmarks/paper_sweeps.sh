@@ -2,7 +2,7 @@
 # The paper's variance studies for every paper capsule: 100 init seeds (primes:100) and 100
 # data orders (1…100), each in its own copy of the capsule, with --jobs 2. Resumable: run it
 # again and every sweep continues where it stopped (finished runs are kept in the capsules).
-# Tables go to benchmarks/results/paper_sweeps/NAME-{seeds,orders}.json.
+# Tables go to docs/results/paper-sweeps/NAME-{seeds,orders}.json (kept in the repository).
 # Usage: benchmarks/paper_sweeps.sh [WORKDIR] [NAMES...]   (default /work/sweeps, all six)
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -12,7 +12,7 @@ names=("$@")
 [ ${#names[@]} -gt 0 ] || names=(paper-2d-torch paper-2d-tensorflow paper-26d-torch \
     paper-26d-tensorflow paper-5d-tensorflow paper-5d-torch)
 cap=.venv/bin/capsule
-results=benchmarks/results/paper_sweeps
+results=docs/results/paper-sweeps
 mkdir -p "$work" "$results"
 for name in "${names[@]}"; do
     base="$work/$name"
