@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from builder.manifest import InputRecord, MetricPoint, TracePoint
+from builder.store import file_sha256
 
 
 class RunUsageError(Exception):
@@ -161,8 +162,8 @@ class Run:
             source = Path(path) if Path(path).is_absolute() else self._data_root / path
             if not source.is_file():
                 raise RunUsageError(f"run.data({key!r}): no such file {source}")
-            artifact = f"inputs/{_file_sha256(source)[:12]}-{source.name}"
-        digest = _file_sha256(source)
+            artifact = f"inputs/{file_sha256(source)[:12]}-{source.name}"
+        digest = file_sha256(source)
         self.record.inputs[key] = InputRecord(kind="file", artifact=artifact, sha256=digest)
         self.record.files[artifact] = source
         return source
@@ -184,14 +185,6 @@ class Run:
             kind="arrays", sha256=digest, detail=", ".join(detail)
         )
         return digest
-
-
-def _file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _to_numpy(value: object) -> np.ndarray:

@@ -214,7 +214,8 @@ def freeze(
     """
     from builder.controls import ensure_process_env
     from builder.freeze import freeze as do_freeze
-    from builder.freeze import spec_path, with_controls
+    from builder.freeze import spec_path
+    from builder.overrides import with_controls
     from builder.spec import UserSpec, load_spec
 
     chosen = device.value if device else None

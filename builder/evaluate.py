@@ -7,10 +7,10 @@ from pathlib import Path
 
 from builder.controls import seed_everything
 from builder.data import Dataset
-from builder.errors import BadInput, EngineMissing
-from builder.frameworks import get_framework
+from builder.errors import BadInput
+from builder.frameworks import get_framework, require_device
 from builder.manifest import EpochMetrics, Manifest
-from builder.overrides import apply_changes
+from builder.overrides import with_controls
 from builder.spec import Spec
 from builder.store import read_tensors, verify, verify_capsule
 
@@ -21,12 +21,7 @@ def evaluation_spec(manifest: Manifest, device: str | None, threads: int | None)
             f"{manifest.spec.name}: evaluate and matrix need a built-in experiment; the user's "
             "own code has no evaluation entry point"
         )
-    changes: dict[str, object] = {}
-    if device is not None:
-        changes["controls.device"] = device
-    if threads is not None:
-        changes["controls.threads"] = threads
-    spec = apply_changes(manifest.spec, changes) if changes else manifest.spec
+    spec = with_controls(manifest.spec, device, threads)
     assert isinstance(spec, Spec)
     return spec
 
@@ -40,9 +35,7 @@ def evaluate(
     assert manifest.data is not None
     dataset = Dataset.from_tensors(read_tensors(capsule, manifest, "data"), manifest.data.classes)
     framework = get_framework(spec.framework)
-    gpus, _, _ = framework.gpu_facts()
-    if spec.controls.device == "cuda" and not gpus:
-        raise EngineMissing(f"device cuda: {spec.framework} sees no CUDA GPU on this machine")
+    require_device(framework, spec)
     seed_everything(spec.seeds.init)
     framework.apply_controls(spec, spec.controls.device, spec.controls.threads)
     results = {}

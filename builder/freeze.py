@@ -12,6 +12,7 @@ from builder.data import load_dataset, make_order
 from builder.errors import BadInput
 from builder.frameworks import EpochCallback, check_spec
 from builder.manifest import ArtifactRef, Finding, Manifest, ToolInfo
+from builder.overrides import with_controls
 from builder.run import execute
 from builder.spec import Spec, UserSpec, load_spec
 from builder.store import StagedDir
@@ -47,20 +48,6 @@ def freeze(
     if isinstance(spec, UserSpec):
         return freeze_code(spec, path, out, on_metric, force, strict)
     return freeze_builtin(spec, path, out, on_epoch, force)
-
-
-def with_controls(
-    spec: Spec | UserSpec, device: str | None, threads: int | None
-) -> Spec | UserSpec:
-    """The spec with the command line's device and thread count, validated again."""
-    from builder.overrides import apply_changes
-
-    changes: dict[str, object] = {}
-    if device is not None:
-        changes["controls.device"] = device
-    if threads is not None:
-        changes["controls.threads"] = threads
-    return apply_changes(spec, changes) if changes else spec
 
 
 def freeze_builtin(

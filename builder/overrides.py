@@ -56,6 +56,18 @@ def apply_changes(spec: Spec | UserSpec, changes: dict[str, Any]) -> Spec | User
     return parse_spec(data, "--set")
 
 
+def with_controls(
+    spec: Spec | UserSpec, device: str | None, threads: int | None
+) -> Spec | UserSpec:
+    """The spec with a command line's --device and --threads, validated again."""
+    changes: dict[str, object] = {}
+    if device is not None:
+        changes["controls.device"] = device
+    if threads is not None:
+        changes["controls.threads"] = threads
+    return apply_changes(spec, changes) if changes else spec
+
+
 def changed(before: Spec | UserSpec, after: Spec | UserSpec) -> dict[str, str]:
     """The dotted keys whose values differ between two specs, in words (what a replay records)."""
     out: dict[str, str] = {}

@@ -16,7 +16,7 @@ from builder.errors import BadInput, CapsuleError, EngineMissing, IntegrityError
 from builder.frameworks import EpochCallback
 from builder.freeze import CODE_DIR, TOOL, now
 from builder.manifest import CapsuleRef, Manifest, ReplayRecord
-from builder.overrides import apply_changes, changed, parse_sets
+from builder.overrides import apply_changes, changed, parse_sets, with_controls
 from builder.run import execute
 from builder.spec import Spec, UserSpec
 from builder.store import (
@@ -44,11 +44,8 @@ def replay_spec(
     """The capsule's spec with the caller's overrides (`--threads`, `--device`, `--set`)
     applied, and the values that changed, in words."""
     changes = parse_sets(sets or [])
-    if threads is not None:
-        changes["controls.threads"] = threads
-    if device is not None:
-        changes["controls.device"] = device
     spec = apply_changes(manifest.spec, changes) if changes else manifest.spec
+    spec = with_controls(spec, device, threads)
     return spec, changed(manifest.spec, spec)
 
 
@@ -80,7 +77,7 @@ def replay_on_host(
     image_id = os.environ.get(IMAGE_ENV)
     with StagedDir(out, force=force) as stage:
         if isinstance(spec, UserSpec):
-            code = _replay_code(capsule, manifest, spec, on_metric)
+            code = replay_code(capsule, manifest, spec, on_metric)
             controls, fingerprint, outcome = code.controls, code.fingerprint, code.outcome
             weights, inputs = code.weights, code.record.inputs
             audit = [f for f in manifest.audit if f.source == "static"] + code.findings
@@ -130,7 +127,7 @@ def code_directory(capsule: Path, manifest: Manifest) -> Path:
     return root
 
 
-def _replay_code(
+def replay_code(
     capsule: Path,
     manifest: Manifest,
     spec: UserSpec,

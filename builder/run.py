@@ -12,9 +12,8 @@ import numpy as np
 
 from builder.controls import applied_env, seed_everything, seed_record
 from builder.data import Dataset
-from builder.errors import EngineMissing
 from builder.fingerprint import capture
-from builder.frameworks import EpochCallback, get_framework
+from builder.frameworks import EpochCallback, get_framework, require_device
 from builder.manifest import AppliedControls, FinalMetrics, Fingerprint, Outcome, TensorDigest
 from builder.spec import Spec
 
@@ -41,9 +40,7 @@ def execute(spec: Spec, dataset: Dataset, order: np.ndarray, on_epoch: EpochCall
     """Train `spec` on `dataset` in the recorded `order`, on the device and threads it names."""
     framework = get_framework(spec.framework)
     device, threads = spec.controls.device, spec.controls.threads
-    gpus, cuda, cudnn = framework.gpu_facts()
-    if device == "cuda" and not gpus:
-        raise EngineMissing(f"device cuda: {spec.framework} sees no CUDA GPU on this machine")
+    gpus, cuda, cudnn = require_device(framework, spec)
     seed_everything(spec.seeds.init)
     switches = framework.apply_controls(spec, device, threads)
     trained = framework.train(spec, dataset, order, device, on_epoch)

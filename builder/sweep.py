@@ -159,7 +159,7 @@ def weights_digest(weights: dict[str, np.ndarray]) -> str:
 
 def run_one(capsule: str, init: int, order: int) -> SweepRun:
     """The capsule's experiment with init seed `init` and order seed `order`."""
-    from builder.data import make_order
+    from builder.replay import replay_order
     from builder.run import execute
     from builder.verdict import final_metrics
 
@@ -168,12 +168,7 @@ def run_one(capsule: str, init: int, order: int) -> SweepRun:
     spec = manifest.spec.model_copy(update={"seeds": seeds})
     path = Path(capsule)
     if isinstance(spec, Spec):
-        assert manifest.data is not None and isinstance(manifest.spec, Spec)
-        if order == manifest.spec.seeds.order:
-            permutation = read_tensors(path, manifest, "order")["order"]
-        else:
-            rows = manifest.data.splits["train"].rows
-            permutation = make_order(rows, spec.train.epochs, order)
+        permutation = replay_order(path, manifest, spec)
         result = execute(spec, dataset, permutation, lambda m: None)  # type: ignore[arg-type]
         outcome, weights = result.outcome, result.weights
     else:
@@ -191,9 +186,7 @@ def _run_code(
     path: Path, manifest: Manifest, spec: Spec | UserSpec
 ) -> tuple[Outcome, dict[str, np.ndarray]]:
     """The user's code, imported afresh for each run (its module state must not carry over)."""
-    from builder.api import InputFile
-    from builder.replay import code_directory
-    from builder.usercode import execute_code
+    from builder.replay import code_directory, replay_code
 
     assert isinstance(spec, UserSpec)
     code_dir = code_directory(path, manifest)
@@ -201,15 +194,7 @@ def _run_code(
         file = getattr(module, "__file__", None)
         if file and Path(file).resolve().is_relative_to(code_dir.resolve()):
             del sys.modules[name]
-    inputs = {
-        key: InputFile(source=path / manifest.artifacts[r.artifact].path, artifact=r.artifact)
-        for key, r in manifest.inputs.items()
-        if r.artifact is not None
-    }
-    recorded = None
-    if spec.seeds.order == manifest.spec.seeds.order and "order" in manifest.artifacts:
-        recorded = read_tensors(path, manifest, "order")
-    result = execute_code(spec, code_dir, path, recorded, inputs, lambda n, v, s: None)
+    result = replay_code(path, manifest, spec, lambda n, v, s: None)
     return result.outcome, result.weights
 
 

@@ -20,9 +20,9 @@ import numpy as np
 
 from builder.api import InputFile, Recorder, Run, RunUsageError, Seeds
 from builder.controls import applied_env, seed_everything, seed_record
-from builder.errors import BadInput, EngineMissing
+from builder.errors import BadInput
 from builder.fingerprint import capture
-from builder.frameworks import get_framework
+from builder.frameworks import get_framework, require_device
 from builder.manifest import AppliedControls, Finding, Fingerprint, Outcome
 from builder.run import tensor_digest
 from builder.spec import UserSpec
@@ -181,9 +181,7 @@ def execute_code(
     on replay (hand back)."""
     framework = get_framework(spec.framework)
     device, threads = spec.controls.device, spec.controls.threads
-    gpus, cuda, cudnn = framework.gpu_facts()
-    if device == "cuda" and not gpus:
-        raise EngineMissing(f"device cuda: {spec.framework} sees no CUDA GPU on this machine")
+    gpus, cuda, cudnn = require_device(framework, spec)
     seed_everything(spec.seeds.init)
     switches = framework.apply_base_controls(spec, device, threads, warn_only=True)
     run = Run(

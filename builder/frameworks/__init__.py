@@ -11,7 +11,7 @@ from typing import Protocol
 import numpy as np
 
 from builder.data import Dataset
-from builder.errors import BadInput
+from builder.errors import BadInput, EngineMissing
 from builder.manifest import EpochMetrics, GpuInfo, TracePoint
 from builder.spec import Spec, SpecBase
 
@@ -95,6 +95,16 @@ def check_spec(spec: SpecBase, source: str) -> None:
             f"{source}: train.weight_decay: not supported with framework 'tensorflow' "
             "(Keras's Adam decays weights differently from PyTorch's)"
         )
+
+
+def require_device(
+    framework: Framework, spec: SpecBase
+) -> tuple[list[GpuInfo], str | None, str | None]:
+    """The framework's GPU facts, refusing (exit 4) a CUDA run where it sees no GPU."""
+    gpus, cuda, cudnn = framework.gpu_facts()
+    if spec.controls.device == "cuda" and not gpus:
+        raise EngineMissing(f"device cuda: {spec.framework} sees no CUDA GPU on this machine")
+    return gpus, cuda, cudnn
 
 
 def get_framework(name: str) -> Framework:
