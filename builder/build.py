@@ -20,6 +20,7 @@ from builder.image import (
     build_tool_wheel,
     canonicalize,
     download_wheels,
+    drop_superseded,
     engine,
     ensure_base,
     image_exists,
@@ -126,6 +127,7 @@ def build(capsule: Path, base: str | None, gpu: bool, check: bool, log: Log) -> 
     previous_raw = image_exists(api, raw_tag(tag))
     raw = build_image(api, context, raw_tag(tag), labels, nocache=check, log=log)
     image_id = canonicalize(api, raw, tag, previous_raw, log)
+    drop_superseded(api, previous_raw, raw)
     if check:
         assert recorded is not None
         if image_id != recorded.image_id:

@@ -44,7 +44,5 @@ def evaluate(
         if record.spec.name != manifest.spec.name:
             raise BadInput(f"{directory}: holds {record.spec.name}, not {manifest.spec.name}")
         weights = read_tensors(directory, record, "weights")
-        results[str(directory)] = framework.evaluate(
-            spec, dataset, weights, spec.controls.device
-        )
+        results[str(directory)] = framework.evaluate(spec, dataset, weights, spec.controls.device)
     return results

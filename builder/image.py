@@ -10,6 +10,7 @@ save → canonical config → load.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.metadata
 import io
@@ -71,6 +72,16 @@ def image_exists(api: APIClient, ref: str) -> str | None:
         return str(api.inspect_image(ref)["Id"])
     except ImageNotFound:
         return None
+
+
+def drop_superseded(api: APIClient, previous: str | None, current: str) -> None:
+    """Remove the raw image a rebuild replaced: untagged, it would only hold disk (its layers
+    stay while the new image shares them)."""
+    from docker.errors import APIError
+
+    if previous and previous != current:
+        with contextlib.suppress(APIError):  # still used elsewhere: the engine keeps it
+            api.remove_image(previous, noprune=False)
 
 
 # ---------------------------------------------------------------- wheelhouse

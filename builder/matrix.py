@@ -142,9 +142,7 @@ def _evaluate(
         str(outbox.resolve()): ("/out", "rw"),
     }
     user = CONTAINER_USER if os.getuid() == 0 else f"{os.getuid()}:{os.getgid()}"
-    with container(
-        api, image.image_id, command, mounts, {}, user, config.device == "cuda"
-    ) as cid:
+    with container(api, image.image_id, command, mounts, {}, user, config.device == "cuda") as cid:
         code, last = run_in_container(api, cid, lambda line: None)
     if code != 0:
         raise BadInput(f"evaluation in the container failed (exit {code}): {last}")
@@ -169,8 +167,7 @@ def matrix(capsule: Path, configs: list[Config], out: Path, log: Log, force: boo
             directory = trained[config.label]
             weights = read_tensors(directory, load_record(directory), "weights")
             deltas = [
-                float(np.max(np.abs(weights[k].astype(np.float64) - baseline[k])))
-                for k in baseline
+                float(np.max(np.abs(weights[k].astype(np.float64) - baseline[k]))) for k in baseline
             ]
             rows.append(
                 Row(

@@ -93,9 +93,7 @@ def _load_entry(spec: UserSpec, code_dir: Path) -> Callable[[Run], object]:
         raise _user_error(error, code_dir, f"importing {spec.module_file}") from None
     main = getattr(module, spec.function, None)
     if not callable(main):
-        raise BadInput(
-            f"entrypoint: {spec.module_file} has no function '{spec.function}' to call"
-        )
+        raise BadInput(f"entrypoint: {spec.module_file} has no function '{spec.function}' to call")
     return main  # type: ignore[no-any-return]
 
 
@@ -135,9 +133,11 @@ def runtime_findings(caught: list[warnings.WarningMessage], code_dir: Path) -> l
             continue
         op = text.split(TORCH_ALERT)[0].strip()
         file = Path(w.filename).resolve()
-        name = file.relative_to(code_dir.resolve()).as_posix() if file.is_relative_to(
-            code_dir.resolve()
-        ) else str(w.filename)
+        name = (
+            file.relative_to(code_dir.resolve()).as_posix()
+            if file.is_relative_to(code_dir.resolve())
+            else str(w.filename)
+        )
         counts[(op, name, w.lineno)] = counts.get((op, name, w.lineno), 0) + 1
     return [
         Finding(

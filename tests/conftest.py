@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +26,27 @@ def capsule(*args: object, timeout: int = 600) -> subprocess.CompletedProcess[st
 def ok(result: subprocess.CompletedProcess[str]) -> subprocess.CompletedProcess[str]:
     assert result.returncode == 0, f"exit {result.returncode}\n{result.stdout}\n{result.stderr}"
     return result
+
+
+def remove_images(capsule_dir: Path) -> None:
+    """Remove the images a test built for this capsule (and any dangling layers), so a suite
+    that builds several multi-gigabyte images never holds more than one at a time."""
+    images = json.loads((capsule_dir / "manifest.json").read_text()).get("images", {})
+    refs = []
+    for record in images.values():
+        refs += [record["image_id"], record["tag"], "capsule-raw/" + record["tag"].split("/", 1)[1]]
+    if refs:
+        subprocess.run(["docker", "rmi", "-f", *refs], capture_output=True)
+    subprocess.run(["docker", "image", "prune", "-f"], capture_output=True)
+
+
+@pytest.fixture
+def cleanup_images() -> Iterator[list[Path]]:
+    """Capsule directories appended to the yielded list get their images removed afterwards."""
+    built: list[Path] = []
+    yield built
+    for directory in built:
+        remove_images(directory)
 
 
 TINY_SPEC = """\

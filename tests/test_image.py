@@ -7,11 +7,12 @@ import json
 import os
 import shutil
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import capsule, ok
+from tests.conftest import capsule, ok, remove_images
 
 pytestmark = pytest.mark.docker
 
@@ -25,12 +26,13 @@ def containers() -> set[str]:
 
 
 @pytest.fixture(scope="module")
-def built(frozen_2d: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A copy of the frozen paper-2d capsule with its CPU image built."""
+def built(frozen_2d: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A copy of the frozen paper-2d capsule with its CPU image built (removed afterwards)."""
     copy = tmp_path_factory.mktemp("built") / "paper-2d-torch"
     shutil.copytree(frozen_2d, copy)
     ok(capsule("build", copy))
-    return copy
+    yield copy
+    remove_images(copy)
 
 
 def manifest(path: Path) -> dict:  # type: ignore[type-arg]
@@ -139,10 +141,13 @@ def test_export_remove_import_replay(built: Path, tmp_path: Path) -> None:
     ok(capsule("diff", built, tmp_path / "r", "--require", "identical"))
 
 
-def test_tensorflow_capsule_builds_and_replays_identically_in_docker(tmp_path: Path) -> None:
+def test_tensorflow_capsule_builds_and_replays_identically_in_docker(
+    tmp_path: Path, cleanup_images: list[Path]
+) -> None:
     from tests.conftest import CAPSULES
 
     ok(capsule("freeze", CAPSULES / "paper-2d-tensorflow", "--out", tmp_path / "c"))
+    cleanup_images.append(tmp_path / "c")
     ok(capsule("build", tmp_path / "c"))
     wheels = [n for n in manifest(tmp_path / "c")["artifacts"] if n.startswith("wheelhouse/")]
     assert any(w.startswith("wheelhouse/tensorflow_cpu-2.21.0") for w in wheels)

@@ -79,9 +79,7 @@ def test_baseline_seed_pair_reproduces_the_capsules_weights(
     run = swept(cap, "--seeds", "11,", "--orders", "13,")["runs"][0]  # "11" alone = 1…11
     from safetensors.numpy import load_file
 
-    assert run["weights_sha256"] == weights_digest(
-        load_file(cap / "artifacts/weights.safetensors")
-    )
+    assert run["weights_sha256"] == weights_digest(load_file(cap / "artifacts/weights.safetensors"))
 
 
 def test_killed_worker_keeps_finished_runs_and_the_rerun_completes(
@@ -169,15 +167,11 @@ def test_stats_welch_between_sweeps_and_tost_of_a_value(
     assert welch["train_loss"]["significant"] and welch["train_loss"]["p"] < 0.05
     mean = {s["metric"]: s for s in result["stats"]}["eval_error"]["mean"]
     near = json.loads(
-        ok(
-            capsule("stats", slow, "--value", mean, "--metric", "eval_error", "--json")
-        ).stdout
+        ok(capsule("stats", slow, "--value", mean, "--metric", "eval_error", "--json")).stdout
     )["tost"]
     assert near["equivalent"] and near["margin"] > 0
     far = json.loads(
-        ok(
-            capsule("stats", slow, "--value", mean + 0.5, "--metric", "eval_error", "--json")
-        ).stdout
+        ok(capsule("stats", slow, "--value", mean + 0.5, "--metric", "eval_error", "--json")).stdout
     )["tost"]
     assert not far["equivalent"]
     text = ok(capsule("stats", slow, fast)).stdout

@@ -152,12 +152,16 @@ def test_an_image_whose_code_differs_from_the_capsule_is_refused(
 @pytest.mark.docker
 @pytest.mark.parametrize("framework", ["torch", "tensorflow"])
 def test_digits_example_replays_identically_in_its_image(
-    framework: str, frozen_digits: Callable[[str], Path], tmp_path: Path
+    framework: str,
+    frozen_digits: Callable[[str], Path],
+    tmp_path: Path,
+    cleanup_images: list[Path],
 ) -> None:
     """The image holds the code and what it `requires` (scikit-learn); the container replays
     from the image's copy of the code, checked against the capsule's digests."""
     copy = tmp_path / f"digits-cnn-{framework}"
     shutil.copytree(frozen_digits(framework), copy)
+    cleanup_images.append(copy)
     ok(capsule("build", copy))
     wheels = [n for n in inspect_json(copy)["artifacts"] if n.startswith("wheelhouse/")]
     assert any(w.startswith("wheelhouse/scikit_learn-") for w in wheels), wheels

@@ -228,7 +228,6 @@ class TorchFramework:
             train_seconds=seconds,
         )
 
-
     def evaluate(
         self, spec: Spec, dataset: Dataset, weights: dict[str, np.ndarray], device: str
     ) -> EpochMetrics:
