@@ -25,10 +25,14 @@ from builder import __version__
 from builder.errors import BadInput, CapsuleError
 from builder.manifest import EpochMetrics, Finding, Manifest, ReplayRecord
 from builder.spec import Spec, UserSpec
+from builder.verdict import Tolerances
+
+DEFAULT_TOLERANCES = Tolerances()
 
 if TYPE_CHECKING:
     from builder.stats import Summary
     from builder.sweep import SweepRecord, SweepResult, SweepRun
+    from builder.upgrade import AuditRecord
 
 MetricCallback = Callable[[str, float, int | None], None]
 
@@ -356,12 +360,16 @@ def diff(
     require: Annotated[
         Requirement, typer.Option(help="Exit 1 unless the verdict is at least this tier.")
     ] = Requirement.equivalent,
-    atol: Annotated[float, typer.Option(help="Absolute weight tolerance for 'close'.")] = 1e-5,
-    rtol: Annotated[float, typer.Option(help="Relative weight tolerance for 'close'.")] = 1e-4,
+    atol: Annotated[
+        float, typer.Option(help="Absolute weight tolerance for 'close'.")
+    ] = DEFAULT_TOLERANCES.atol,
+    rtol: Annotated[
+        float, typer.Option(help="Relative weight tolerance for 'close'.")
+    ] = DEFAULT_TOLERANCES.rtol,
     metric_atol: Annotated[
         float,
         typer.Option(help="Largest change of a final metric (error rate, loss) still 'close'."),
-    ] = 0.0025,
+    ] = DEFAULT_TOLERANCES.metric_atol,
     margin: Annotated[
         str,
         typer.Option(
@@ -771,6 +779,71 @@ def matrix(
 
 
 @app.command()
+def audit(
+    capsule: Annotated[Path, typer.Argument(help="The capsule directory.")],
+    with_: Annotated[
+        list[str],
+        typer.Option(
+            "--with",
+            help="A version to swap in, PKG==VERSION (repeatable), e.g. --with numpy==2.3.5.",
+        ),
+    ],
+    on: Annotated[
+        Where,
+        typer.Option(
+            help="docker: an image of its own with the swapped wheelhouse; host: a throwaway "
+            "venv holding the swapped wheels in front of Capsule's own."
+        ),
+    ] = Where.docker,
+    bisect: Annotated[
+        bool,
+        typer.Option(
+            "--bisect",
+            help="When the result moved, find the smallest set of the changes that moves it "
+            "(delta debugging; one replay per environment tried).",
+        ),
+    ] = False,
+    require: Annotated[
+        Requirement | None,
+        typer.Option(help="Exit 1 unless the verdict is at least this tier."),
+    ] = None,
+    keep_images: Annotated[
+        bool, typer.Option("--keep-images", help="Keep the audit's images (docker).")
+    ] = False,
+    as_json: JsonFlag = False,
+) -> None:
+    """Replay the capsule with some library versions swapped and diff it against the baseline
+    (e.g. an upgrade of TensorFlow): the verdict, with the version changes among the reasons.
+
+    Wheels are downloaded on the host (kept in ~/.cache/capsule/wheels); a version that cannot
+    be had, or that conflicts with the rest of the environment, is refused before anything runs.
+    The result is stored in the capsule (artifact audit/<sha12>, listed by `inspect`)."""
+    from builder.upgrade import audit as do_audit
+    from builder.upgrade import parse_with
+    from builder.verdict import meets
+
+    with reported():
+        record = do_audit(capsule, parse_with(with_), on.value, bisect, say, keep_images)
+    if as_json:
+        print(record.model_dump_json(indent=2))
+    else:
+        _print_audit(record)
+    if require is not None and not meets(record.verdict, require.value):
+        raise typer.Exit(1)
+
+
+def _print_audit(record: AuditRecord) -> None:
+    out.print(f"audit on {record.on}: verdict [bold]{record.verdict}[/]")
+    for reason in record.reasons:
+        out.print(f"  - {reason}", markup=False)
+    if len(record.trials) > 1:
+        table = Table("changes applied", "verdict", title="environments replayed")
+        for t in record.trials:
+            table.add_row(", ".join(t.changes) or "none", t.verdict)
+        out.print(table)
+
+
+@app.command()
 def schema(
     replay: Annotated[
         bool, typer.Option("--replay", help="The replay record's schema instead.")
@@ -972,6 +1045,16 @@ def _describe(record: Manifest | ReplayRecord, path: Path) -> None:
         sweep_record = load_sweep(path, record)
         if sweep_record is not None:
             _stats_table(sweep_record)
+    if isinstance(record, Manifest):
+        from builder.upgrade import load_audits
+
+        for found in load_audits(path, record):
+            changes = ", ".join(str(c) for c in found.changes)
+            moved = f"; moves with {', '.join(found.bisect)}" if found.bisect else ""
+            out.print(
+                f"upgrade    {found.created} on {found.on}: {changes} → {found.verdict}{moved}",
+                markup=False,
+            )
     arts = Table("artifact", "path", "size", "sha256")
     for name, ref in record.artifacts.items():
         arts.add_row(name, ref.path, f"{ref.size:,}", ref.sha256[:16] + "…")

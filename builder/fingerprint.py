@@ -45,11 +45,13 @@ def _cpu() -> tuple[str, list[str]]:
 
 
 def _distributions() -> dict[str, str]:
-    found = {}
+    """name → version of what imports would find: where two directories on sys.path hold the
+    same distribution (an audit's overlay over Capsule's venv), the first one is the one used."""
+    found: dict[str, str] = {}
     for dist in importlib.metadata.distributions():
         name = dist.metadata["Name"]
         if name:
-            found[name.lower().replace("_", "-")] = dist.version
+            found.setdefault(name.lower().replace("_", "-"), dist.version)
     return dict(sorted(found.items()))
 
 

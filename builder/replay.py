@@ -155,26 +155,33 @@ def replay_in_docker(
     device: str | None = None,
     force: bool = False,
     sets: list[str] | None = None,
+    image_id: str | None = None,
 ) -> ReplayRecord:
-    """Replay inside the capsule's image: capsule mounted read-only, no network, not root,
-    no new privileges; the container is removed whatever happens."""
+    """Replay inside the capsule's image (or `image_id`, an audit's image with other library
+    versions): capsule mounted read-only, no network, not root, no new privileges; the
+    container is removed whatever happens."""
     from builder.image import CODE_IN_IMAGE, container, engine, image_exists, run_in_container
 
     manifest = verify_capsule(capsule)
     spec, _ = replay_spec(manifest, threads, device, sets)  # bad --set values fail here, early
     gpu = spec.controls.device == "cuda"
     variant = "cuda" if gpu else "cpu"
-    image = manifest.images.get(variant)
-    if image is None:
-        flag = " --gpu" if gpu else ""
-        raise EngineMissing(
-            f"{capsule}: no {variant} image built for this capsule; run "
-            f"`capsule build {capsule}{flag}`"
-        )
+    if image_id is None:
+        image = manifest.images.get(variant)
+        if image is None:
+            flag = " --gpu" if gpu else ""
+            raise EngineMissing(
+                f"{capsule}: no {variant} image built for this capsule; run "
+                f"`capsule build {capsule}{flag}`"
+            )
+        image_id = image.image_id
+        where = f"({image.tag}) "
+    else:
+        where = ""
     api = engine()
-    if image_exists(api, image.image_id) is None:
+    if image_exists(api, image_id) is None:
         raise EngineMissing(
-            f"image {image.image_id[:19]}… ({image.tag}) is not in the Docker engine; run "
+            f"image {image_id[:19]}… {where}is not in the Docker engine; run "
             f"`capsule build {capsule}` or `capsule import` the capsule's export with its image"
         )
     command = ["replay", "/capsule", "--out", "/out/replay", "--on", "host"]
@@ -188,10 +195,10 @@ def replay_in_docker(
         os.chmod(work, 0o777)  # the container's unprivileged user writes its replay here
         user = CONTAINER_USER if os.getuid() == 0 else f"{os.getuid()}:{os.getgid()}"
         mounts = {str(capsule.resolve()): ("/capsule", "ro"), str(work): ("/out", "rw")}
-        env = {IMAGE_ENV: image.image_id}
+        env = {IMAGE_ENV: image_id}
         if isinstance(manifest.spec, UserSpec):
             env[CODE_ENV] = CODE_IN_IMAGE
-        with container(api, image.image_id, command, mounts, env, user, gpu) as cid:
+        with container(api, image_id, command, mounts, env, user, gpu) as cid:
             code, last = run_in_container(api, cid, log)
         if code != 0:
             raise _container_error(code, last)

@@ -114,10 +114,16 @@ def _record_bytes(record: Record) -> bytes:
     return record.model_dump_json(indent=2).encode() + b"\n"
 
 
+def is_study(artifact: str) -> bool:
+    """Studies made after the freeze (a sweep, audits): stored in the capsule, yet not part of
+    what its image is built from."""
+    return artifact == "sweep" or artifact.startswith("audit/")
+
+
 def capsule_digest(manifest: Manifest) -> str:
     """The capsule's identity for images: the manifest's digest without its image records and
-    its sweep, so recording an image or a sweep does not change what the image is labelled with."""
-    artifacts = {k: v for k, v in manifest.artifacts.items() if k != "sweep"}
+    its studies, so recording an image, a sweep or an audit does not relabel the image."""
+    artifacts = {k: v for k, v in manifest.artifacts.items() if not is_study(k)}
     return sha256_bytes(
         _record_bytes(manifest.model_copy(update={"images": {}, "artifacts": artifacts}))
     )
@@ -134,6 +140,29 @@ def update_manifest(directory: Path, manifest: Manifest) -> None:
         temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}")
         temporary.write_bytes(data)
         temporary.replace(path)
+
+
+def store_json(
+    directory: Path, manifest: Manifest, name: str, folder: str, stem: str, data: bytes
+) -> tuple[Manifest, ArtifactRef | None]:
+    """Write `data` as artifact `name` at FOLDER/STEM-<sha12>.json (a name of its own digest,
+    written by atomic rename), then point the manifest at it: a crash at any point leaves a
+    capsule that verifies. Returns the new manifest and the artifact it replaced."""
+    digest = sha256_bytes(data)
+    relpath = f"{folder}/{stem}-{digest[:12]}.json"
+    target = directory / relpath
+    target.parent.mkdir(exist_ok=True)
+    temporary = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}")
+    temporary.write_bytes(data)
+    temporary.replace(target)
+    previous = manifest.artifacts.get(name)
+    artifacts = dict(manifest.artifacts)
+    artifacts[name] = ArtifactRef(
+        path=relpath, sha256=digest, size=len(data), media_type="application/json"
+    )
+    manifest = manifest.model_copy(update={"artifacts": artifacts})
+    update_manifest(directory, manifest)
+    return manifest, previous
 
 
 def record_file(directory: Path) -> Path:

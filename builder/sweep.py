@@ -28,16 +28,10 @@ import numpy as np
 from pydantic import ValidationError
 
 from builder.errors import BadInput, EngineMissing
-from builder.manifest import ArtifactRef, Manifest, Outcome
+from builder.manifest import Manifest, Outcome
 from builder.model_base import Strict
 from builder.spec import Spec, UserSpec
-from builder.store import (
-    read_artifact,
-    read_tensors,
-    sha256_bytes,
-    update_manifest,
-    verify_capsule,
-)
+from builder.store import read_artifact, read_tensors, store_json, verify_capsule
 
 PRIME_FLOOR = 1_000_000
 JOURNAL = ".sweep-journal.jsonl"
@@ -237,24 +231,10 @@ def append_journal(capsule: Path, run: SweepRun, name: str = JOURNAL) -> None:
 
 
 def store_sweep(capsule: Path, manifest: Manifest, record: SweepRecord) -> Manifest:
-    """Write the record under a name of its own digest, point the manifest at it, then remove
-    the previous one: a crash at any point leaves a capsule that verifies."""
+    """Store the record as artifact "sweep", then remove the previous one and the journals."""
     data = (record.model_dump_json(indent=1) + "\n").encode()
-    digest = sha256_bytes(data)
-    relpath = f"{SWEEP_DIR}/sweep-{digest[:12]}.json"
-    target = capsule / relpath
-    target.parent.mkdir(exist_ok=True)
-    temporary = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}")
-    temporary.write_bytes(data)
-    temporary.replace(target)
-    previous = manifest.artifacts.get("sweep")
-    artifacts = dict(manifest.artifacts)
-    artifacts["sweep"] = ArtifactRef(
-        path=relpath, sha256=digest, size=len(data), media_type="application/json"
-    )
-    manifest = manifest.model_copy(update={"artifacts": artifacts})
-    update_manifest(capsule, manifest)
-    if previous is not None and previous.path != relpath:
+    manifest, previous = store_json(capsule, manifest, "sweep", SWEEP_DIR, "sweep", data)
+    if previous is not None and previous.path != manifest.artifacts["sweep"].path:
         (capsule / previous.path).unlink(missing_ok=True)
     for path in journals(capsule):
         path.unlink(missing_ok=True)

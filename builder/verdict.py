@@ -46,9 +46,11 @@ class Reason(Out):
 
 
 class Tolerances(Out):
-    atol: float
-    rtol: float
-    metric_atol: float
+    """diff's defaults: also what an audit judges with."""
+
+    atol: float = 1e-5
+    rtol: float = 1e-4
+    metric_atol: float = 0.0025
     margin: str = "3sd"
     alpha: float = 0.05
 

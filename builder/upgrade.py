@@ -1,0 +1,465 @@
+"""Library-upgrade audits: replay a capsule with some package versions swapped and say whether
+the result moved (the paper's TensorFlow 1.9 → 1.13 story); with `bisect`, which of several
+changes moved it (delta debugging over the version changes).
+
+An environment is the capsule's pinned distributions with a subset of the changes applied.
+On the host it is a throwaway venv that holds only the wheels whose versions differ from the
+running Capsule's own venv, which it reaches through a site directory behind them; in docker
+it is a wheelhouse and an image of its own. Each environment is checked for conflicts before
+anything runs, from the wheels' own requirements."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import shutil
+import site
+import subprocess
+import sys
+import tempfile
+import zipfile
+from collections.abc import Callable
+from email.parser import Parser
+from pathlib import Path
+from typing import Literal
+
+from packaging.requirements import InvalidRequirement, Requirement
+from packaging.utils import canonicalize_name, parse_wheel_filename
+from packaging.version import InvalidVersion, Version
+from pydantic import Field
+
+from builder.errors import BadInput
+from builder.freeze import now
+from builder.manifest import Manifest
+from builder.model_base import Strict
+from builder.spec import UserSpec
+from builder.store import sha256_bytes, store_json, verify_capsule
+from builder.verdict import Tolerances, Verdict, diff
+
+Log = Callable[[str], None]
+AUDIT_DIR = "audits"
+AUDIT_PREFIX = "audit/"
+TOOL = "capsule-builder"
+
+
+class Change(Strict):
+    name: str
+    old: str | None = Field(description="The capsule's version; None when the change adds it.")
+    new: str
+
+    def __str__(self) -> str:
+        return f"{self.name} {self.old or 'absent'} → {self.new}"
+
+
+class Trial(Strict):
+    """One replay in an environment with `changes` (names) applied."""
+
+    changes: list[str]
+    verdict: str = Field(description="A diff tier, or 'unresolved' when it could not be set up.")
+    reasons: list[str]
+
+
+class AuditRecord(Strict):
+    kind: Literal["audit"] = "audit"
+    created: str
+    on: Literal["host", "docker"]
+    changes: list[Change]
+    verdict: str
+    reasons: list[str]
+    bisect: list[str] | None = Field(
+        default=None, description="The smallest set of changes that moves the result."
+    )
+    trials: list[Trial]
+
+
+# ---------------------------------------------------------------- the changes
+
+
+def parse_with(values: list[str]) -> dict[str, str]:
+    """`--with PKG==VER` (repeatable) → canonical name → version."""
+    if not values:
+        raise BadInput("--with: give at least one PKG==VERSION")
+    found: dict[str, str] = {}
+    for text in values:
+        name, sep, version = text.partition("==")
+        try:
+            Version(version)
+            valid = bool(sep and name.strip()) and Requirement(name.strip()).name == name.strip()
+        except (InvalidVersion, InvalidRequirement):
+            valid = False
+        if not valid:
+            raise BadInput(f"--with {text}: expected PKG==VERSION, e.g. numpy==2.3.5")
+        key = str(canonicalize_name(name))
+        if key in found:
+            raise BadInput(f"--with {text}: {key} is given twice")
+        found[key] = version
+    return found
+
+
+def base_pins(manifest: Manifest, log: Log) -> dict[str, str]:
+    """The capsule's environment: the distributions its wheelhouse pins."""
+    from builder.image import pinned_distributions
+
+    requires = manifest.spec.code.requires if isinstance(manifest.spec, UserSpec) else []
+    pins = pinned_distributions(
+        manifest.fingerprint.distributions, manifest.spec.framework, log, requires
+    )
+    return {str(canonicalize_name(k)): v for k, v in pins.items()}
+
+
+def plan_changes(pins: dict[str, str], wanted: dict[str, str]) -> list[Change]:
+    changes = []
+    for name, version in wanted.items():
+        if pins.get(name) == version:
+            raise BadInput(f"--with {name}=={version}: the capsule already has {name} {version}")
+        changes.append(Change(name=name, old=pins.get(name), new=version))
+    return changes
+
+
+def applied(pins: dict[str, str], changes: list[Change]) -> dict[str, str]:
+    return {**pins, **{c.name: c.new for c in changes}}
+
+
+# ---------------------------------------------------------------- wheels and conflicts
+
+
+def wheel_cache() -> Path:
+    """Downloaded wheels are kept between audits (a release never changes its files)."""
+    import os
+
+    root = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+    path = root / "capsule" / "wheels"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _find_wheel(folder: Path, name: str, version: str) -> Path | None:
+    for path in folder.glob("*.whl"):
+        wheel_name, wheel_version, _, _ = parse_wheel_filename(path.name)
+        if wheel_name == name and wheel_version == Version(version):
+            return path
+    return None
+
+
+def fetch(name: str, version: str, find_links: list[Path], log: Log) -> Path:
+    """The wheel of `name==version` for this platform: from the cache or the package index."""
+    cache = wheel_cache()
+    for folder in [*find_links, cache]:
+        found = _find_wheel(folder, name, version)
+        if found is not None:
+            return found
+    log(f"audit: downloading {name}=={version}")
+    command = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps"]
+    command += ["--only-binary=:all:", "--dest", str(cache), f"{name}=={version}"]
+    result = subprocess.run(command, capture_output=True, text=True)
+    found = _find_wheel(cache, name, version)
+    if result.returncode != 0 or found is None:
+        errors = [ln for ln in result.stderr.splitlines() if ln.startswith("ERROR")]
+        why = errors[-1].removeprefix("ERROR: ") if errors else result.stderr.strip()[-200:]
+        raise BadInput(f"--with {name}=={version}: cannot be had from the package index ({why})")
+    return found
+
+
+def wheel_requires(path: Path) -> list[str]:
+    """Requires-Dist of a wheel, read from its METADATA (nothing in it is executed)."""
+    with zipfile.ZipFile(path) as archive:
+        meta = next(n for n in archive.namelist() if n.endswith(".dist-info/METADATA"))
+        text = archive.read(meta).decode()
+    return Parser().parsestr(text).get_all("Requires-Dist") or []
+
+
+def installed_requires(name: str) -> list[str]:
+    import importlib.metadata
+
+    return importlib.metadata.distribution(name).requires or []
+
+
+def conflicts(
+    env: dict[str, str], requires: dict[str, list[str]], extras: dict[str, set[str]]
+) -> list[str]:
+    """Every requirement of a distribution in `env` that `env` does not satisfy."""
+    problems = []
+    for name, texts in sorted(requires.items()):
+        marker_env = [{"extra": e} for e in (extras.get(name) or {""})]
+        for text in texts:
+            req = Requirement(text)
+            if req.marker is not None and not any(req.marker.evaluate(m) for m in marker_env):
+                continue
+            have = env.get(str(canonicalize_name(req.name)))
+            who = f"{name} {env.get(name, '')}".strip()
+            if have is None:
+                problems.append(
+                    f"{who} requires {req.name}{req.specifier}, which the capsule's environment "
+                    f"lacks (add --with {req.name}==VERSION)"
+                )
+            elif not req.specifier.contains(have, prereleases=True):
+                problems.append(f"{who} requires {req.name}{req.specifier}, not {have}")
+    return problems
+
+
+# ---------------------------------------------------------------- environments
+
+
+def host_versions(names: list[str]) -> dict[str, str]:
+    import importlib.metadata
+
+    found = {}
+    for name in names:
+        with contextlib.suppress(importlib.metadata.PackageNotFoundError):
+            found[name] = importlib.metadata.version(name)
+    return {str(canonicalize_name(k)): v for k, v in found.items()}
+
+
+def prepare(
+    env: dict[str, str], framework: str, find_links: list[Path], log: Log, every: bool
+) -> dict[str, Path]:
+    """Wheels for the environment `env`, after checking it has no conflicts: those whose
+    versions differ from Capsule's own venv (host), or all of them (`every`, for an image)."""
+    here = host_versions(list(env))
+    wanted = {n: v for n, v in env.items() if every or here.get(n) != v}
+    wheels = {n: fetch(n, v, find_links, log) for n, v in sorted(wanted.items())}
+    requires = {n: wheel_requires(wheels[n]) if n in wheels else installed_requires(n) for n in env}
+    requires[TOOL] = installed_requires(TOOL)
+    problems = conflicts(env, requires, {TOOL: {framework}})
+    if problems:
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise BadInput(f"--with: the versions conflict: {problems[0]}{more}")
+    return wheels
+
+
+def host_environment(wheels: dict[str, Path], where: Path) -> Path:
+    """A venv holding `wheels`, with Capsule's own site directory behind it (added by a .pth
+    file, so the editable install and everything unchanged come from there). Returns its python."""
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(where)], check=True)
+    version = f"python{sys.version_info.major}.{sys.version_info.minor}"
+    target = where / "lib" / version / "site-packages"
+    if wheels:
+        command = [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-index"]
+        command += ["--disable-pip-version-check", "--no-warn-conflicts", "--target", str(target)]
+        result = subprocess.run([*command, *map(str, wheels.values())], capture_output=True)
+        if result.returncode != 0:
+            raise BadInput(f"audit: installing the wheels failed: {result.stderr[-300:]!r}")
+    behind = "".join(f"import site; site.addsitedir({d!r})\n" for d in site.getsitepackages())
+    (target / "zz-capsule-behind.pth").write_text(behind)
+    return where / "bin" / "python"
+
+
+def docker_image(
+    capsule: Path, manifest: Manifest, wheels: dict[str, Path], key: str, log: Log
+) -> str:
+    """An image of the audit's wheelhouse (Capsule's own wheel added), built like the capsule's."""
+    from builder.image import (
+        build_context,
+        build_image,
+        build_tool_wheel,
+        engine,
+        ensure_base,
+        render_dockerfile,
+    )
+
+    api = engine()
+    stored = capsule / "wheelhouse"
+    tool = sorted(stored.glob("capsule_builder-*.whl")) if stored.is_dir() else []
+    with tempfile.TemporaryDirectory(prefix="capsule-audit-wheel-") as tmp:
+        if not tool:
+            build_tool_wheel(Path(tmp), log)
+            tool = sorted(Path(tmp).glob("capsule_builder-*.whl"))
+        files = {p.name: p for p in [*wheels.values(), tool[0]]}
+        base_ref, _ = ensure_base(api, None, log)
+        pip_wheel = next(n for n in files if n.startswith("pip-"))
+        code = {
+            name.removeprefix("code/"): capsule / ref.path
+            for name, ref in manifest.artifacts.items()
+            if name.startswith("code/")
+        }
+        context = build_context(render_dockerfile(False, base_ref, pip_wheel), files, code)
+    tag = f"capsule-audit/{manifest.spec.name.lower()}:{key}-cpu"
+    log(f"audit: building {tag}")
+    return build_image(api, context, tag, {"org.capsule.audit": key}, nocache=False, log=log)
+
+
+def remove_image(image_id: str) -> None:
+    from docker.errors import APIError
+
+    from builder.image import engine
+
+    with contextlib.suppress(APIError):
+        engine().remove_image(image_id, force=True)
+
+
+# ---------------------------------------------------------------- one trial, bisection
+
+
+def trial(
+    capsule: Path,
+    manifest: Manifest,
+    pins: dict[str, str],
+    changes: list[Change],
+    on: str,
+    work: Path,
+    log: Log,
+    keep_images: bool,
+) -> Verdict:
+    """Replay in the environment with `changes` applied and diff it against the baseline."""
+    from builder.replay import replay_in_docker
+
+    env = applied(pins, changes)
+    if on == "docker" and "pip" not in env:
+        env["pip"] = host_versions(["pip"])["pip"]
+    key = hashlib.sha256(repr(sorted(env.items())).encode()).hexdigest()[:12]
+    label = ", ".join(str(c) for c in changes) or "no changes"
+    stored = capsule / "wheelhouse"
+    find_links = [stored] if stored.is_dir() else []
+    wheels = prepare(env, manifest.spec.framework, find_links, log, every=on == "docker")
+    out = work / f"replay-{key}"
+    log(f"audit: replaying with {label}")
+    if on == "docker":
+        image = docker_image(capsule, manifest, wheels, key, log)
+        try:
+            replay_in_docker(capsule, out, log, image_id=image)
+        finally:
+            if not keep_images:
+                remove_image(image)
+    else:
+        python = host_environment(wheels, work / f"venv-{key}")
+        command = [str(python), "-m", "builder", "replay", str(capsule), "--out", str(out)]
+        result = subprocess.run([*command, "--on", "host"], capture_output=True, text=True)
+        if result.returncode != 0:
+            last = (result.stderr.strip().splitlines() or [""])[-1]
+            raise BadInput(f"audit: the replay with {label} failed: {last}")
+        shutil.rmtree(work / f"venv-{key}", ignore_errors=True)
+    return diff(capsule, out, Tolerances())
+
+
+Test = Callable[[list[Change]], bool | None]
+
+
+def ddmin(changes: list[Change], moves: Test) -> list[Change]:
+    """Zeller's delta debugging: a 1-minimal subset of `changes` that still moves the result.
+    `moves` answers True (moved), False (identical) or None (unresolved: it conflicts)."""
+    n = 2
+    while len(changes) >= 2:
+        size = -(-len(changes) // n)
+        chunks = [changes[i : i + size] for i in range(0, len(changes), size)]
+        for chunk in chunks:
+            if moves(chunk) is True:
+                changes, n = chunk, 2
+                break
+        else:
+            for chunk in chunks:
+                rest = [c for c in changes if c not in chunk]
+                if len(chunks) > 2 and moves(rest) is True:
+                    changes, n = rest, max(n - 1, 2)
+                    break
+            else:
+                if n >= len(changes):
+                    break
+                n = min(len(changes), 2 * n)
+    return changes
+
+
+def _short(verdict: Verdict) -> list[str]:
+    return [r.message for r in verdict.reasons]
+
+
+class Trials:
+    """Each environment replayed at most once; a subset that cannot be set up (its versions
+    conflict) is 'unresolved' for the bisection, not an error."""
+
+    def __init__(self, capsule: Path, on: str, work: Path, log: Log, keep_images: bool) -> None:
+        self.capsule, self.on, self.work, self.log = capsule, on, work, log
+        self.keep_images = keep_images
+        self.manifest = verify_capsule(capsule)
+        self.pins = base_pins(self.manifest, lambda line: None)
+        self.done: dict[frozenset[str], Verdict | None] = {}
+        self.trials: list[Trial] = []
+
+    def verdict(self, subset: list[Change], strict: bool = False) -> Verdict | None:
+        key = frozenset(c.name for c in subset)
+        if key in self.done:
+            return self.done[key]
+        names = sorted(key)
+        try:
+            found: Verdict | None = trial(
+                self.capsule,
+                self.manifest,
+                self.pins,
+                subset,
+                self.on,
+                self.work,
+                self.log,
+                self.keep_images,
+            )
+        except BadInput as error:
+            if strict:
+                raise
+            self.log(f"audit: {', '.join(names)} cannot be set up alone: {error}")
+            self.trials.append(Trial(changes=names, verdict="unresolved", reasons=[str(error)]))
+            found = None
+        if found is not None:
+            self.log(f"audit: {', '.join(names) or 'no changes'} → {found.verdict}")
+            self.trials.append(Trial(changes=names, verdict=found.verdict, reasons=_short(found)))
+        self.done[key] = found
+        return found
+
+    def moves(self, subset: list[Change]) -> bool | None:
+        found = self.verdict(subset)
+        return None if found is None else found.verdict != "identical"
+
+
+def audit(
+    capsule: Path,
+    wanted: dict[str, str],
+    on: str,
+    bisect: bool,
+    log: Log,
+    keep_images: bool = False,
+) -> AuditRecord:
+    """Replay with every change applied and diff it against the baseline; with `bisect` and a
+    result that moved, name the smallest set of changes that moves it. Stored in the capsule."""
+    with tempfile.TemporaryDirectory(prefix="capsule-audit-") as tmp:
+        trials = Trials(capsule, on, Path(tmp), log, keep_images)
+        changes = plan_changes(trials.pins, wanted)
+        full = trials.verdict(changes, strict=True)
+        assert full is not None
+        culprits = None
+        if bisect and full.verdict != "identical":
+            control = trials.verdict([]) if len(changes) > 1 else None
+            if control is not None and control.verdict != "identical":
+                raise BadInput(
+                    f"audit --bisect: without any change the replay here is already "
+                    f"'{control.verdict}' ({_short(control)[0]}); bisection needs a machine that "
+                    "reproduces the capsule"
+                )
+            culprits = [c.name for c in ddmin(changes, trials.moves)]
+    reasons = [f"audit: {c}" for c in changes] + _short(full)
+    if culprits is not None:
+        reasons.insert(0, f"bisect: the result moves with {', '.join(culprits)}")
+    record = AuditRecord(
+        created=now(),
+        on=on,  # type: ignore[arg-type]
+        changes=changes,
+        verdict=full.verdict,
+        reasons=reasons,
+        bisect=culprits,
+        trials=trials.trials,
+    )
+    store_audit(capsule, trials.manifest, record)
+    return record
+
+
+def store_audit(capsule: Path, manifest: Manifest, record: AuditRecord) -> None:
+    """Each audit is an artifact of its own, audit/<sha12>; the image is not relabelled."""
+    data = (record.model_dump_json(indent=1) + "\n").encode()
+    name = f"{AUDIT_PREFIX}{sha256_bytes(data)[:12]}"
+    store_json(capsule, manifest, name, AUDIT_DIR, "audit", data)
+
+
+def load_audits(capsule: Path, manifest: Manifest) -> list[AuditRecord]:
+    from builder.store import read_artifact
+
+    return [
+        AuditRecord.model_validate_json(read_artifact(capsule, name, ref))
+        for name, ref in sorted(manifest.artifacts.items())
+        if name.startswith(AUDIT_PREFIX)
+    ]
