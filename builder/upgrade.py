@@ -370,6 +370,11 @@ class Trials:
         self.capsule, self.on, self.work, self.log = capsule, on, work, log
         self.keep_images = keep_images
         self.manifest = verify_capsule(capsule)
+        if on == "docker" and self.manifest.controls.device == "cuda":
+            raise BadInput(
+                f"{capsule}: controls.device: an audit image is CPU-only; audit a CUDA capsule "
+                "with --on host on a GPU machine"
+            )
         self.pins = base_pins(self.manifest, lambda line: None)
         self.done: dict[frozenset[str], Verdict | None] = {}
         self.trials: list[Trial] = []

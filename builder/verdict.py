@@ -336,11 +336,10 @@ def environment_reasons(a: Side, b: Side) -> list[Reason]:
 
 
 def _package_reasons(a: dict[str, str], b: dict[str, str]) -> list[Reason]:
-    changes = [
-        f"{name} {a.get(name, 'absent')} → {b.get(name, 'absent')}"
-        for name in sorted(set(a) | set(b))
-        if a.get(name) != b.get(name)
-    ]
+    differ = [n for n in sorted(set(a) | set(b)) if a.get(n) != b.get(n)]
+    # version changes first: a tool missing from an image matters less than numpy moving
+    differ.sort(key=lambda n: n not in a or n not in b)
+    changes = [f"{n} {a.get(n, 'absent')} → {b.get(n, 'absent')}" for n in differ]
     if not changes:
         return []
     shown = ", ".join(changes[:MAX_LISTED_PACKAGES])

@@ -185,3 +185,24 @@ def test_matrix_with_a_docker_column_agrees_with_separate_replays(
     assert (cell["train_error"], cell["eval_error"]) == (final["train_error"], final["eval_error"])
     identical = {r["trained_on"]: r["weights_identical_to_baseline"] for r in result["rows"]}
     assert identical == {"cpu:1": True, "cpu:2": True, "docker:cpu": True}
+
+
+def test_audit_in_docker_builds_an_image_of_its_own_and_removes_it(
+    built: Path, tmp_path: Path
+) -> None:
+    """Issue 7: numpy one release back, swapped into a wheelhouse of its own and replayed in
+    an image built from it; the capsule's own image stays, the audit's is gone afterwards."""
+    from tests.test_upgrade import fingerprint_version, previous_release
+
+    copy = tmp_path / "c"
+    shutil.copytree(built, copy)
+    current = fingerprint_version(copy, "numpy")
+    older = previous_release("numpy", current)
+    images_before = set(docker("images", "-q").split())
+    result = json.loads(ok(capsule("audit", copy, "--with", f"numpy=={older}", "--json")).stdout)
+    assert result["on"] == "docker"
+    assert result["reasons"][0] == f"audit: numpy {current} → {older}"
+    assert f"numpy {current} → {older}" in " ".join(result["reasons"][1:])
+    assert set(docker("images", "-q").split()) <= images_before
+    assert not docker("images", "-q", "capsule-audit/*").split()
+    ok(capsule("verify", copy))
