@@ -55,6 +55,7 @@ class Trial(Strict):
     """One replay in an environment with `changes` (names) applied."""
 
     changes: list[str]
+    added: dict[str, str] = Field(default_factory=dict, description="Newly required, added.")
     verdict: str = Field(description="A diff tier, or 'unresolved' when it could not be set up.")
     reasons: list[str]
 
@@ -64,6 +65,9 @@ class AuditRecord(Strict):
     created: str
     on: Literal["host", "docker"]
     changes: list[Change]
+    added: dict[str, str] = Field(
+        default_factory=dict, description="Distributions the new versions require, added."
+    )
     verdict: str
     reasons: list[str]
     bisect: list[str] | None = Field(
@@ -174,27 +178,36 @@ def installed_requires(name: str) -> list[str]:
     return importlib.metadata.distribution(name).requires or []
 
 
-def conflicts(
-    env: dict[str, str], requires: dict[str, list[str]], extras: dict[str, set[str]]
-) -> list[str]:
-    """Every requirement of a distribution in `env` that `env` does not satisfy."""
-    problems = []
+def check(
+    env: dict[str, str], requires: dict[str, list[str]]
+) -> tuple[list[str], list[Requirement]]:
+    """The requirements of the distributions in `env` that `env` does not satisfy: versions
+    that conflict (messages), and distributions it lacks (to be added)."""
+    problems, missing = [], []
     for name, texts in sorted(requires.items()):
-        marker_env = [{"extra": e} for e in (extras.get(name) or {""})]
         for text in texts:
             req = Requirement(text)
-            if req.marker is not None and not any(req.marker.evaluate(m) for m in marker_env):
+            if req.marker is not None and not req.marker.evaluate({"extra": ""}):
                 continue
             have = env.get(str(canonicalize_name(req.name)))
-            who = f"{name} {env.get(name, '')}".strip()
             if have is None:
-                problems.append(
-                    f"{who} requires {req.name}{req.specifier}, which the capsule's environment "
-                    f"lacks (add --with {req.name}==VERSION)"
-                )
+                missing.append(req)
             elif not req.specifier.contains(have, prereleases=True):
+                who = f"{name} {env.get(name, '')}".strip()
                 problems.append(f"{who} requires {req.name}{req.specifier}, not {have}")
-    return problems
+    return problems, missing
+
+
+def best_release(req: Requirement) -> str:
+    """The version pip would choose for `req` (a dry run that installs nothing)."""
+    import json
+
+    command = [sys.executable, "-m", "pip", "install", "--dry-run", "--quiet", "--no-deps"]
+    command += ["--ignore-installed", "--only-binary=:all:", "--report", "-", str(req)]
+    result = subprocess.run(command, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise BadInput(f"--with: {req} is required but cannot be had from the package index")
+    return str(json.loads(result.stdout)["install"][0]["metadata"]["version"])
 
 
 # ---------------------------------------------------------------- environments
@@ -211,20 +224,36 @@ def host_versions(names: list[str]) -> dict[str, str]:
 
 
 def prepare(
-    env: dict[str, str], framework: str, find_links: list[Path], log: Log, every: bool
-) -> dict[str, Path]:
-    """Wheels for the environment `env`, after checking it has no conflicts: those whose
-    versions differ from Capsule's own venv (host), or all of them (`every`, for an image)."""
+    env: dict[str, str], find_links: list[Path], log: Log, every: bool
+) -> tuple[dict[str, Path], dict[str, str]]:
+    """Wheels for the environment `env` (completed in place), after checking it has no
+    conflicts: those whose versions differ from Capsule's own venv (host), or all of them
+    (`every`, for an image). A distribution a changed version newly requires is added at the
+    release pip would choose for it; those are returned too."""
     here = host_versions(list(env))
-    wanted = {n: v for n, v in env.items() if every or here.get(n) != v}
-    wheels = {n: fetch(n, v, find_links, log) for n, v in sorted(wanted.items())}
-    requires = {n: wheel_requires(wheels[n]) if n in wheels else installed_requires(n) for n in env}
-    requires[TOOL] = installed_requires(TOOL)
-    problems = conflicts(env, requires, {TOOL: {framework}})
-    if problems:
-        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
-        raise BadInput(f"--with: the versions conflict: {problems[0]}{more}")
-    return wheels
+    wheels = {
+        n: fetch(n, v, find_links, log) for n, v in sorted(env.items()) if every or here.get(n) != v
+    }
+    added: dict[str, str] = {}
+    while True:
+        requires = {
+            n: wheel_requires(wheels[n]) if n in wheels else installed_requires(n) for n in env
+        }
+        # Capsule's own base requirements count; its framework extra only pins the version it
+        # is tested with, which is what an audit changes
+        requires[TOOL] = installed_requires(TOOL)
+        problems, missing = check(env, requires)
+        if problems:
+            more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
+            raise BadInput(f"--with: the versions conflict: {'; '.join(problems[:3])}{more}")
+        if not missing:
+            return wheels, added
+        for req in missing:
+            name = str(canonicalize_name(req.name))
+            if name not in env:
+                env[name] = added[name] = best_release(req)
+                log(f"audit: adding {name} {added[name]} (newly required: {req})")
+                wheels[name] = fetch(name, added[name], find_links, log)
 
 
 def host_environment(wheels: dict[str, Path], where: Path) -> Path:
@@ -299,8 +328,9 @@ def trial(
     work: Path,
     log: Log,
     keep_images: bool,
-) -> Verdict:
-    """Replay in the environment with `changes` applied and diff it against the baseline."""
+) -> tuple[Verdict, dict[str, str]]:
+    """Replay in the environment with `changes` applied and diff it against the baseline;
+    also returns the distributions added because a changed version newly requires them."""
     from builder.replay import replay_in_docker
 
     env = applied(pins, changes)
@@ -310,7 +340,7 @@ def trial(
     label = ", ".join(str(c) for c in changes) or "no changes"
     stored = capsule / "wheelhouse"
     find_links = [stored] if stored.is_dir() else []
-    wheels = prepare(env, manifest.spec.framework, find_links, log, every=on == "docker")
+    wheels, added = prepare(env, find_links, log, every=on == "docker")
     out = work / f"replay-{key}"
     log(f"audit: replaying with {label}")
     if on == "docker":
@@ -328,7 +358,7 @@ def trial(
             last = (result.stderr.strip().splitlines() or [""])[-1]
             raise BadInput(f"audit: the replay with {label} failed: {last}")
         shutil.rmtree(work / f"venv-{key}", ignore_errors=True)
-    return diff(capsule, out, Tolerances())
+    return diff(capsule, out, Tolerances()), added
 
 
 Test = Callable[[list[Change]], bool | None]
@@ -385,7 +415,7 @@ class Trials:
             return self.done[key]
         names = sorted(key)
         try:
-            found: Verdict | None = trial(
+            found, added = trial(
                 self.capsule,
                 self.manifest,
                 self.pins,
@@ -400,10 +430,12 @@ class Trials:
                 raise
             self.log(f"audit: {', '.join(names)} cannot be set up alone: {error}")
             self.trials.append(Trial(changes=names, verdict="unresolved", reasons=[str(error)]))
-            found = None
-        if found is not None:
-            self.log(f"audit: {', '.join(names) or 'no changes'} → {found.verdict}")
-            self.trials.append(Trial(changes=names, verdict=found.verdict, reasons=_short(found)))
+            self.done[key] = None
+            return None
+        self.log(f"audit: {', '.join(names) or 'no changes'} → {found.verdict}")
+        self.trials.append(
+            Trial(changes=names, added=added, verdict=found.verdict, reasons=_short(found))
+        )
         self.done[key] = found
         return found
 
@@ -437,13 +469,17 @@ def audit(
                     "reproduces the capsule"
                 )
             culprits = [c.name for c in ddmin(changes, trials.moves)]
-    reasons = [f"audit: {c}" for c in changes] + _short(full)
+    added = trials.trials[0].added
+    reasons = [f"audit: {c}" for c in changes]
+    reasons += [f"audit: {n} {v} added (the new versions require it)" for n, v in added.items()]
+    reasons += _short(full)
     if culprits is not None:
         reasons.insert(0, f"bisect: the result moves with {', '.join(culprits)}")
     record = AuditRecord(
         created=now(),
         on=on,  # type: ignore[arg-type]
         changes=changes,
+        added=added,
         verdict=full.verdict,
         reasons=reasons,
         bisect=culprits,

@@ -37,18 +37,28 @@ def test_numpy_one_release_back_is_audited_end_to_end(frozen_2d: Path, tmp_path:
     shutil.copytree(frozen_2d, copy)
     current = fingerprint_version(copy, "numpy")
     older = previous_release("numpy", current)
-    result = json.loads(
-        ok(capsule("audit", copy, "--with", f"numpy=={older}", "--on", "host", "--json")).stdout
-    )
-    assert result["changes"] == [{"name": "numpy", "old": current, "new": older}]
+    # python-dateutil is new to the capsule and needs six, which the version check adds
+    audit = capsule(
+        "audit", copy, "--with", f"numpy=={older}", "--with", "python-dateutil==2.9.0.post0",
+        "--on", "host", "--json",
+    )  # fmt: skip
+    result = json.loads(ok(audit).stdout)
+    assert result["changes"] == [
+        {"name": "numpy", "old": current, "new": older},
+        {"name": "python-dateutil", "old": None, "new": "2.9.0.post0"},
+    ]
     assert result["reasons"][0] == f"audit: numpy {current} → {older}"
+    assert result["reasons"][1] == "audit: python-dateutil absent → 2.9.0.post0"
+    assert list(result["added"]) == ["six"]
+    assert result["reasons"][2].startswith("audit: six ")
     # the replay really ran with the older numpy: its fingerprint says so
     assert f"numpy {current} → {older}" in " ".join(result["reasons"][1:])
     assert result["verdict"] in ("identical", "close", "equivalent", "diverged")
     assert len(result["trials"]) == 1
     ok(capsule("verify", copy))
     described = ok(capsule("inspect", copy)).stdout
-    assert f"numpy {current} → {older} → {result['verdict']}" in described
+    changes = f"numpy {current} → {older}, python-dateutil absent → 2.9.0.post0"
+    assert f"{changes} → {result['verdict']}" in described
     artifacts = json.loads((copy / "manifest.json").read_text())["artifacts"]
     assert [n for n in artifacts if n.startswith("audit/")]
 
