@@ -57,6 +57,9 @@ def test_interrupted_freeze_leaves_nothing(tmp_path: Path) -> None:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        # as in a terminal: a test run started in the background (`make test &`) would
+        # otherwise hand down SIGINT ignored, and Ctrl-C could not be tested
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     deadline = time.monotonic() + 120
     while not list(tmp_path.glob(".c.partial-*")) and time.monotonic() < deadline:
