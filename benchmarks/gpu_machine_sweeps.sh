@@ -5,12 +5,7 @@
 set -uo pipefail
 OUT=${OUT:-/tmp/machine-sweeps}
 mkdir -p "$OUT"
-if [ -d .whl ]; then  # wheels the GPU machine lacks (pydantic and its parts), carried along
-    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-        --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site
-fi
-export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
-cap() { python3 -m builder "$@"; }
+source benchmarks/device_env.sh
 work=/tmp/machine-sweeps-work
 rm -rf "$work" && mkdir -p "$work"
 lscpu | grep -E "^Model name|^CPU\(s\)" > "$OUT/machine.txt"

@@ -8,13 +8,7 @@
 set -uo pipefail
 OUT=${OUT:-/tmp/gpu-matrix}
 mkdir -p "$OUT"
-if [ -d .whl ]; then  # wheels the GPU machine lacks (pydantic and its parts), carried along
-    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-        --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site
-fi
-export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
-PY=${PY:-python3}
-cap() { "$PY" -m builder "$@"; }
+source benchmarks/device_env.sh
 work=/tmp/gpu-matrix-work  # logs stay here: $OUT holds the 7 result files
 rm -rf "$work" && mkdir -p "$work"
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader > "$OUT/gpu.txt" 2>/dev/null

@@ -6,12 +6,7 @@
 set -uo pipefail
 OUT=${OUT:-/tmp/gpu-usercode}
 mkdir -p "$OUT"
-if [ -d .whl ]; then  # wheels the GPU machine lacks (pydantic and its parts), carried along
-    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-        --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site
-fi
-export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
-cap() { python3 -m builder "$@"; }
+source benchmarks/device_env.sh
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader > "$OUT/gpu.txt"
 work=/tmp/gpu-usercode-work
 rm -rf "$work" && mkdir -p "$work"
