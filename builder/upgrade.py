@@ -30,6 +30,7 @@ from pydantic import Field
 
 from builder.errors import BadInput
 from builder.freeze import now
+from builder.image import TOOL_DISTRIBUTION as TOOL
 from builder.manifest import Manifest
 from builder.model_base import Strict
 from builder.spec import UserSpec
@@ -39,7 +40,6 @@ from builder.verdict import Tolerances, Verdict, diff
 Log = Callable[[str], None]
 AUDIT_DIR = "audits"
 AUDIT_PREFIX = "audit/"
-TOOL = "capsule-builder"
 
 
 class Change(Strict):
