@@ -89,6 +89,11 @@ class ControlSpec(Strict):
     onednn: bool = Field(
         default=True, description="TensorFlow's oneDNN kernels (TF_ENABLE_ONEDNN_OPTS)"
     )
+    tf32: bool = Field(
+        default=False,
+        description="TensorFloat-32 matmuls and convolutions on Ampere and later GPUs: faster, "
+        "10-bit mantissas; off unless asked (TensorFlow turns it on by default)",
+    )
 
 
 class SpecBase(Strict):

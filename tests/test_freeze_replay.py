@@ -18,7 +18,10 @@ def test_freeze_writes_a_complete_manifest(frozen_2d: Path) -> None:
     assert set(manifest["artifacts"]) == {"spec", "data", "order", "initial", "weights"}
     assert manifest["data"]["splits"]["train"]["rows"] == 10_000
     assert manifest["controls"]["seeds"]["pythonhashseed"] == "0"
-    assert manifest["controls"]["framework_switches"]["torch.use_deterministic_algorithms"] is True
+    switches = manifest["controls"]["framework_switches"]
+    assert switches["torch.use_deterministic_algorithms"] is True
+    assert switches["torch.backends.cuda.matmul.allow_tf32"] is False  # off unless asked
+    assert switches["torch.backends.cudnn.allow_tf32"] is False
     assert manifest["fingerprint"]["distributions"]["torch"].startswith("2.13.0")
     assert manifest["fingerprint"]["gpus"] == []
     outcome = manifest["outcome"]
@@ -79,6 +82,17 @@ def test_json_output_of_freeze_and_replay(tiny_spec, tmp_path: Path) -> None:  #
     assert replayed["kind"] == "replay"
     assert replayed["final"] == frozen["final"]
     assert replayed["artifacts"]["weights"] == frozen["artifacts"]["weights"]
+
+
+def test_tf32_is_applied_and_recorded_only_when_the_spec_asks(tiny_spec, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    spec = tiny_spec()
+    spec.write_text(spec.read_text() + "\n[controls]\ntf32 = true\n")
+    ok(capsule("freeze", spec, "--out", tmp_path / "c"))
+    manifest = json.loads((tmp_path / "c/manifest.json").read_text())
+    assert manifest["spec"]["controls"]["tf32"] is True
+    switches = manifest["controls"]["framework_switches"]
+    assert switches["torch.backends.cuda.matmul.allow_tf32"] is True
+    assert switches["torch.backends.cudnn.allow_tf32"] is True
 
 
 @pytest.mark.parametrize(

@@ -163,11 +163,15 @@ class TensorflowFramework:
         keras.utils.set_random_seed(spec.seeds.init)
         if spec.controls.deterministic:
             tf.config.experimental.enable_op_determinism()
+        tf.config.experimental.enable_tensor_float_32_execution(spec.controls.tf32)
         intra = tf.config.threading.get_intra_op_parallelism_threads()
         inter = tf.config.threading.get_inter_op_parallelism_threads()
         return {
             "keras.utils.set_random_seed": spec.seeds.init,
             "tf.config.experimental.enable_op_determinism": spec.controls.deterministic,
+            "tf.config.experimental.tensor_float_32_execution_enabled": (
+                tf.config.experimental.tensor_float_32_execution_enabled()
+            ),
             "tf.config.threading.intra_op_parallelism_threads": intra,
             "tf.config.threading.inter_op_parallelism_threads": inter,
             "interop_threads": inter,

@@ -136,8 +136,8 @@ class TorchFramework:
         _use_deterministic_algorithms(deterministic, warn_only)
         torch.backends.cudnn.deterministic = deterministic
         torch.backends.cudnn.benchmark = False
-        torch.backends.cuda.matmul.allow_tf32 = False
-        torch.backends.cudnn.allow_tf32 = False
+        torch.backends.cuda.matmul.allow_tf32 = spec.controls.tf32
+        torch.backends.cudnn.allow_tf32 = spec.controls.tf32
         return {
             "torch.manual_seed": spec.seeds.init,
             "torch.use_deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
