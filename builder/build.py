@@ -19,6 +19,7 @@ from builder.image import (
     build_image,
     build_tool_wheel,
     canonicalize,
+    code_in_image,
     download_wheels,
     drop_superseded,
     engine,
@@ -110,11 +111,7 @@ def build(capsule: Path, base: str | None, gpu: bool, check: bool, log: Log) -> 
     base_ref, base_id = ensure_base(api, recorded.base_image if check and recorded else base, log)
     dockerfile = render_dockerfile(gpu, base_ref, pip_wheels[0])
     folder = capsule / WHEELHOUSE_DIR[variant]
-    code = {
-        name.removeprefix("code/"): capsule / ref.path
-        for name, ref in manifest.artifacts.items()
-        if name.startswith("code/")
-    }
+    code = code_in_image(capsule, manifest)
     context = build_context(dockerfile, {w: folder / w for w in wheels}, code)
     digest = capsule_digest(manifest)
     tag = f"capsule/{manifest.spec.name.lower()}:{digest[:12]}-{variant}"

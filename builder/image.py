@@ -34,6 +34,8 @@ from builder.errors import BadInput, EngineMissing
 if TYPE_CHECKING:
     from docker import APIClient
 
+    from builder.manifest import Manifest
+
 ROOT = Path(__file__).resolve().parents[1]
 DOCKERFILES = ROOT / "dockerfiles"
 SOURCE_DATE_EPOCH = 315532800  # 1980-01-01: the earliest time a wheel's zip entries can carry
@@ -313,6 +315,15 @@ def render_dockerfile(gpu: bool, base: str, pip_wheel: str) -> str:
     return template.format(
         base=base, epoch=SOURCE_DATE_EPOCH, wheelhouse=WHEELHOUSE, pip_wheel=pip_wheel
     )
+
+
+def code_in_image(capsule: Path, manifest: Manifest) -> dict[str, Path]:
+    """The user's code as the image holds it: relative path → the capsule's stored copy."""
+    return {
+        name.removeprefix("code/"): capsule / ref.path
+        for name, ref in manifest.artifacts.items()
+        if name.startswith("code/")
+    }
 
 
 def build_context(

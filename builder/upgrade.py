@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import os
 import shutil
 import site
 import subprocess
@@ -129,8 +130,6 @@ def applied(pins: dict[str, str], changes: list[Change]) -> dict[str, str]:
 
 def wheel_cache() -> Path:
     """Downloaded wheels are kept between audits (a release never changes its files)."""
-    import os
-
     root = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
     path = root / "capsule" / "wheels"
     path.mkdir(parents=True, exist_ok=True)
@@ -281,6 +280,7 @@ def docker_image(
         build_context,
         build_image,
         build_tool_wheel,
+        code_in_image,
         engine,
         ensure_base,
         render_dockerfile,
@@ -296,12 +296,8 @@ def docker_image(
         files = {p.name: p for p in [*wheels.values(), tool[0]]}
         base_ref, _ = ensure_base(api, None, log)
         pip_wheel = next(n for n in files if n.startswith("pip-"))
-        code = {
-            name.removeprefix("code/"): capsule / ref.path
-            for name, ref in manifest.artifacts.items()
-            if name.startswith("code/")
-        }
-        context = build_context(render_dockerfile(False, base_ref, pip_wheel), files, code)
+        dockerfile = render_dockerfile(False, base_ref, pip_wheel)
+        context = build_context(dockerfile, files, code_in_image(capsule, manifest))
     tag = f"capsule-audit/{manifest.spec.name.lower()}:{key}-cpu"
     log(f"audit: building {tag}")
     return build_image(api, context, tag, {"org.capsule.audit": key}, nocache=False, log=log)
@@ -334,8 +330,6 @@ def trial(
     from builder.replay import replay_in_docker
 
     env = applied(pins, changes)
-    if on == "docker" and "pip" not in env:
-        env["pip"] = host_versions(["pip"])["pip"]
     key = hashlib.sha256(repr(sorted(env.items())).encode()).hexdigest()[:12]
     label = ", ".join(str(c) for c in changes) or "no changes"
     stored = capsule / "wheelhouse"
