@@ -98,6 +98,8 @@ def wheelhouse(
 def build(capsule: Path, base: str | None, gpu: bool, check: bool, log: Log) -> BuildResult:
     manifest = verify_capsule(capsule)
     variant = "cuda" if gpu else "cpu"
+    if gpu and manifest.spec.framework == "numpy":
+        raise BadInput(f"{capsule}: spec.framework: 'numpy' has no CUDA build; build without --gpu")
     recorded = manifest.images.get(variant)
     if check and recorded is None:
         raise BadInput(
@@ -110,6 +112,12 @@ def build(capsule: Path, base: str | None, gpu: bool, check: bool, log: Log) -> 
         raise BadInput(f"{capsule}: {WHEELHOUSE_DIR[variant]}: has no pip wheel to install with")
     base_ref, base_id = ensure_base(api, recorded.base_image if check and recorded else base, log)
     dockerfile = render_dockerfile(gpu, base_ref, pip_wheels[0])
+    if check and recorded and recorded.dockerfile_sha256 != sha256_bytes(dockerfile.encode()):
+        raise BadInput(
+            f"{capsule}: images.{variant}.dockerfile_sha256: the recorded image was built from "
+            "another Dockerfile (an earlier version of Capsule), so a rebuild cannot match it; "
+            "run `capsule build` to record an image of this version's recipe"
+        )
     folder = capsule / WHEELHOUSE_DIR[variant]
     code = code_in_image(capsule, manifest)
     context = build_context(dockerfile, {w: folder / w for w in wheels}, code)

@@ -4,8 +4,9 @@ Why the steps look the way they do (issue 3's measurements): the docker SDK driv
 classic builder; images install from the capsule's own wheelhouse (no index in containers);
 layers are byte-identical when the tool makes the tars itself (sorted, fixed mtime, uid 0) and
 the install step runs with SOURCE_DATE_EPOCH and touches what it wrote back to that epoch; the
-image ID then differs only by the config's creation times, which `canonicalize` fixes through
-save → canonical config → load.
+image ID then differs only by the config's creation times, which `canonicalize` fixes: a config
+made from the engine's inspect/history (fixed times), loaded as a tar of that config and a
+manifest (the engine already holds every layer, so nothing multi-gigabyte is saved).
 """
 
 from __future__ import annotations
@@ -126,7 +127,7 @@ def pinned_distributions(
     names = [*requirement_closure(TOOL_DISTRIBUTION, {framework}), "pip"]
     for extra in requires or []:
         names += [n for n in requirement_closure(extra, set()) if n not in names]
-    framework_dist = {"torch": "torch", "tensorflow": "tensorflow-cpu"}[framework]
+    framework_dist = {"torch": "torch", "tensorflow": "tensorflow-cpu", "numpy": "numpy"}[framework]
     if framework_dist not in names:
         raise BadInput(
             f"wheelhouse: Capsule's installed metadata has no '{framework}' extra; reinstall it "
@@ -380,49 +381,25 @@ def build_image(
     return found
 
 
-def _canonical_config(config: dict[str, Any]) -> dict[str, Any]:
-    """The config without what differs between two builds of the same layers."""
-    config = {k: v for k, v in config.items() if k not in ("container", "container_config")}
-    if isinstance(config.get("config"), dict):
-        config["config"] = {**config["config"], "Image": ""}  # the build's parent step: varies
-    config["created"] = EPOCH_ISO
-    config["history"] = [{**h, "created": EPOCH_ISO} for h in config.get("history", [])]
-    return config
+OCI_CONFIG_FIELDS = (
+    "User", "ExposedPorts", "Env", "Entrypoint", "Cmd", "Volumes", "WorkingDir", "Labels",
+    "StopSignal",
+)  # fmt: skip
 
 
-class _ChunkReader(io.RawIOBase):
-    """A file-like view of the engine's chunk stream, so tarfile can read `docker save` as it
-    arrives instead of from a multi-gigabyte file on disk."""
-
-    def __init__(self, chunks: Iterator[bytes]) -> None:
-        self.chunks, self.pending = chunks, b""
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: Any) -> int:
-        while not self.pending:
-            try:
-                self.pending = next(self.chunks)
-            except StopIteration:
-                return 0
-        n = min(len(buffer), len(self.pending))
-        buffer[:n], self.pending = self.pending[:n], self.pending[n:]
-        return n
-
-
-def _saved_metadata(api: APIClient, image_id: str) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """manifest.json and the image config from a streamed `docker save`, skipping the layers."""
-    found: dict[str, bytes] = {}
-    reader = io.BufferedReader(
-        _ChunkReader(iter(api.get_image(image_id, chunk_size=1 << 20))), 1 << 20
-    )
-    with tarfile.open(fileobj=reader, mode="r|") as tar:
-        for member in tar:
-            if member.isfile() and "/" not in member.name and member.name.endswith(".json"):
-                found[member.name] = tar.extractfile(member).read()  # type: ignore[union-attr]
-    manifest = json.loads(found["manifest.json"])
-    return manifest, json.loads(found[manifest[0]["Config"]])
+def canonical_config(api: APIClient, image_id: str) -> dict[str, Any]:
+    """The image's config as a function of its layers and settings alone: the OCI fields that
+    are set, fixed times, no build history (build-container IDs, each engine's own wording).
+    Read from `inspect`, so no multi-gigabyte `save` is needed."""
+    found = api.inspect_image(image_id)
+    settings = found.get("Config") or {}
+    return {
+        "architecture": found["Architecture"],
+        "os": found["Os"],
+        "config": {k: settings[k] for k in OCI_CONFIG_FIELDS if settings.get(k)},
+        "created": EPOCH_ISO,
+        "rootfs": {"type": "layers", "diff_ids": list(found["RootFS"]["Layers"])},
+    }
 
 
 def raw_tag(tag: str) -> str:
@@ -443,12 +420,12 @@ def canonicalize(
     if previous_raw == image_id and canonical_now is not None:
         return canonical_now
     log("build: canonicalizing the image config")
-    manifest, config = _saved_metadata(api, image_id)
-    config_bytes = json.dumps(
-        _canonical_config(config), separators=(",", ":"), sort_keys=True
-    ).encode()
+    config = canonical_config(api, image_id)
+    config_bytes = json.dumps(config, separators=(",", ":"), sort_keys=True).encode()
     digest = hashlib.sha256(config_bytes).hexdigest()
-    entry = {**manifest[0], "Config": f"{digest}.json", "RepoTags": [tag]}
+    # the engine holds every layer already, so the load reads only these two files
+    layers = [f"{d.split(':', 1)[1]}/layer.tar" for d in config["rootfs"]["diff_ids"]]
+    entry = {"Config": f"{digest}.json", "RepoTags": [tag], "Layers": layers}
     small = io.BytesIO()
     with tarfile.open(fileobj=small, mode="w") as tar:
         for name, data in (
@@ -458,8 +435,7 @@ def canonicalize(
             info = tarfile.TarInfo(name)
             info.size, info.mtime = len(data), SOURCE_DATE_EPOCH
             tar.addfile(info, io.BytesIO(data))
-    for _ in api.load_image(small.getvalue()):
-        pass
+    load_image(api, io.BytesIO(small.getvalue()))
     canonical = f"sha256:{digest}"
     if image_exists(api, canonical) is None:
         raise BadInput("build: the canonical image did not load")

@@ -101,7 +101,10 @@ class SpecBase(Strict):
 
     name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
     description: str = ""
-    framework: Literal["torch", "tensorflow"]
+    framework: Literal["torch", "tensorflow", "numpy"] = Field(
+        description="'numpy': the user's own code with no deep-learning framework "
+        "(the smallest capsule and image)"
+    )
     seeds: SeedSpec
     controls: ControlSpec = Field(default_factory=ControlSpec)
 

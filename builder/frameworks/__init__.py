@@ -74,6 +74,7 @@ class Framework(Protocol):
 AVAILABLE = {
     "torch": ("builder.frameworks.torch", "torch"),
     "tensorflow": ("builder.frameworks.tensorflow", "tensorflow"),
+    "numpy": ("builder.frameworks.numpy", "numpy"),
 }
 
 
@@ -90,6 +91,16 @@ def check_framework(name: str, source: str) -> None:
 def check_spec(spec: SpecBase, source: str) -> None:
     """Refuse, naming the file and field, what a spec's framework cannot do as specified."""
     check_framework(spec.framework, source)
+    if spec.framework == "numpy" and isinstance(spec, Spec):
+        raise BadInput(
+            f"{source}: framework: 'numpy' runs the user's own code only (give 'entrypoint'); "
+            "the built-in MLP needs 'torch' or 'tensorflow'"
+        )
+    if spec.framework == "numpy" and spec.controls.device == "cuda":
+        raise BadInput(
+            f"{source}: controls.device: 'cuda' needs a framework with GPU support "
+            "(torch or tensorflow), not 'numpy'"
+        )
     if isinstance(spec, Spec) and spec.framework == "tensorflow" and spec.train.weight_decay:
         raise BadInput(
             f"{source}: train.weight_decay: not supported with framework 'tensorflow' "

@@ -1,0 +1,52 @@
+"""NumPy alone, for the user's own code that needs no deep-learning framework.
+
+Its images hold Capsule and NumPy's stack only (about 100 MB installed, against gigabytes with a
+framework), so it is also the smallest capsule there is: the image tests use it for the
+mechanics (rebuild ID, export/import, confinement, missing engines). NumPy has no GPU and no
+switches of its own: Python's `random` and NumPy's global RNG are seeded by Capsule before the
+code runs, and its BLAS threads are sized through the process environment (controls.py).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from builder.errors import BadInput
+from builder.manifest import EpochMetrics, GpuInfo
+from builder.spec import Spec, SpecBase
+
+
+class NumpyFramework:
+    name = "numpy"
+
+    def version(self) -> str:
+        return str(np.__version__)
+
+    def gpu_facts(self) -> tuple[list[GpuInfo], str | None, str | None]:
+        return [], None, None
+
+    def apply_base_controls(
+        self, spec: SpecBase, device: str, threads: int, warn_only: bool
+    ) -> dict[str, str | int | float | bool | None]:
+        return {"numpy.random.seed": spec.seeds.init % 2**32, "interop_threads": threads}
+
+    def apply_controls(
+        self, spec: Spec, device: str, threads: int
+    ) -> dict[str, str | int | float | bool | None]:
+        raise _builtin_refused()
+
+    def train(self, *args: object, **kwargs: object) -> object:
+        raise _builtin_refused()
+
+    def evaluate(self, *args: object, **kwargs: object) -> EpochMetrics:
+        raise _builtin_refused()
+
+
+def _builtin_refused() -> BadInput:
+    return BadInput(
+        "framework: 'numpy' runs the user's own code only (give 'entrypoint'); "
+        "the built-in MLP needs 'torch' or 'tensorflow'"
+    )
+
+
+FRAMEWORK = NumpyFramework()
