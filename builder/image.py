@@ -348,10 +348,13 @@ def build_context(
 def build_image(
     api: APIClient, context: bytes, tag: str, labels: dict[str, str], nocache: bool, log: Log
 ) -> str:
-    """Run the classic build, streaming its steps to `log`; return the raw image ID."""
+    """Run the classic build, streaming its steps to `log`; return the raw image ID.
+
+    The install stage's image (wheelhouse and installed tree, gigabytes with a framework) is
+    removed afterwards: the engine keeps only the image itself."""
     from docker.errors import APIError
 
-    image_id = None
+    image_id, last_step, stages = None, None, []
     try:
         stream = api.build(
             fileobj=io.BytesIO(context),
@@ -371,10 +374,17 @@ def build_image(
             text = chunk.get("stream", "").strip()
             if text.startswith("Step "):
                 log(f"build: {text[:140]}")
+                if " : FROM " in text and last_step:
+                    stages.append(last_step)  # the previous stage ended there
+            elif text.startswith("---> ") and " " not in text[5:]:
+                last_step = text[5:]
             if "aux" in chunk and "ID" in chunk["aux"]:
                 image_id = chunk["aux"]["ID"]
     except APIError as error:
         raise BadInput(f"image build failed: {error.explanation or error}") from None
+    for stage in stages:
+        with contextlib.suppress(APIError):  # the engine keeps what something else still uses
+            api.remove_image(stage)
     found = image_id or image_exists(api, tag)
     if found is None:
         raise BadInput("image build finished without an image")

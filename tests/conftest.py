@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -122,3 +123,62 @@ def frozen_digits(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], P
         return frozen[framework]
 
     return get
+
+
+@pytest.fixture(scope="session")
+def frozen_small(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The smallest capsule: capsules/numpy-softmax (the user's own NumPy code, no framework),
+    here also requiring `idna`, so its image shows what `[code] requires` brings in."""
+    spec_dir = tmp_path_factory.mktemp("small-spec")
+    shutil.copytree(CAPSULES / "numpy-softmax", spec_dir, dirs_exist_ok=True)
+    spec = spec_dir / "capsule.toml"
+    spec.write_text(spec.read_text().replace('include = ["train.py"]', REQUIRES_IDNA))
+    out = tmp_path_factory.mktemp("capsules") / "numpy-softmax"
+    ok(capsule("freeze", spec_dir, "--out", out))
+    return out
+
+
+REQUIRES_IDNA = 'include = ["train.py"]\nrequires = ["idna"]'
+
+
+def built_copy(frozen: Path, into: Path) -> Path:
+    """A copy of a frozen capsule with its CPU image built."""
+    copy = into / frozen.name
+    shutil.copytree(frozen, copy)
+    ok(capsule("build", copy))
+    return copy
+
+
+@pytest.fixture(scope="session")
+def small_image(frozen_small: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The smallest capsule with its image built, once per session, for the tests of image
+    mechanics (rebuild ID, export/import, replay, missing engines); removed afterwards."""
+    copy = built_copy(frozen_small, tmp_path_factory.mktemp("small-image"))
+    yield copy
+    remove_images(copy)
+
+
+@pytest.fixture(scope="session")
+def torch_image(frozen_2d: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """paper-2d-torch with its real PyTorch image built, once per session; removed afterwards."""
+    copy = built_copy(frozen_2d, tmp_path_factory.mktemp("torch-image"))
+    yield copy
+    remove_images(copy)
+
+
+def previous_release(name: str, version: str) -> str:
+    """The release of `name` just before `version`, as the package index lists them."""
+    result = subprocess.run(
+        [sys.executable, "-m", "pip", "index", "versions", name],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    line = next(ln for ln in result.stdout.splitlines() if ln.startswith("Available versions:"))
+    releases = [v.strip() for v in line.split(":", 1)[1].split(",")]
+    return releases[releases.index(version) + 1]
+
+
+def fingerprint_version(path: Path, name: str) -> str:
+    manifest = json.loads((path / "manifest.json").read_text())
+    return str(manifest["fingerprint"]["distributions"][name])

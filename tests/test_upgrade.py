@@ -6,30 +6,10 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
-from tests.conftest import capsule, ok
+from tests.conftest import capsule, fingerprint_version, ok, previous_release
 from tests.test_usercode import SPEC, tiny
-
-
-def previous_release(name: str, version: str) -> str:
-    """The release of `name` just before `version`, as the package index lists them."""
-    result = subprocess.run(
-        [sys.executable, "-m", "pip", "index", "versions", name],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    line = next(ln for ln in result.stdout.splitlines() if ln.startswith("Available versions:"))
-    releases = [v.strip() for v in line.split(":", 1)[1].split(",")]
-    return releases[releases.index(version) + 1]
-
-
-def fingerprint_version(path: Path, name: str) -> str:
-    manifest = json.loads((path / "manifest.json").read_text())
-    return str(manifest["fingerprint"]["distributions"][name])
 
 
 def test_numpy_one_release_back_is_audited_end_to_end(frozen_2d: Path, tmp_path: Path) -> None:

@@ -149,31 +149,6 @@ def test_an_image_whose_code_differs_from_the_capsule_is_refused(
     assert "train.py" in result.stderr and not (tmp_path / "r").exists()
 
 
-@pytest.mark.docker
-# PyTorch only: a TensorFlow image is built and replayed in test_image.py, and the code path for
-# user code in an image does not depend on the framework (each TF image costs CI over 2 min)
-@pytest.mark.parametrize("framework", ["torch"])
-def test_digits_example_replays_identically_in_its_image(
-    framework: str,
-    frozen_digits: Callable[[str], Path],
-    tmp_path: Path,
-    cleanup_images: list[Path],
-) -> None:
-    """The image holds the code and what it `requires` (scikit-learn); the container replays
-    from the image's copy of the code, checked against the capsule's digests."""
-    copy = tmp_path / f"digits-cnn-{framework}"
-    shutil.copytree(frozen_digits(framework), copy)
-    cleanup_images.append(copy)
-    ok(capsule("build", copy))
-    wheels = [n for n in inspect_json(copy)["artifacts"] if n.startswith("wheelhouse/")]
-    assert any(w.startswith("wheelhouse/scikit_learn-") for w in wheels), wheels
-    ok(capsule("replay", copy, "--on", "docker", "--out", tmp_path / "replay"))
-    record = inspect_json(tmp_path / "replay")
-    assert record["on"] == "docker" and record["image_id"].startswith("sha256:")
-    result = verdict(copy, tmp_path / "replay")
-    assert result["verdict"] == "identical", result["reasons"]
-
-
 # ---------------------------------------------------------------- verdicts on user code
 
 
