@@ -28,7 +28,7 @@ engines:
 
 test: install engines
 	$(BIN)/ruff check builder tests benchmarks
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n 2 --dist loadfile
 
 lint: install
 	$(BIN)/ruff check builder tests benchmarks

@@ -7,6 +7,7 @@ contract's exit code (2 bad input, 3 integrity, 4 engine missing), never a trace
 from __future__ import annotations
 
 import json
+import os
 import signal
 import sys
 from collections.abc import Callable, Iterator
@@ -1062,6 +1063,9 @@ def _describe(record: Manifest | ReplayRecord, path: Path) -> None:
 
 
 def main() -> None:
+    # TensorFlow's C++ INFO/WARNING lines (oneDNN, CPU features) are not Capsule's output; a run
+    # of a TensorFlow spec records the value (controls.process_env), and a user's own wins.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     try:
         app()
     except KeyboardInterrupt:

@@ -17,6 +17,13 @@ CAPSULES = ROOT / "capsules"
 CAPSULE_BIN = Path(sys.executable).parent / "capsule"
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Docker tests first: under `-n 2 --dist loadfile` (make test) their file is the longest
+    unit of work, so it starts at once on one worker while the other takes every other file;
+    docker stays on that one worker, so no test sees another's containers or images."""
+    items.sort(key=lambda item: item.get_closest_marker("docker") is None)
+
+
 def capsule(*args: object, timeout: int = 600) -> subprocess.CompletedProcess[str]:
     """Run the installed CLI; tests assert on its exit code, stdout and stderr."""
     return subprocess.run(
@@ -125,6 +132,9 @@ def frozen_digits(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], P
     return get
 
 
+REQUIRES_IDNA = 'include = ["train.py"]\nrequires = ["idna"]'
+
+
 @pytest.fixture(scope="session")
 def frozen_small(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The smallest capsule: capsules/numpy-softmax (the user's own NumPy code, no framework),
@@ -136,9 +146,6 @@ def frozen_small(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("capsules") / "numpy-softmax"
     ok(capsule("freeze", spec_dir, "--out", out))
     return out
-
-
-REQUIRES_IDNA = 'include = ["train.py"]\nrequires = ["idna"]'
 
 
 def built_copy(frozen: Path, into: Path) -> Path:

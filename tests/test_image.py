@@ -25,7 +25,7 @@ from tests.conftest import (
     previous_release,
 )
 
-pytestmark = [pytest.mark.docker, pytest.mark.xdist_group("images")]
+pytestmark = pytest.mark.docker
 
 
 def docker(*args: str) -> str:
