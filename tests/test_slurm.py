@@ -3,6 +3,7 @@ the local executor, and a crashed task reported, its finished runs kept, the rer
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -47,17 +48,19 @@ def test_crashed_slurm_task_is_reported_and_the_rerun_completes(
     command = [str(CAPSULE_BIN), "sweep", str(cap), "--seeds", "4", "--jobs", "2"]
     command += ["--executor", "slurm"]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    victim = None
-    deadline = time.time() + 240
-    while victim is None and time.time() < deadline:
+    killed, deadline = False, time.time() + 240
+    while not killed and time.time() < deadline and process.poll() is None:
         found = subprocess.run(
             ["pgrep", "-f", "submitit.core._submit"], capture_output=True, text=True
         ).stdout.split()
-        victim = int(found[0]) if found else None
+        if found:
+            time.sleep(1.0)  # let it get into its run
+        for pid in map(int, found):  # srun and the task's python: whichever still runs
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+                killed = True
         time.sleep(0.2)
-    assert victim is not None, "no Slurm task started"
-    time.sleep(1.0)  # let it get into its run
-    os.kill(victim, signal.SIGKILL)
+    assert killed, "no Slurm task was caught running"
     _, stderr = process.communicate(timeout=300)
     assert process.returncode == 1, stderr
     assert "ended without a result" in stderr or "died" in stderr, stderr
