@@ -27,12 +27,12 @@ engines:
 	scripts/slurm-up.sh
 
 test: install engines
-	$(BIN)/ruff check builder tests benchmarks
+	$(BIN)/ruff check builder tests benchmarks scripts
 	$(BIN)/pytest -q -n 2 --dist loadfile
 
 lint: install
-	$(BIN)/ruff check builder tests benchmarks
-	$(BIN)/ruff format --check builder tests benchmarks
+	$(BIN)/ruff check builder tests benchmarks scripts
+	$(BIN)/ruff format --check builder tests benchmarks scripts
 
 bench: install engines
 	$(BIN)/python benchmarks/freeze_overhead.py

@@ -38,7 +38,11 @@ def gigabytes(n: int) -> str:
 
 
 def main(report_path: str) -> None:
-    items = json.loads(Path(report_path).read_text()).get("install", [])
+    items = [  # the project itself (a local directory) is not downloaded
+        i
+        for i in json.loads(Path(report_path).read_text()).get("install", [])
+        if "dir_info" not in i.get("download_info", {})
+    ]
     names = [(i["metadata"]["name"].lower(), i["metadata"]["version"]) for i in items]
     urls = [i.get("download_info", {}).get("url", "") for i in items]
     with ThreadPoolExecutor(16) as pool:

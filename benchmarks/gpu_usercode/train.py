@@ -16,9 +16,16 @@ def main(run: Run) -> None:
     y = (x.mean(dim=(1, 2, 3)) > 0).long() + 2 * (x[:, 0, :8].mean(dim=(1, 2)) > 0).long()
     run.record_arrays("synthetic", x=x, y=y)
     model = nn.Sequential(
-        nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Flatten(), nn.Linear(32 * 4 * 4, 64), nn.ReLU(), nn.Linear(64, 4),
+        nn.Conv2d(1, 16, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(16, 32, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(32 * 4 * 4, 64),
+        nn.ReLU(),
+        nn.Linear(64, 4),
     ).to(run.device)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     histogram = torch.histc(y.float(), bins=4, min=0, max=3)
