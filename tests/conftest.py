@@ -48,6 +48,16 @@ def remove_images(capsule_dir: Path) -> None:
     subprocess.run(["docker", "image", "prune", "-f"], capture_output=True)
 
 
+def assert_refused(result: subprocess.CompletedProcess[str], *needles: str) -> None:
+    """Exit 2 with one line (no traceback) that holds every needle."""
+    assert result.returncode == 2, (result.returncode, result.stderr)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+
+
 @pytest.fixture
 def cleanup_images() -> Iterator[list[Path]]:
     """Capsule directories appended to the yielded list get their images removed afterwards."""

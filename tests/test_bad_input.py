@@ -7,16 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import capsule
-
-
-def assert_refused(result, *needles: str) -> None:  # type: ignore[no-untyped-def]
-    assert result.returncode == 2, (result.returncode, result.stderr)
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert "Traceback" not in result.stderr
-    for needle in needles:
-        assert needle in lines[0], lines[0]
+from tests.conftest import assert_refused, capsule
 
 
 def freeze_refused(spec: Path, tmp_path: Path, *needles: str) -> None:

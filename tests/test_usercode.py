@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import capsule, ok
+from tests.conftest import CAPSULES, assert_refused, capsule, ok
 
 SPEC = """\
 name = "{name}"
@@ -321,3 +321,36 @@ def test_sweep_of_user_code_reruns_it_per_seed(tmp_path: Path) -> None:
     own = weights_digest(load_file(tmp_path / "cap/artifacts/weights.safetensors"))
     assert runs[5]["weights_sha256"] == own and runs[6]["weights_sha256"] != own
     assert set(runs[5]["final"]) == {"loss"}
+
+
+# ---------------------------------------------------------------- framework "numpy"
+
+
+def test_numpy_code_freezes_and_replays_identically_with_no_framework(
+    frozen_small: Path, tmp_path: Path
+) -> None:
+    manifest = inspect_json(frozen_small)
+    assert manifest["fingerprint"]["framework"] == "numpy"
+    assert manifest["controls"]["framework_switches"]["numpy.random.seed"] == 5
+    assert manifest["audit"] == []  # the example draws from a seeded Generator
+    ok(capsule("replay", frozen_small, "--out", tmp_path / "replay"))
+    result = verdict(frozen_small, tmp_path / "replay")
+    assert result["verdict"] == "identical", result["reasons"]
+
+
+def test_numpy_is_refused_where_it_cannot_work(frozen_small: Path, tmp_path: Path) -> None:
+    """The built-in MLP, a CUDA device and a CUDA image need a real framework."""
+    builtin = tmp_path / "builtin.toml"
+    builtin.write_text(
+        (CAPSULES / "paper-2d-torch/capsule.toml").read_text().replace('"torch"', '"numpy"', 1)
+    )
+    assert_refused(capsule("freeze", builtin, "--out", tmp_path / "a"), "framework", "entrypoint")
+    spec = tmp_path / "spec"
+    shutil.copytree(CAPSULES / "numpy-softmax", spec)
+    toml = spec / "capsule.toml"
+    toml.write_text(toml.read_text() + '\n[controls]\ndevice = "cuda"\n')
+    assert_refused(capsule("freeze", spec, "--out", tmp_path / "b"), "controls.device")
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+    copy = tmp_path / "c"
+    shutil.copytree(frozen_small, copy)
+    assert_refused(capsule("build", copy, "--gpu"), "framework", "numpy")
