@@ -128,6 +128,16 @@ def build(capsule: Path, base: str | None, gpu: bool, check: bool, log: Log) -> 
         "org.capsule.name": manifest.spec.name,
         "org.capsule.variant": variant,
     }
+    if (
+        not check
+        and recorded is not None
+        and (recorded.base_id, recorded.capsule_digest) == (base_id, digest)
+        and recorded.dockerfile_sha256 == sha256_bytes(dockerfile.encode())
+        and recorded.wheels == wheels
+        and image_exists(api, recorded.image_id) is not None
+    ):
+        log(f"build: {tag} is built already (same base, Dockerfile and wheels); --check rebuilds")
+        return BuildResult(variant, recorded, False, None, None)
     log(f"build: {tag} from {base_ref}{' (no cache)' if check else ''}")
     previous_raw = image_exists(api, raw_tag(tag))
     raw = build_image(api, context, raw_tag(tag), labels, nocache=check, log=log)

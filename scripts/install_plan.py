@@ -63,7 +63,7 @@ def main(report_path: str) -> None:
         print(
             f"bootstrap: torch {torch} is PyTorch's CUDA build here, with {len(cuda)} "
             f"nvidia-*/triton wheels: {gigabytes(cuda_size)} of the download, about 6 GB "
-            "installed, and the same again in every capsule image built from it.\n"
+            "installed, and about 5 GB in each capsule image that carries it.\n"
             "bootstrap: for the CPU build (about 0.2 GB) where PyTorch's own index is "
             "reachable: make clean install TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu",
             file=sys.stderr,

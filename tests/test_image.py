@@ -124,6 +124,13 @@ def test_small_image_replays_the_users_code_identically(small_image: Path, tmp_p
     replay_in_docker_is_identical(small_image, tmp_path / "r")
 
 
+def test_building_a_built_capsule_again_keeps_its_image(small_image: Path) -> None:
+    before = manifest(small_image)["images"]["cpu"]
+    result = ok(capsule("build", small_image))
+    assert "built already" in result.stderr
+    assert manifest(small_image)["images"]["cpu"] == before
+
+
 def test_no_cache_rebuild_gives_the_recorded_image_id(small_image: Path) -> None:
     result = ok(capsule("build", small_image, "--check", "--json"))
     assert json.loads(result.stdout)["matches"] is True
