@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from builder.errors import BadInput, IntegrityError
+from builder.frameworks import PIP_DISTRIBUTIONS
 from builder.freeze import now
 from builder.image import (
     SOURCE_DATE_EPOCH,
@@ -63,8 +64,11 @@ def wheelhouse(
         manifest.fingerprint.distributions, manifest.spec.framework, log, requires
     )
     if variant == "cuda":
-        # the framework's CUDA build: same version without the local "+cpu" tag
-        pins[manifest.spec.framework] = pins[manifest.spec.framework].split("+")[0]
+        # the framework's CUDA build at the same version, without a local "+cpu" tag
+        cpu_dist, cuda_requirement = PIP_DISTRIBUTIONS[manifest.spec.framework]
+        assert cuda_requirement is not None  # build() refuses --gpu for framework numpy
+        pins[cuda_requirement] = pins.pop(cpu_dist).split("+")[0]
+        log(f"wheelhouse: the CUDA build {cuda_requirement}=={pins[cuda_requirement]}")
     staging = capsule / f".{folder}.partial-{uuid.uuid4().hex[:8]}"
     staging.mkdir()
     try:

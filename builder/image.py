@@ -127,7 +127,9 @@ def pinned_distributions(
     names = [*requirement_closure(TOOL_DISTRIBUTION, {framework}), "pip"]
     for extra in requires or []:
         names += [n for n in requirement_closure(extra, set()) if n not in names]
-    framework_dist = {"torch": "torch", "tensorflow": "tensorflow-cpu", "numpy": "numpy"}[framework]
+    from builder.frameworks import PIP_DISTRIBUTIONS
+
+    framework_dist = PIP_DISTRIBUTIONS[framework][0]
     if framework_dist not in names:
         raise BadInput(
             f"wheelhouse: Capsule's installed metadata has no '{framework}' extra; reinstall it "

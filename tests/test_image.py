@@ -264,3 +264,26 @@ def test_matrix_with_a_docker_column_agrees_with_the_baseline(
         ), cell
     identical = {r["trained_on"]: r["weights_identical_to_baseline"] for r in result["rows"]}
     assert identical == {"cpu:1": True, "cpu:2": True, "docker:cpu": True}
+
+
+def test_a_tensorflow_cuda_wheelhouse_asks_for_tensorflow_and_cuda(tmp_path: Path) -> None:
+    """`build --gpu` of a TensorFlow capsule (its CPU pins hold tensorflow-cpu) asks pip for
+    tensorflow[and-cuda]; with no index to ask, one line and exit 2, nothing left behind."""
+    ok(capsule("freeze", CAPSULES / "paper-2d-tensorflow", "--out", tmp_path / "c"))
+    (tmp_path / "empty").mkdir()
+    env = {
+        **os.environ,
+        "PIP_CONFIG_FILE": os.devnull,
+        "PIP_NO_INDEX": "1",
+        "PIP_FIND_LINKS": str(tmp_path / "empty"),
+    }
+    result = subprocess.run(
+        [str(CAPSULE_BIN), "build", tmp_path / "c", "--gpu"],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert result.returncode == 2, result.stderr
+    assert "tensorflow[and-cuda]==2.21.0" in result.stderr
+    assert "pip download failed" in result.stderr and "Traceback" not in result.stderr
+    assert not [p for p in (tmp_path / "c").iterdir() if "wheelhouse" in p.name]

@@ -71,6 +71,13 @@ class Framework(Protocol):
         ...
 
 
+# framework → (the distribution its CPU capsules pin, the requirement of its CUDA build)
+PIP_DISTRIBUTIONS: dict[str, tuple[str, str | None]] = {
+    "torch": ("torch", "torch"),
+    "tensorflow": ("tensorflow-cpu", "tensorflow[and-cuda]"),
+    "numpy": ("numpy", None),
+}
+
 AVAILABLE = {
     "torch": ("builder.frameworks.torch", "torch"),
     "tensorflow": ("builder.frameworks.tensorflow", "tensorflow"),
