@@ -28,11 +28,13 @@ engines:
 
 test: install engines
 	$(BIN)/ruff check builder tests benchmarks scripts
+	$(BIN)/mypy builder
 	$(BIN)/pytest -q -n 2 --dist loadfile
 
 lint: install
 	$(BIN)/ruff check builder tests benchmarks scripts
 	$(BIN)/ruff format --check builder tests benchmarks scripts
+	$(BIN)/mypy builder
 
 bench: install engines
 	$(BIN)/python benchmarks/freeze_overhead.py

@@ -9,6 +9,7 @@ import shutil
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from builder.errors import BadInput, IntegrityError
 from builder.frameworks import PIP_DISTRIBUTIONS
@@ -101,7 +102,7 @@ def wheelhouse(
 
 def build(capsule: Path, base: str | None, gpu: bool, check: bool, log: Log) -> BuildResult:
     manifest = verify_capsule(capsule)
-    variant = "cuda" if gpu else "cpu"
+    variant: Literal["cpu", "cuda"] = "cuda" if gpu else "cpu"
     if gpu and manifest.spec.framework == "numpy":
         raise BadInput(f"{capsule}: spec.framework: 'numpy' has no CUDA build; build without --gpu")
     recorded = manifest.images.get(variant)

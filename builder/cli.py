@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from enum import StrEnum
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING, Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated, NoReturn, cast
 
 import typer
 from rich.console import Console
@@ -821,7 +821,7 @@ def audit(
     The result is stored in the capsule (artifact audit/<sha12>, listed by `inspect`)."""
     from builder.upgrade import audit as do_audit
     from builder.upgrade import parse_with
-    from builder.verdict import meets
+    from builder.verdict import TIERS, Tier, meets
 
     with reported():
         record = do_audit(capsule, parse_with(with_), on.value, bisect, say, keep_images)
@@ -829,7 +829,9 @@ def audit(
         print(record.model_dump_json(indent=2))
     else:
         _print_audit(record)
-    if require is not None and not meets(record.verdict, require.value):
+    if require is not None and not (
+        record.verdict in TIERS and meets(cast(Tier, record.verdict), require.value)
+    ):
         raise typer.Exit(1)
 
 

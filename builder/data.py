@@ -218,7 +218,7 @@ def describe(
     return DataRecord(
         source="builtin" if builtin else "files",
         builtin=builtin,
-        files=files or {},
+        files=files or {},  # type: ignore[arg-type]
         classes=dataset.classes,
         splits=splits,  # type: ignore[arg-type]
     )

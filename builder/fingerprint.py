@@ -30,7 +30,8 @@ NOT_NUMERIC = ("TF_CLI_", "TF_VAR_", "TF_LOG", "TF_DATA_DIR", "TF_IN_AUTOMATION"
 
 
 def _cpu() -> tuple[str, list[str]]:
-    model, flags = platform.processor() or "unknown", []
+    model: str = platform.processor() or "unknown"
+    flags: list[str] = []
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             key, _, value = line.partition(":")

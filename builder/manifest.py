@@ -12,7 +12,7 @@ from pydantic import Field
 from builder.model_base import Strict
 from builder.spec import AnySpec
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION: Literal[1] = 1
 Sha256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
 Split = Literal["train", "dev", "eval"]
 

@@ -7,6 +7,7 @@ import os
 import shutil
 from collections.abc import Callable
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
@@ -165,7 +166,7 @@ def replay_in_docker(
     manifest = verify_capsule(capsule)
     spec, _ = replay_spec(manifest, threads, device, sets)  # bad --set values fail here, early
     gpu = spec.controls.device == "cuda"
-    variant = "cuda" if gpu else "cpu"
+    variant: Literal["cpu", "cuda"] = "cuda" if gpu else "cpu"
     if image_id is None:
         image = manifest.images.get(variant)
         if image is None:
@@ -202,8 +203,8 @@ def replay_in_docker(
             code, last = run_in_container(api, cid, log)
         if code != 0:
             raise _container_error(code, last)
-        for item in (work / "replay").iterdir():
-            item.rename(stage.stage / item.name)
+        for produced in (work / "replay").iterdir():
+            produced.rename(stage.stage / produced.name)
         shutil.rmtree(work)
         record = load_record(stage.stage)
         if not isinstance(record, ReplayRecord):

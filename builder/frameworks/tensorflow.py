@@ -226,12 +226,15 @@ class TensorflowFramework:
                 )
         initial = named_weights(model)
         variables = model.trainable_variables
+        update: Update
         if (spec.train.adam_variant or "keras") == "keras":
             optimizer = keras_adam(spec)
             optimizer.build(variables)
 
-            def update(grads: list[tf.Tensor]) -> None:
+            def apply_keras(grads: list[tf.Tensor]) -> None:
                 optimizer.apply_gradients(zip(grads, variables, strict=True))
+
+            update = apply_keras
         else:
             update = torch_adam_update(spec, variables)
         x_train, y_train = splits["train"]
