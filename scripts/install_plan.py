@@ -43,6 +43,9 @@ def main(report_path: str) -> None:
         for i in json.loads(Path(report_path).read_text()).get("install", [])
         if "dir_info" not in i.get("download_info", {})
     ]
+    if not items:
+        print("bootstrap: nothing new to download", file=sys.stderr)
+        return
     names = [(i["metadata"]["name"].lower(), i["metadata"]["version"]) for i in items]
     urls = [i.get("download_info", {}).get("url", "") for i in items]
     with ThreadPoolExecutor(16) as pool:
