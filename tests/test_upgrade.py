@@ -9,7 +9,7 @@ import shutil
 from pathlib import Path
 
 from tests.conftest import capsule, fingerprint_version, ok, previous_release
-from tests.test_usercode import SPEC, tiny
+from tests.helpers.projects import SPEC, tiny
 
 
 def test_numpy_one_release_back_is_audited_end_to_end(frozen_2d: Path, tmp_path: Path) -> None:
@@ -33,7 +33,8 @@ def test_numpy_one_release_back_is_audited_end_to_end(frozen_2d: Path, tmp_path:
     assert result["reasons"][2].startswith("audit: six ")
     # the replay really ran with the older numpy: its fingerprint says so
     assert f"numpy {current} → {older}" in " ".join(result["reasons"][1:])
-    assert result["verdict"] in ("identical", "close", "equivalent", "diverged")
+    # PyTorch trains on the stored data in the recorded order: numpy does no arithmetic here
+    assert result["verdict"] == "identical", result["reasons"]
     assert len(result["trials"]) == 1
     ok(capsule("verify", copy))
     described = ok(capsule("inspect", copy)).stdout
