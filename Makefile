@@ -29,7 +29,7 @@ engines:
 test: install engines
 	$(BIN)/ruff check builder tests benchmarks scripts
 	$(BIN)/mypy builder
-	$(BIN)/pytest -q -n 2 --dist loadfile
+	$(BIN)/pytest -q -n 2 --dist loadfile --no-loadscope-reorder
 
 lint: install
 	$(BIN)/ruff check builder tests benchmarks scripts

@@ -123,16 +123,8 @@ def build(capsule: Path, base: str | None, gpu: bool, check: bool, log: Log) -> 
             "another Dockerfile (an earlier version of Capsule), so a rebuild cannot match it; "
             "run `capsule build` to record an image of this version's recipe"
         )
-    folder = capsule / WHEELHOUSE_DIR[variant]
-    code = code_in_image(capsule, manifest)
-    context = build_context(dockerfile, {w: folder / w for w in wheels}, code)
     digest = capsule_digest(manifest)
     tag = f"capsule/{manifest.spec.name.lower()}:{digest[:12]}-{variant}"
-    labels = {
-        "org.capsule.digest": digest,
-        "org.capsule.name": manifest.spec.name,
-        "org.capsule.variant": variant,
-    }
     if (
         not check
         and recorded is not None
@@ -143,6 +135,14 @@ def build(capsule: Path, base: str | None, gpu: bool, check: bool, log: Log) -> 
     ):
         log(f"build: {tag} is built already (same base, Dockerfile and wheels); --check rebuilds")
         return BuildResult(variant, recorded, False, None, None)
+    folder = capsule / WHEELHOUSE_DIR[variant]
+    code = code_in_image(capsule, manifest)
+    context = build_context(dockerfile, {w: folder / w for w in wheels}, code)
+    labels = {
+        "org.capsule.digest": digest,
+        "org.capsule.name": manifest.spec.name,
+        "org.capsule.variant": variant,
+    }
     log(f"build: {tag} from {base_ref}{' (no cache)' if check else ''}")
     previous_raw = image_exists(api, raw_tag(tag))
     raw = build_image(api, context, raw_tag(tag), labels, nocache=check, log=log)

@@ -1065,8 +1065,9 @@ def _describe(record: Manifest | ReplayRecord, path: Path) -> None:
 
 
 def main() -> None:
-    # TensorFlow's C++ INFO/WARNING lines (oneDNN, CPU features) are not Capsule's output; a run
-    # of a TensorFlow spec records the value (controls.process_env), and a user's own wins.
+    # TensorFlow's C++ INFO/WARNING lines (oneDNN, CPU features) are not Capsule's output. A
+    # TensorFlow run sets 2 itself (controls.process_env) and records it among its controls;
+    # the fingerprint leaves it out (fingerprint.NOT_NUMERIC): no number depends on it.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     try:
         app()

@@ -26,7 +26,10 @@ NAMED_ENV = (
     "TF_NUM_INTEROP_THREADS",
 )
 ENV_PREFIXES = ("TF_", "TORCH_", "CUBLAS_", "CUDNN_", "KMP_", "MKL_", "OMP_", "OPENBLAS_")
-NOT_NUMERIC = ("TF_CLI_", "TF_VAR_", "TF_LOG", "TF_DATA_DIR", "TF_IN_AUTOMATION")  # Terraform's
+NOT_NUMERIC = (
+    "TF_CLI_", "TF_VAR_", "TF_LOG", "TF_DATA_DIR", "TF_IN_AUTOMATION",
+    "TF_CPP_MIN_LOG_LEVEL",  # how much TensorFlow logs: no number depends on it
+)  # fmt: skip  # Terraform's
 
 
 def _cpu() -> tuple[str, list[str]]:

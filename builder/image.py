@@ -373,20 +373,22 @@ def build_image(
         for chunk in stream:
             if "error" in chunk:
                 raise BadInput(f"image build failed: {chunk['error'].strip()}")
-            text = chunk.get("stream", "").strip()
-            if text.startswith("Step "):
-                log(f"build: {text[:140]}")
-                if " : FROM " in text and last_step:
-                    stages.append(last_step)  # the previous stage ended there
-            elif text.startswith("---> ") and " " not in text[5:]:
-                last_step = text[5:]
+            for line in chunk.get("stream", "").splitlines():
+                text = line.strip()
+                if text.startswith("Step "):
+                    log(f"build: {text[:140]}")
+                    if " : FROM " in text and last_step:
+                        stages.append(last_step)  # the previous stage ended there
+                elif text.startswith("---> ") and " " not in text[5:]:
+                    last_step = text[5:]
             if "aux" in chunk and "ID" in chunk["aux"]:
                 image_id = chunk["aux"]["ID"]
     except APIError as error:
         raise BadInput(f"image build failed: {error.explanation or error}") from None
-    for stage in stages:
-        with contextlib.suppress(APIError):  # the engine keeps what something else still uses
-            api.remove_image(stage)
+    finally:  # a failed or interrupted build leaves no install stage behind either
+        for stage in stages:
+            with contextlib.suppress(APIError):  # the engine keeps what something still uses
+                api.remove_image(stage)
     found = image_id or image_exists(api, tag)
     if found is None:
         raise BadInput("image build finished without an image")

@@ -152,9 +152,14 @@ def fetch(name: str, version: str, find_links: list[Path], log: Log) -> Path:
         if found is not None:
             return found
     log(f"audit: downloading {name}=={version}")
-    command = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps"]
-    command += ["--only-binary=:all:", "--dest", str(cache), f"{name}=={version}"]
-    result = subprocess.run(command, capture_output=True, text=True)
+    with tempfile.TemporaryDirectory(prefix=".download-", dir=cache) as tmp:
+        # into a folder of its own first: a concurrent audit never sees a half-written wheel
+        command = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps"]
+        command += ["--only-binary=:all:", "--dest", tmp, f"{name}=={version}"]
+        result = subprocess.run(command, capture_output=True, text=True)
+        downloaded = _find_wheel(Path(tmp), name, version)
+        if downloaded is not None:
+            os.replace(downloaded, cache / downloaded.name)
     found = _find_wheel(cache, name, version)
     if result.returncode != 0 or found is None:
         errors = [ln for ln in result.stderr.splitlines() if ln.startswith("ERROR")]

@@ -4,7 +4,8 @@
 # each wheel once, installed, and no wheelhouse layer. Every time stamp written is reset to
 # SOURCE_DATE_EPOCH, so two builds of one capsule give byte-identical layers; the tree is
 # copied from /stage to / because COPY sets the times of the directories it copies but not
-# those of the destination directory itself (/opt would get the build's time).
+# those of the destination directory itself (/opt would get the build's time). Only
+# /opt/capsule moves: whatever a --base image keeps in /opt stays in its own layers.
 # Bytecode is compiled as unchecked-hash .pyc: reproducible (no time stamps) and, unlike pip's
 # checked-hash .pyc, not re-validated by hashing every source file at each import.
 FROM {base} AS install
@@ -16,7 +17,7 @@ RUN /usr/bin/python3 -m venv --without-pip /opt/capsule/venv \
  && (/opt/capsule/venv/bin/python -m compileall -q -j 0 --invalidation-mode unchecked-hash \
         /opt/capsule/venv/lib > /dev/null || true) \
  && rm -rf {wheelhouse} \
- && mkdir /stage && mv /opt /stage/opt \
+ && mkdir -p /stage/opt && mv /opt/capsule /stage/opt/ \
  && find /stage -exec touch -h -d @{epoch} {{}} +
 
 FROM {base}

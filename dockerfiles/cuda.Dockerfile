@@ -12,7 +12,7 @@ RUN /usr/bin/python3 -m venv --without-pip /opt/capsule/venv \
  && (/opt/capsule/venv/bin/python -m compileall -q -j 0 --invalidation-mode unchecked-hash \
         /opt/capsule/venv/lib > /dev/null || true) \
  && rm -rf {wheelhouse} \
- && mkdir /stage && mv /opt /stage/opt \
+ && mkdir -p /stage/opt && mv /opt/capsule /stage/opt/ \
  && find /stage -exec touch -h -d @{epoch} {{}} +
 
 FROM {base}

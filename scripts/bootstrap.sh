@@ -29,19 +29,20 @@ fi
 pip=("$venv/bin/python" -m pip)
 quiet_locations() { grep --line-buffered -v '^WARNING: Location' || true; }
 say "upgrading pip in $venv"
-"${pip[@]}" install -q --upgrade pip 2>&1 | quiet_locations
+"${pip[@]}" install -q --upgrade pip 2>&1 | quiet_locations \
+    || say "could not upgrade pip; going on with $("${pip[@]}" --version | cut -d' ' -f1-2)"
 extra=()
-[ -n "${TORCH_INDEX_URL:-}" ] && extra=(--extra-index-url "$TORCH_INDEX_URL")
+if [ -n "${TORCH_INDEX_URL:-}" ]; then extra=(--extra-index-url "$TORCH_INDEX_URL"); fi
 target='.[torch,tensorflow,examples,dev]'
 say "resolving $target (torch is pinned to 2.13.0, TensorFlow to 2.21.0)"
 report="$(mktemp)"
 trap 'rm -f "$report"' EXIT
-if "${pip[@]}" install --dry-run --quiet --report "$report" "${extra[@]}" -e "$target" 2>&1 \
+if "${pip[@]}" install --dry-run --quiet --report "$report" ${extra[@]+"${extra[@]}"} -e "$target" 2>&1 \
         | quiet_locations; then
     "$venv/bin/python" scripts/install_plan.py "$report" || true
 fi
-say "installing (pip's progress follows)"
-"${pip[@]}" install --progress-bar on "${extra[@]}" -e "$target" 2>&1 | quiet_locations
+say "installing (pip's own output follows: a line per download, with its size)"
+"${pip[@]}" install --progress-bar on ${extra[@]+"${extra[@]}"} -e "$target" 2>&1 | quiet_locations
 TF_CPP_MIN_LOG_LEVEL=3 "$venv/bin/python" -c 'import builder, torch, tensorflow, pytest' \
     || { say "installation failed"; exit 1; }
 torch_build=$("$venv/bin/python" -c 'import torch

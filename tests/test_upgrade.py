@@ -33,7 +33,8 @@ def test_numpy_one_release_back_is_audited_end_to_end(frozen_2d: Path, tmp_path:
     assert result["reasons"][2].startswith("audit: six ")
     # the replay really ran with the older numpy: its fingerprint says so
     assert f"numpy {current} → {older}" in " ".join(result["reasons"][1:])
-    # PyTorch trains on the stored data in the recorded order: numpy does no arithmetic here
+    # PyTorch draws the initial weights and does the arithmetic; the data is checked against
+    # its recorded digest and the order is recorded: the previous numpy changes no number
     assert result["verdict"] == "identical", result["reasons"]
     assert len(result["trials"]) == 1
     ok(capsule("verify", copy))

@@ -16,3 +16,7 @@ t() { local s=$(date +%s.%N); "$@" >/dev/null 2>&1; echo "$(date +%s.%N) - $s" |
 for i in 1 2 3 4; do
   echo "round $i host $(t $C replay /tmp/sbs/new --out /tmp/sbs/h$i) new $(t $C replay /tmp/sbs/new --on docker --out /tmp/sbs/n$i) old $(t $C replay /tmp/sbs/old --on docker --out /tmp/sbs/o$i)"
 done
+# rounds 5–10, in the other order
+for i in 5 6 7 8 9 10; do
+  echo "round $i old $(t $C replay /tmp/sbs/old --on docker --out /tmp/sbs/o$i) new $(t $C replay /tmp/sbs/new --on docker --out /tmp/sbs/n$i) host $(t $C replay /tmp/sbs/new --out /tmp/sbs/h$i)"
+done
