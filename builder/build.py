@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Literal
 
 from builder.errors import BadInput, IntegrityError
-from builder.frameworks import PIP_DISTRIBUTIONS
+from builder.frameworks import FRAMEWORKS
 from builder.freeze import now
 from builder.image import (
     SOURCE_DATE_EPOCH,
@@ -66,9 +66,10 @@ def wheelhouse(
     )
     if variant == "cuda":
         # the framework's CUDA build at the same version, without a local "+cpu" tag
-        cpu_dist, cuda_requirement = PIP_DISTRIBUTIONS[manifest.spec.framework]
-        assert cuda_requirement is not None  # build() refuses --gpu for framework numpy
-        pins[cuda_requirement] = pins.pop(cpu_dist).split("+")[0]
+        entry = FRAMEWORKS[manifest.spec.framework]
+        assert entry.cuda_requirement is not None  # build() refuses --gpu without GPU support
+        cuda_requirement = entry.cuda_requirement
+        pins[cuda_requirement] = pins.pop(entry.cpu_distribution).split("+")[0]
         log(f"wheelhouse: the CUDA build {cuda_requirement}=={pins[cuda_requirement]}")
     staging = capsule / f".{folder}.partial-{uuid.uuid4().hex[:8]}"
     staging.mkdir()
@@ -103,8 +104,11 @@ def wheelhouse(
 def build(capsule: Path, base: str | None, gpu: bool, check: bool, log: Log) -> BuildResult:
     manifest = verify_capsule(capsule)
     variant: Literal["cpu", "cuda"] = "cuda" if gpu else "cpu"
-    if gpu and manifest.spec.framework == "numpy":
-        raise BadInput(f"{capsule}: spec.framework: 'numpy' has no CUDA build; build without --gpu")
+    if gpu and FRAMEWORKS[manifest.spec.framework].cuda_requirement is None:
+        raise BadInput(
+            f"{capsule}: spec.framework: '{manifest.spec.framework}' has no CUDA build; "
+            "build without --gpu"
+        )
     recorded = manifest.images.get(variant)
     if check and recorded is None:
         raise BadInput(

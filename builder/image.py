@@ -127,9 +127,9 @@ def pinned_distributions(
     names = [*requirement_closure(TOOL_DISTRIBUTION, {framework}), "pip"]
     for extra in requires or []:
         names += [n for n in requirement_closure(extra, set()) if n not in names]
-    from builder.frameworks import PIP_DISTRIBUTIONS
+    from builder.frameworks import FRAMEWORKS
 
-    framework_dist = PIP_DISTRIBUTIONS[framework][0]
+    framework_dist = FRAMEWORKS[framework].cpu_distribution
     if framework_dist not in names:
         raise BadInput(
             f"wheelhouse: Capsule's installed metadata has no '{framework}' extra; reinstall it "

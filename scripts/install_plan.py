@@ -55,14 +55,12 @@ def main(report_path: str) -> None:
     line = f"pip will install {len(items)} distributions, {gigabytes(known)} to download"
     line += f" ({unknown} of unknown size)" if unknown else ""
     print(f"bootstrap: {line}", file=sys.stderr)
-    torch = next((v for n, v in names if n == "torch"), None)
-    cuda = [
-        (n, s or 0) for (n, _), s in zip(names, sizes, strict=True) if n.startswith(CUDA_PREFIXES)
-    ]
+    versions = dict(names)
+    size = {n: s or 0 for (n, _), s in zip(names, sizes, strict=True)}
+    torch = versions.get("torch")
+    cuda = [n for n in size if n.startswith(CUDA_PREFIXES)]
     if torch and cuda:
-        cuda_size = sum(s for _, s in cuda) + next(
-            (s or 0 for (n, _), s in zip(names, sizes, strict=True) if n == "torch"), 0
-        )
+        cuda_size = sum(size[n] for n in cuda) + size["torch"]
         print(
             f"bootstrap: torch {torch} is PyTorch's CUDA build here, with {len(cuda)} "
             f"nvidia-*/triton wheels: {gigabytes(cuda_size)} of the download, about 6 GB "

@@ -71,25 +71,35 @@ class Framework(Protocol):
         ...
 
 
-# framework → (the distribution its CPU capsules pin, the requirement of its CUDA build)
-PIP_DISTRIBUTIONS: dict[str, tuple[str, str | None]] = {
-    "torch": ("torch", "torch"),
-    "tensorflow": ("tensorflow-cpu", "tensorflow[and-cuda]"),
-    "numpy": ("numpy", None),
-}
+@dataclass(frozen=True)
+class FrameworkEntry:
+    """What Capsule knows of a framework without importing it (importing torch takes seconds)."""
 
-AVAILABLE = {
-    "torch": ("builder.frameworks.torch", "torch"),
-    "tensorflow": ("builder.frameworks.tensorflow", "tensorflow"),
-    "numpy": ("builder.frameworks.numpy", "numpy"),
+    module: str  # the module in this wing whose FRAMEWORK implements the protocol
+    import_name: str  # what must be importable for it to run here
+    cpu_distribution: str  # the distribution a CPU capsule pins
+    cuda_requirement: str | None  # what `build --gpu` asks pip for; None: no GPU support
+    builtin_mlp: bool  # trains the built-in experiment (else: the user's own code only)
+
+
+FRAMEWORKS = {
+    "torch": FrameworkEntry("builder.frameworks.torch", "torch", "torch", "torch", True),
+    "tensorflow": FrameworkEntry(
+        "builder.frameworks.tensorflow",
+        "tensorflow",
+        "tensorflow-cpu",
+        "tensorflow[and-cuda]",
+        True,
+    ),
+    "numpy": FrameworkEntry("builder.frameworks.numpy", "numpy", "numpy", None, False),
 }
 
 
 def check_framework(name: str, source: str) -> None:
     """Refuse early (before any data or training) a framework this installation cannot run."""
-    if name not in AVAILABLE:
+    if name not in FRAMEWORKS:
         raise BadInput(f"{source}: framework: '{name}' is not available in this version of Capsule")
-    if importlib.util.find_spec(AVAILABLE[name][1]) is None:
+    if importlib.util.find_spec(FRAMEWORKS[name].import_name) is None:
         raise BadInput(
             f"{source}: framework: '{name}' is not installed here; install Capsule's '{name}' extra"
         )
@@ -98,21 +108,26 @@ def check_framework(name: str, source: str) -> None:
 def check_spec(spec: SpecBase, source: str) -> None:
     """Refuse, naming the file and field, what a spec's framework cannot do as specified."""
     check_framework(spec.framework, source)
-    if spec.framework == "numpy" and isinstance(spec, Spec):
+    entry = FRAMEWORKS[spec.framework]
+    if isinstance(spec, Spec) and not entry.builtin_mlp:
         raise BadInput(
-            f"{source}: framework: 'numpy' runs the user's own code only (give 'entrypoint'); "
-            "the built-in MLP needs 'torch' or 'tensorflow'"
+            f"{source}: framework: '{spec.framework}' runs the user's own code only (give "
+            f"'entrypoint'); the built-in MLP needs one of {_names(lambda e: e.builtin_mlp)}"
         )
-    if spec.framework == "numpy" and spec.controls.device == "cuda":
+    if spec.controls.device == "cuda" and entry.cuda_requirement is None:
         raise BadInput(
             f"{source}: controls.device: 'cuda' needs a framework with GPU support "
-            "(torch or tensorflow), not 'numpy'"
+            f"({_names(lambda e: e.cuda_requirement is not None)}), not '{spec.framework}'"
         )
     if isinstance(spec, Spec) and spec.framework == "tensorflow" and spec.train.weight_decay:
         raise BadInput(
             f"{source}: train.weight_decay: not supported with framework 'tensorflow' "
             "(Keras's Adam decays weights differently from PyTorch's)"
         )
+
+
+def _names(has: Callable[[FrameworkEntry], bool]) -> str:
+    return ", ".join(f"'{name}'" for name, entry in FRAMEWORKS.items() if has(entry))
 
 
 def require_device(
@@ -127,4 +142,4 @@ def require_device(
 
 def get_framework(name: str) -> Framework:
     check_framework(name, "spec")
-    return importlib.import_module(AVAILABLE[name][0]).FRAMEWORK
+    return importlib.import_module(FRAMEWORKS[name].module).FRAMEWORK
