@@ -1,0 +1,110 @@
+"""What a worker does: the runs themselves, in a spawned pool process or a Slurm task.
+
+The executors hand these functions to other processes by reference (module and name, pickled),
+so they live here, apart from both executors: a worker imports this module and `builder.sweep`
+(the record and journal) and nothing of the executor that sent it, and no import cycle arises.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from concurrent.futures.process import BrokenProcessPool
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from builder.executors import Failure, Key
+from builder.manifest import Manifest, Outcome
+from builder.spec import Spec, UserSpec
+from builder.store import read_tensors, verify_capsule
+from builder.sweep import SweepRun, append_journal, weights_digest
+
+if TYPE_CHECKING:
+    import numpy as np
+
+_LOADED: dict[str, tuple[Manifest, object]] = {}
+
+
+def _load(capsule: str) -> tuple[Manifest, object]:
+    """The capsule (verified once per worker process) and its dataset, kept warm."""
+    if capsule not in _LOADED:
+        from builder.data import Dataset
+
+        path = Path(capsule)
+        manifest = verify_capsule(path)
+        dataset = None
+        if isinstance(manifest.spec, Spec) and manifest.data is not None:
+            dataset = Dataset.from_tensors(
+                read_tensors(path, manifest, "data"), manifest.data.classes
+            )
+        _LOADED[capsule] = (manifest, dataset)
+    return _LOADED[capsule]
+
+
+def run_one(capsule: str, init: int, order: int) -> SweepRun:
+    """The capsule's experiment with init seed `init` and order seed `order`."""
+    from builder.replay import replay_order
+    from builder.run import execute
+    from builder.verdict import final_metrics
+
+    manifest, dataset = _load(capsule)
+    seeds = manifest.spec.seeds.model_copy(update={"init": init, "order": order})
+    spec = manifest.spec.model_copy(update={"seeds": seeds})
+    path = Path(capsule)
+    if isinstance(spec, Spec):
+        permutation = replay_order(path, manifest, spec)
+        result = execute(spec, dataset, permutation, lambda m: None)  # type: ignore[arg-type]
+        outcome, weights = result.outcome, result.weights
+    else:
+        outcome, weights = _run_code(path, manifest, spec)
+    return SweepRun(
+        init=init,
+        order=order,
+        final=final_metrics(outcome),
+        weights_sha256=weights_digest(weights),
+        seconds=outcome.train_seconds,
+    )
+
+
+def _run_code(
+    path: Path, manifest: Manifest, spec: Spec | UserSpec
+) -> tuple[Outcome, dict[str, np.ndarray]]:
+    """The user's code, imported afresh for each run (its module state must not carry over)."""
+    from builder.replay import code_directory, replay_code
+
+    assert isinstance(spec, UserSpec)
+    code_dir = code_directory(path, manifest)
+    for name, module in list(sys.modules.items()):
+        file = getattr(module, "__file__", None)
+        if file and Path(file).resolve().is_relative_to(code_dir.resolve()):
+            del sys.modules[name]
+    result = replay_code(path, manifest, spec, lambda n, v, s: None)
+    return result.outcome, result.weights
+
+
+def worker_error(error: BaseException) -> str:
+    """A failed run's reason, one line."""
+    if isinstance(error, BrokenProcessPool):
+        return "the worker process died (killed or crashed) during this run"
+    return f"{type(error).__name__}: {error}".splitlines()[0]
+
+
+def run_serially(
+    capsule: str, keys: list[Key], on_done: Callable[[SweepRun], None]
+) -> list[Failure]:
+    """The runs one after another in this process; a run that raises is a failure, not the end."""
+    failures = []
+    for init, order in keys:
+        try:
+            run = run_one(capsule, init, order)
+        except Exception as error:
+            failures.append(Failure(init, order, worker_error(error)))
+            continue
+        on_done(run)
+    return failures
+
+
+def run_chunk(capsule: str, keys: list[Key], journal: str) -> list[Failure]:
+    """One Slurm task: its share of the runs in one warm process, each finished run appended
+    to the task's own journal at once (so a task that crashes later keeps it)."""
+    return run_serially(capsule, keys, lambda run: append_journal(Path(capsule), run, journal))
