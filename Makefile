@@ -20,10 +20,11 @@ demo: install
 	$(BIN)/capsule replay $(DEMO)/paper-2d-torch --out $(DEMO)/replay
 	$(BIN)/capsule diff $(DEMO)/paper-2d-torch $(DEMO)/replay --require identical
 
-# The engines the tests talk to for real (a Docker daemon, a single-node Slurm), started once
-# and then reused.
+# The engines the tests talk to for real (a Docker daemon, Podman's API service, a single-node
+# Slurm), started once and then reused.
 engines:
 	scripts/docker-up.sh
+	scripts/podman-up.sh
 	scripts/slurm-up.sh
 
 test: install engines

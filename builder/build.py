@@ -1,4 +1,4 @@
-"""build: the capsule's wheelhouse and Docker image, recorded in its manifest.
+"""build: the capsule's wheelhouse and image (on a container engine), recorded in its manifest.
 
 `--check` rebuilds without cache and says whether the image ID is the recorded one.
 """
@@ -11,26 +11,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from builder.errors import BadInput, IntegrityError
-from builder.frameworks import FRAMEWORKS
-from builder.freeze import now
-from builder.image import (
+from builder.engines import open_engine
+from builder.engines.recipe import (
     SOURCE_DATE_EPOCH,
     Log,
     build_context,
-    build_image,
-    build_tool_wheel,
-    canonicalize,
     code_in_image,
-    download_wheels,
-    drop_superseded,
-    engine,
-    ensure_base,
-    image_exists,
-    pinned_distributions,
-    raw_tag,
     render_dockerfile,
 )
+from builder.engines.wheelhouse import build_tool_wheel, download_wheels, pinned_distributions
+from builder.errors import BadInput, IntegrityError
+from builder.frameworks import FRAMEWORKS
+from builder.freeze import now
 from builder.manifest import ArtifactRef, ImageRecord, Manifest
 from builder.spec import UserSpec
 from builder.store import capsule_digest, file_sha256, sha256_bytes, update_manifest, verify_capsule
@@ -101,7 +93,9 @@ def wheelhouse(
     return manifest, wheels
 
 
-def build(capsule: Path, base: str | None, gpu: bool, check: bool, log: Log) -> BuildResult:
+def build(
+    capsule: Path, base: str | None, gpu: bool, check: bool, log: Log, engine_name: str = "docker"
+) -> BuildResult:
     manifest = verify_capsule(capsule)
     variant: Literal["cpu", "cuda"] = "cuda" if gpu else "cpu"
     if gpu and FRAMEWORKS[manifest.spec.framework].cuda_requirement is None:
@@ -114,12 +108,12 @@ def build(capsule: Path, base: str | None, gpu: bool, check: bool, log: Log) -> 
         raise BadInput(
             f"{capsule}: images.{variant}: no image recorded yet; run `capsule build` first"
         )
-    api = engine()
+    engine = open_engine(engine_name)
     manifest, wheels = wheelhouse(capsule, manifest, variant, log)
     pip_wheels = [w for w in wheels if w.startswith("pip-")]
     if not pip_wheels:
         raise BadInput(f"{capsule}: {WHEELHOUSE_DIR[variant]}: has no pip wheel to install with")
-    base_ref, base_id = ensure_base(api, recorded.base_image if check and recorded else base, log)
+    base_ref, base_id = engine.base(recorded.base_image if check and recorded else base, log)
     dockerfile = render_dockerfile(gpu, base_ref, pip_wheels[0])
     if check and recorded and recorded.dockerfile_sha256 != sha256_bytes(dockerfile.encode()):
         raise BadInput(
@@ -135,9 +129,13 @@ def build(capsule: Path, base: str | None, gpu: bool, check: bool, log: Log) -> 
         and (recorded.base_id, recorded.capsule_digest) == (base_id, digest)
         and recorded.dockerfile_sha256 == sha256_bytes(dockerfile.encode())
         and recorded.wheels == wheels
-        and image_exists(api, recorded.image_id) is not None
+        and recorded.engine == engine.name
+        and engine.has_image(recorded.image_id) is not None
     ):
-        log(f"build: {tag} is built already (same base, Dockerfile and wheels); --check rebuilds")
+        log(
+            f"build: {tag} is built already in {engine.label} (same base, Dockerfile and "
+            "wheels); --check rebuilds"
+        )
         return BuildResult(variant, recorded, False, None, None)
     folder = capsule / WHEELHOUSE_DIR[variant]
     code = code_in_image(capsule, manifest)
@@ -147,11 +145,8 @@ def build(capsule: Path, base: str | None, gpu: bool, check: bool, log: Log) -> 
         "org.capsule.name": manifest.spec.name,
         "org.capsule.variant": variant,
     }
-    log(f"build: {tag} from {base_ref}{' (no cache)' if check else ''}")
-    previous_raw = image_exists(api, raw_tag(tag))
-    raw = build_image(api, context, raw_tag(tag), labels, nocache=check, log=log)
-    image_id = canonicalize(api, raw, tag, previous_raw, log)
-    drop_superseded(api, previous_raw, raw)
+    log(f"build: {tag} from {base_ref} with {engine.name}{' (no cache)' if check else ''}")
+    image_id = engine.build(context, tag, labels, base_ref, nocache=check, log=log)
     if check:
         assert recorded is not None
         if image_id != recorded.image_id:
@@ -161,6 +156,7 @@ def build(capsule: Path, base: str | None, gpu: bool, check: bool, log: Log) -> 
             )
         return BuildResult(variant, recorded, True, True, image_id)
     record = ImageRecord(
+        engine=engine.name,  # type: ignore[arg-type]
         image_id=image_id,
         tag=tag,
         base_image=base_ref,

@@ -61,6 +61,22 @@ JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON document 
 class Where(StrEnum):
     host = "host"
     docker = "docker"
+    podman = "podman"
+
+
+class EngineChoice(StrEnum):
+    docker = "docker"
+    podman = "podman"
+
+
+EngineOption = Annotated[
+    EngineChoice,
+    typer.Option(
+        "--engine",
+        help="Container engine: docker, or podman (its Docker-compatible service). The image "
+        "ID is the same on both.",
+    ),
+]
 
 
 class Device(StrEnum):
@@ -248,7 +264,10 @@ def replay(
     capsule: Annotated[Path, typer.Argument(help="The capsule directory.")],
     out_dir: Annotated[Path, typer.Option("--out", help="Directory to write the replay to.")],
     on: Annotated[
-        Where, typer.Option(help="Where to replay: this host, or the capsule's Docker image.")
+        Where,
+        typer.Option(
+            help="Where to replay: this host, or the capsule's image on docker or podman."
+        ),
     ] = Where.host,
     device: Annotated[
         Device | None, typer.Option(help="Device to train on (default: as recorded).")
@@ -270,21 +289,23 @@ def replay(
 ) -> None:
     """Run the capsule again with its recorded data, order, seeds and controls; write RDIR.
 
-    --on docker runs it in the image `capsule build` made: the capsule mounted read-only, no
-    network, an unprivileged user; --device cuda asks the engine for the GPUs.
+    --on docker|podman runs it in the image `capsule build` made: the capsule mounted
+    read-only, no network, an unprivileged user without capabilities or new privileges, bounded
+    processes and memory; --device cuda asks the engine for the GPUs (docker).
     """
     from builder.controls import ensure_process_env
-    from builder.replay import replay_in_docker, replay_on_host, replay_spec
+    from builder.replay import replay_in_image, replay_on_host, replay_spec
     from builder.store import load_manifest
 
     chosen = device.value if device else None
     with reported():
         manifest = load_manifest(capsule)
-        if on == Where.docker:
-            record = replay_in_docker(
+        if on != Where.host:
+            record = replay_in_image(
                 capsule,
                 out_dir,
                 say,
+                on.value,
                 threads=threads,
                 device=chosen,
                 force=force,
@@ -305,7 +326,7 @@ def replay(
                     on_metric=on_metric,
                     sets=sets,
                 )
-    _summary(record, out_dir, "replayed" if on == Where.host else "replayed in docker", as_json)
+    _summary(record, out_dir, "replayed" if on == Where.host else f"replayed in {on}", as_json)
 
 
 @app.command()
@@ -325,13 +346,17 @@ def build(
         bool,
         typer.Option(help="Rebuild without cache; exit 3 unless the image ID is the recorded one."),
     ] = False,
+    engine: EngineOption = EngineChoice.docker,
     as_json: JsonFlag = False,
 ) -> None:
-    """Make the capsule's wheelhouse and Docker image offline; record the image in the capsule."""
+    """Make the capsule's wheelhouse and image offline; record the image in the capsule.
+
+    Docker and Podman build the same image ID from the same capsule and base image.
+    """
     from builder.build import build as do_build
 
     with reported():
-        result = do_build(capsule, base, gpu, check, say)
+        result = do_build(capsule, base, gpu, check, say, engine.value)
     if as_json:
         print(
             json.dumps(
@@ -466,16 +491,18 @@ def export(
     capsule: Annotated[Path, typer.Argument(help="The capsule directory.")],
     out_file: Annotated[Path, typer.Option("--out", help="The file to write (NAME.capsule.tar).")],
     with_image: Annotated[
-        bool, typer.Option(help="Include the capsule's built images (docker save, gzip).")
+        bool, typer.Option(help="Include the capsule's built images (docker save format, gzip).")
     ] = False,
     force: Annotated[bool, typer.Option(help="Replace an existing file at --out.")] = False,
+    engine: EngineOption = EngineChoice.docker,
     as_json: JsonFlag = False,
 ) -> None:
-    """Write the capsule, and optionally its image, into one file for another machine."""
+    """Write the capsule, and optionally its image (from --engine), into one file for another
+    machine."""
     from builder.transfer import export as do_export
 
     with reported():
-        names = do_export(capsule, out_file, with_image, say, force)
+        names = do_export(capsule, out_file, with_image, say, force, engine.value)
     size = out_file.stat().st_size / 2**20
     if as_json:
         print(
@@ -500,13 +527,14 @@ def import_(
     source: Annotated[Path, typer.Argument(help="A file written by `capsule export`.")],
     out_dir: Annotated[Path, typer.Option("--out", help="Directory to unpack the capsule into.")],
     force: Annotated[bool, typer.Option(help="Replace an existing capsule at --out.")] = False,
+    engine: EngineOption = EngineChoice.docker,
     as_json: JsonFlag = False,
 ) -> None:
-    """Unpack an export safely, verify every digest, and load its image into the engine."""
+    """Unpack an export safely, verify every digest, and load its image into --engine."""
     from builder.transfer import import_capsule
 
     with reported():
-        manifest = import_capsule(source, out_dir, say, force)
+        manifest = import_capsule(source, out_dir, say, force, engine.value)
     if as_json:
         print(
             json.dumps(
@@ -742,8 +770,8 @@ def matrix(
     devices: Annotated[
         str,
         typer.Option(
-            help="Configurations: [host:|docker:]cpu|cuda[:THREADS], comma-separated, "
-            "e.g. cpu:1,cpu:2,docker:cpu,cuda."
+            help="Configurations: [host:|docker:|podman:]cpu|cuda[:THREADS], comma-separated, "
+            "e.g. cpu:1,cpu:2,docker:cpu,podman:cpu,cuda."
         ),
     ],
     out_dir: Annotated[
@@ -792,8 +820,8 @@ def audit(
     on: Annotated[
         Where,
         typer.Option(
-            help="docker: an image of its own with the swapped wheelhouse; host: a throwaway "
-            "venv holding the swapped wheels in front of Capsule's own."
+            help="docker or podman: an image of its own with the swapped wheelhouse; host: a "
+            "throwaway venv holding the swapped wheels in front of Capsule's own."
         ),
     ] = Where.docker,
     bisect: Annotated[
@@ -809,7 +837,7 @@ def audit(
         typer.Option(help="Exit 1 unless the verdict is at least this tier."),
     ] = None,
     keep_images: Annotated[
-        bool, typer.Option("--keep-images", help="Keep the audit's images (docker).")
+        bool, typer.Option("--keep-images", help="Keep the audit's images (docker, podman).")
     ] = False,
     as_json: JsonFlag = False,
 ) -> None:
@@ -1002,11 +1030,11 @@ def _describe(record: Manifest | ReplayRecord, path: Path) -> None:
         for variant, image in record.images.items():
             out.print(
                 f"image      {variant}: {image.image_id} ({image.tag}, base {image.base_image}, "
-                f"{len(image.wheels)} wheels)"
+                f"{len(image.wheels)} wheels, built with {image.engine})"
             )
     else:
         overrides = ", ".join(f"{k}={v}" for k, v in record.overrides.items()) or "none"
-        where = f"docker image {record.image_id}" if record.image_id else record.on
+        where = f"{record.on} image {record.image_id}" if record.image_id else record.on
         out.print(f"replay     on {where}; overrides: {overrides}")
     gpus = ", ".join(g.name for g in fp.gpus) or "none"
     out.print(

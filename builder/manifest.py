@@ -181,8 +181,10 @@ class InputRecord(Strict):
 
 
 class ImageRecord(Strict):
-    """A Docker image built for the capsule, reproducible from its own wheelhouse."""
+    """A container image built for the capsule, reproducible from its own wheelhouse; its ID
+    does not depend on the engine that built it (`engine`, Docker in capsules made before)."""
 
+    engine: Literal["docker", "podman"] = "docker"
     image_id: str
     tag: str
     base_image: str
@@ -224,7 +226,7 @@ class ReplayRecord(Strict):
     tool: ToolInfo
     created: str
     capsule: CapsuleRef
-    on: Literal["host", "docker"]
+    on: Literal["host", "docker", "podman"]
     image_id: str | None = None
     overrides: dict[str, str]
     spec: AnySpec

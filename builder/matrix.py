@@ -24,12 +24,12 @@ from builder.model_base import Strict
 from builder.store import StagedDir, load_record, read_tensors, verify_capsule
 
 Log = Callable[[str], None]
-CONFIG = re.compile(r"^(?:(host|docker):)?(cpu|cuda)(?::([1-9][0-9]*))?$")
+CONFIG = re.compile(r"^(?:(host|docker|podman):)?(cpu|cuda)(?::([1-9][0-9]*))?$")
 
 
 class Config(Strict):
     label: str
-    on: Literal["host", "docker"]
+    on: Literal["host", "docker", "podman"]
     device: Literal["cpu", "cuda"]
     threads: int | None
 
@@ -62,14 +62,15 @@ class MatrixResult(Strict):
 
 
 def parse_devices(text: str) -> list[Config]:
-    """`cpu:1,cpu:2,docker:cpu,cuda` → configurations (host unless `docker:`; threads as the
-    spec says unless `:N`)."""
+    """`cpu:1,cpu:2,docker:cpu,podman:cpu,cuda` → configurations (host unless an engine is
+    named; threads as the spec says unless `:N`)."""
     configs = []
     for item in (part.strip() for part in text.split(",")):
         match = CONFIG.match(item)
         if not match:
             raise BadInput(
-                f"--devices {item!r}: expected [host:|docker:]cpu|cuda[:THREADS], e.g. cpu:2"
+                f"--devices {item!r}: expected [host:|docker:|podman:]cpu|cuda[:THREADS], "
+                "e.g. cpu:2"
             )
         on, device, threads = match.groups()
         configs.append(
@@ -121,29 +122,27 @@ def _evaluate(
         _cli(["evaluate", str(capsule), *names, *options, "--out", str(result_file)], log)
         found = json.loads(result_file.read_text())
         return {Path(k).name: v for k, v in found.items()}
-    from builder.image import container, engine, image_exists, run_in_container
+    from builder.engines import Job, Mount, open_engine
+    from builder.engines.recipe import IMAGE_TREE
     from builder.replay import CONTAINER_USER
 
     manifest = verify_capsule(capsule)
     image = manifest.images.get(config.device)
     if image is None:
         raise EngineMissing(f"{capsule}: no {config.device} image; run `capsule build {capsule}`")
-    api = engine()
-    if image_exists(api, image.image_id) is None:
-        raise EngineMissing(f"image {image.image_id[:19]}… is not in the Docker engine")
+    engine = open_engine(config.on)
+    if engine.has_image(image.image_id) is None:
+        raise EngineMissing(f"image {image.image_id[:19]}… is not in {engine.label}")
     outbox = work / f"eval-{_slug(config.label)}"
     outbox.mkdir()
     os.chmod(outbox, 0o777)
     names = [f"/matrix/{t.name}" for t in trained]
-    command = ["evaluate", "/capsule", *names, *options, "--out", "/out/eval.json"]
-    mounts = {
-        str(capsule.resolve()): ("/capsule", "ro"),
-        str(work.resolve()): ("/matrix", "ro"),
-        str(outbox.resolve()): ("/out", "rw"),
-    }
+    argv = [f"{IMAGE_TREE}/venv/bin/capsule", "evaluate", "/capsule", *names, *options]
+    argv += ["--out", "/out/eval.json"]
+    mounts = [Mount(capsule, "/capsule"), Mount(work, "/matrix"), Mount(outbox, "/out", True)]
     user = CONTAINER_USER if os.getuid() == 0 else f"{os.getuid()}:{os.getgid()}"
-    with container(api, image.image_id, command, mounts, {}, user, config.device == "cuda") as cid:
-        code, last = run_in_container(api, cid, lambda line: None)
+    job = Job(argv, mounts, {}, user, config.device == "cuda")
+    code, last = engine.run(image.image_id, job, lambda line: None)
     if code != 0:
         raise BadInput(f"evaluation in the container failed (exit {code}): {last}")
     found = json.loads((outbox / "eval.json").read_text())

@@ -31,7 +31,8 @@ from builder.store import (
 )
 from builder.usercode import CodeResult, execute_code
 
-IMAGE_ENV = "CAPSULE_IMAGE_ID"  # set by `replay --on docker` inside the container it starts
+IMAGE_ENV = "CAPSULE_IMAGE_ID"  # set by `replay --on ENGINE` inside the container it starts
+ENGINE_ENV = "CAPSULE_ENGINE"  # which engine that container runs on
 CODE_ENV = "CAPSULE_CODE_DIR"  # where the image holds the capsule's code
 CONTAINER_USER = "65534:65534"  # nobody: the replay never runs as root in the container
 
@@ -98,7 +99,7 @@ def replay_on_host(
                 path=str(capsule.resolve()),
                 manifest_sha256=sha256_bytes((capsule / MANIFEST).read_bytes()),
             ),
-            on="docker" if image_id else "host",
+            on=os.environ.get(ENGINE_ENV, "docker") if image_id else "host",  # type: ignore[arg-type]
             image_id=image_id,
             overrides=overrides,
             spec=spec,
@@ -148,20 +149,22 @@ def replay_code(
     return execute_code(spec, code_directory(capsule, manifest), capsule, orders, inputs, on_metric)
 
 
-def replay_in_docker(
+def replay_in_image(
     capsule: Path,
     out: Path,
     log: Callable[[str], None],
+    engine_name: str = "docker",
     threads: int | None = None,
     device: str | None = None,
     force: bool = False,
     sets: list[str] | None = None,
     image_id: str | None = None,
 ) -> ReplayRecord:
-    """Replay inside the capsule's image (or `image_id`, an audit's image with other library
-    versions): capsule mounted read-only, no network, not root, no new privileges; the
-    container is removed whatever happens."""
-    from builder.image import CODE_IN_IMAGE, container, engine, image_exists, run_in_container
+    """Replay inside the capsule's image (or `image_id`, an upgrade audit's image with other
+    library versions) on the named engine: capsule mounted read-only, under the engines'
+    confinement (no network, not root, ...); the container is removed whatever happens."""
+    from builder.engines import Job, Mount, open_engine
+    from builder.engines.recipe import CODE_IN_IMAGE, IMAGE_TREE
 
     manifest = verify_capsule(capsule)
     spec, _ = replay_spec(manifest, threads, device, sets)  # bad --set values fail here, early
@@ -179,28 +182,29 @@ def replay_in_docker(
         where = f"({image.tag}) "
     else:
         where = ""
-    api = engine()
-    if image_exists(api, image_id) is None:
+    engine = open_engine(engine_name)
+    if engine.has_image(image_id) is None:
         raise EngineMissing(
-            f"image {image_id[:19]}… {where}is not in the Docker engine; run "
-            f"`capsule build {capsule}` or `capsule import` the capsule's export with its image"
+            f"image {image_id[:19]}… {where}is not in {engine.label}; run `capsule build "
+            f"{capsule} --engine {engine.name}` or `capsule import` the capsule's export with "
+            "its image"
         )
-    command = ["replay", "/capsule", "--out", "/out/replay", "--on", "host"]
-    command += ["--threads", str(threads)] if threads else []
-    command += ["--device", device] if device else []
+    argv = [f"{IMAGE_TREE}/venv/bin/capsule", "replay", "/capsule", "--out", "/out/replay"]
+    argv += ["--on", "host"]
+    argv += ["--threads", str(threads)] if threads else []
+    argv += ["--device", device] if device else []
     for item in sets or []:
-        command += ["--set", item]
+        argv += ["--set", item]
     with StagedDir(out, force=force) as stage:
         work = stage.stage / "work"
         work.mkdir()
         os.chmod(work, 0o777)  # the container's unprivileged user writes its replay here
         user = CONTAINER_USER if os.getuid() == 0 else f"{os.getuid()}:{os.getgid()}"
-        mounts = {str(capsule.resolve()): ("/capsule", "ro"), str(work): ("/out", "rw")}
-        env = {IMAGE_ENV: image_id}
+        env = {IMAGE_ENV: image_id, ENGINE_ENV: engine.name}
         if isinstance(manifest.spec, UserSpec):
             env[CODE_ENV] = CODE_IN_IMAGE
-        with container(api, image_id, command, mounts, env, user, gpu) as cid:
-            code, last = run_in_container(api, cid, log)
+        mounts = [Mount(capsule, "/capsule"), Mount(work, "/out", writable=True)]
+        code, last = engine.run(image_id, Job(argv, mounts, env, user, gpu), log)
         if code != 0:
             raise _container_error(code, last)
         for produced in (work / "replay").iterdir():

@@ -1,7 +1,8 @@
 """export / import: one file that carries a capsule, and optionally its image, to another machine.
 
 The file is a plain tar: `capsule/…` (the manifest, its digest and every artifact) and, with
-`--with-image`, `images/<variant>.tar.gz` (`docker save`, gzip: `docker load` reads it as is).
+`--with-image`, `images/<variant>.tar.gz` (`docker save`'s format, gzip: `docker load` and
+`podman load` read it as is).
 Import never calls tar's extractall: it writes only regular files under the target, refuses any
 other member (absolute paths, `..`, links, devices), re-verifies every digest, and loads the
 image only if its ID is the one the manifest records.
@@ -33,8 +34,16 @@ def _add_file(tar: tarfile.TarFile, source: Path, name: str) -> None:
         tar.addfile(info, f)
 
 
-def export(capsule: Path, out: Path, with_image: bool, log: Log, force: bool = False) -> list[str]:
-    """Write the capsule (and its recorded images) to `out`; return the member names written."""
+def export(
+    capsule: Path,
+    out: Path,
+    with_image: bool,
+    log: Log,
+    force: bool = False,
+    engine_name: str = "docker",
+) -> list[str]:
+    """Write the capsule (and its recorded images, saved from the named engine) to `out`;
+    return the member names written."""
     manifest = verify_capsule(capsule)
     if out.exists() and not force:
         raise BadInput(f"{out}: already exists (pass --force to replace it)")
@@ -48,7 +57,7 @@ def export(capsule: Path, out: Path, with_image: bool, log: Log, force: bool = F
             for name in names:
                 _add_file(tar, capsule / name, f"capsule/{name}")
             if with_image:
-                _add_images(tar, manifest, partial.parent, log)
+                _add_images(tar, manifest, partial.parent, engine_name, log)
         partial.replace(out)
     except BaseException:
         partial.unlink(missing_ok=True)
@@ -56,20 +65,23 @@ def export(capsule: Path, out: Path, with_image: bool, log: Log, force: bool = F
     return names
 
 
-def _add_images(tar: tarfile.TarFile, manifest: Manifest, scratch: Path, log: Log) -> None:
-    from builder.image import engine, image_exists, save_image
+def _add_images(
+    tar: tarfile.TarFile, manifest: Manifest, scratch: Path, engine_name: str, log: Log
+) -> None:
+    from builder.engines import open_engine
 
-    api = engine()
+    engine = open_engine(engine_name)
     for variant, image in sorted(manifest.images.items()):
-        if image_exists(api, image.image_id) is None:
+        if engine.has_image(image.image_id) is None:
             raise BadInput(
-                f"images.{variant}: {image.image_id[:19]}… is not in the Docker engine; "
-                "rebuild it with `capsule build` before exporting it"
+                f"images.{variant}: {image.image_id[:19]}… is not in {engine.label}; "
+                f"rebuild it with `capsule build --engine {engine.name}` before exporting it"
             )
         log(f"export: saving the {variant} image {image.image_id[:19]}… (gzip)")
         with tempfile.NamedTemporaryFile(dir=scratch, prefix=".image-", suffix=".tar.gz") as tmp:
             with gzip.GzipFile(fileobj=tmp, mode="wb", compresslevel=GZIP_LEVEL, mtime=0) as gz:
-                save_image(api, image.image_id, gz)  # type: ignore[arg-type]
+                for chunk in engine.save(image.image_id):
+                    gz.write(chunk)
             tmp.flush()
             _add_file(tar, Path(tmp.name), f"images/{variant}.tar.gz")
 
@@ -88,8 +100,11 @@ def _safe_name(member: tarfile.TarInfo, source: Path) -> PurePosixPath:
     return path
 
 
-def import_capsule(source: Path, out: Path, log: Log, force: bool = False) -> Manifest:
-    """Unpack an export safely, verify every digest, load its images; write the capsule to `out`."""
+def import_capsule(
+    source: Path, out: Path, log: Log, force: bool = False, engine_name: str = "docker"
+) -> Manifest:
+    """Unpack an export safely, verify every digest, load its images into the named engine;
+    write the capsule to `out`."""
     if not source.is_file():
         raise BadInput(f"{source}: export file not found")
     if not tarfile.is_tarfile(source):
@@ -112,26 +127,26 @@ def import_capsule(source: Path, out: Path, log: Log, force: bool = False) -> Ma
         images_dir = stage.stage / "images"
         manifest = verify_capsule(stage.stage)
         for image_file in images:
-            _load_image(manifest, image_file, log)
+            _load_image(manifest, image_file, engine_name, log)
         shutil.rmtree(images_dir, ignore_errors=True)
         stage.commit(None)
     return manifest
 
 
-def _load_image(manifest: Manifest, image_file: Path, log: Log) -> None:
-    from builder.image import engine, image_exists, load_image
+def _load_image(manifest: Manifest, image_file: Path, engine_name: str, log: Log) -> None:
+    from builder.engines import open_engine
 
     variant = image_file.name.removesuffix(".tar.gz")
     recorded = manifest.images.get(variant)  # type: ignore[call-overload]
     if recorded is None:
         raise IntegrityError(f"images/{image_file.name}: the manifest records no {variant} image")
-    api = engine()
-    log(f"import: loading the {variant} image into the Docker engine")
-    with image_file.open("rb") as f:
-        load_image(api, f)
-    if image_exists(api, recorded.image_id) is None:
+    engine = open_engine(engine_name)
+    log(f"import: loading the {variant} image into {engine.label}")
+    with gzip.open(image_file, "rb") as f:  # plain tar: Podman's service does not read gzip
+        engine.load(iter(lambda: f.read(1 << 20), b""))
+    if engine.has_image(recorded.image_id) is None:
         raise IntegrityError(
             f"images/{image_file.name}: loading it did not give the recorded image "
             f"{recorded.image_id[:19]}…"
         )
-    api.tag(recorded.image_id, *recorded.tag.split(":", 1))
+    engine.tag(recorded.image_id, recorded.tag)

@@ -22,21 +22,24 @@ import zipfile
 from collections.abc import Callable
 from email.parser import Parser
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name, parse_wheel_filename
 from packaging.version import InvalidVersion, Version
 from pydantic import Field
 
+from builder.engines.wheelhouse import TOOL_DISTRIBUTION as TOOL
 from builder.errors import BadInput
 from builder.freeze import now
-from builder.image import TOOL_DISTRIBUTION as TOOL
 from builder.manifest import Manifest
 from builder.model_base import Strict
 from builder.spec import UserSpec
 from builder.store import sha256_bytes, store_json, verify_capsule
 from builder.verdict import Tolerances, Verdict, diff
+
+if TYPE_CHECKING:
+    from builder.engines import Engine
 
 Log = Callable[[str], None]
 AUDIT_DIR = "audits"
@@ -64,7 +67,7 @@ class Trial(Strict):
 class AuditRecord(Strict):
     kind: Literal["audit"] = "audit"
     created: str
-    on: Literal["host", "docker"]
+    on: Literal["host", "docker", "podman"]
     changes: list[Change]
     added: dict[str, str] = Field(
         default_factory=dict, description="Distributions the new versions require, added."
@@ -103,7 +106,7 @@ def parse_with(values: list[str]) -> dict[str, str]:
 
 def base_pins(manifest: Manifest, log: Log) -> dict[str, str]:
     """The capsule's environment: the distributions its wheelhouse pins."""
-    from builder.image import pinned_distributions
+    from builder.engines.wheelhouse import pinned_distributions
 
     requires = manifest.spec.code.requires if isinstance(manifest.spec, UserSpec) else []
     pins = pinned_distributions(
@@ -277,21 +280,18 @@ def host_environment(wheels: dict[str, Path], where: Path) -> Path:
     return where / "bin" / "python"
 
 
-def docker_image(
-    capsule: Path, manifest: Manifest, wheels: dict[str, Path], key: str, log: Log
+def audit_image(
+    capsule: Path,
+    manifest: Manifest,
+    wheels: dict[str, Path],
+    key: str,
+    engine: Engine,
+    log: Log,
 ) -> str:
     """An image of the audit's wheelhouse (Capsule's own wheel added), built like the capsule's."""
-    from builder.image import (
-        build_context,
-        build_image,
-        build_tool_wheel,
-        code_in_image,
-        engine,
-        ensure_base,
-        render_dockerfile,
-    )
+    from builder.engines.recipe import build_context, code_in_image, render_dockerfile
+    from builder.engines.wheelhouse import build_tool_wheel
 
-    api = engine()
     stored = capsule / "wheelhouse"
     tool = sorted(stored.glob("capsule_builder-*.whl")) if stored.is_dir() else []
     with tempfile.TemporaryDirectory(prefix="capsule-audit-wheel-") as tmp:
@@ -299,22 +299,14 @@ def docker_image(
             build_tool_wheel(Path(tmp), log)
             tool = sorted(Path(tmp).glob("capsule_builder-*.whl"))
         files = {p.name: p for p in [*wheels.values(), tool[0]]}
-        base_ref, _ = ensure_base(api, None, log)
+        base_ref, _ = engine.base(None, log)
         pip_wheel = next(n for n in files if n.startswith("pip-"))
         dockerfile = render_dockerfile(False, base_ref, pip_wheel)
         context = build_context(dockerfile, files, code_in_image(capsule, manifest))
     tag = f"capsule-audit/{manifest.spec.name.lower()}:{key}-cpu"
     log(f"audit: building {tag}")
-    return build_image(api, context, tag, {"org.capsule.audit": key}, nocache=False, log=log)
-
-
-def remove_image(image_id: str) -> None:
-    from docker.errors import APIError
-
-    from builder.image import engine
-
-    with contextlib.suppress(APIError):
-        engine().remove_image(image_id, force=True)
+    labels = {"org.capsule.audit": key}
+    return engine.build(context, tag, labels, base_ref, nocache=False, log=log)
 
 
 # ---------------------------------------------------------------- one trial, bisection
@@ -332,23 +324,26 @@ def trial(
 ) -> tuple[Verdict, dict[str, str]]:
     """Replay in the environment with `changes` applied and diff it against the baseline;
     also returns the distributions added because a changed version newly requires them."""
-    from builder.replay import replay_in_docker
+    from builder.replay import replay_in_image
 
     env = applied(pins, changes)
     key = hashlib.sha256(repr(sorted(env.items())).encode()).hexdigest()[:12]
     label = ", ".join(str(c) for c in changes) or "no changes"
     stored = capsule / "wheelhouse"
     find_links = [stored] if stored.is_dir() else []
-    wheels, added = prepare(env, find_links, log, every=on == "docker")
+    wheels, added = prepare(env, find_links, log, every=on != "host")
     out = work / f"replay-{key}"
     log(f"audit: replaying with {label}")
-    if on == "docker":
-        image = docker_image(capsule, manifest, wheels, key, log)
+    if on != "host":
+        from builder.engines import open_engine
+
+        engine = open_engine(on)
+        image = audit_image(capsule, manifest, wheels, key, engine, log)
         try:
-            replay_in_docker(capsule, out, log, image_id=image)
+            replay_in_image(capsule, out, log, on, image_id=image)
         finally:
             if not keep_images:
-                remove_image(image)
+                engine.remove(image)
     else:
         python = host_environment(wheels, work / f"venv-{key}")
         command = [str(python), "-m", "builder", "replay", str(capsule), "--out", str(out)]
@@ -399,7 +394,7 @@ class Trials:
         self.capsule, self.on, self.work, self.log = capsule, on, work, log
         self.keep_images = keep_images
         self.manifest = verify_capsule(capsule)
-        if on == "docker" and self.manifest.controls.device == "cuda":
+        if on != "host" and self.manifest.controls.device == "cuda":
             raise BadInput(
                 f"{capsule}: controls.device: an audit image is CPU-only; audit a CUDA capsule "
                 "with --on host on a GPU machine"

@@ -40,12 +40,11 @@ def remove_images(capsule_dir: Path) -> None:
     """Remove the images a test built for this capsule (and any dangling layers), so a suite
     that builds several multi-gigabyte images never holds more than one at a time."""
     images = json.loads((capsule_dir / "manifest.json").read_text()).get("images", {})
-    refs = []
-    for record in images.values():
-        refs += [record["image_id"], record["tag"], "capsule-raw/" + record["tag"].split("/", 1)[1]]
-    if refs:
-        subprocess.run(["docker", "rmi", "-f", *refs], capture_output=True)
-    subprocess.run(["docker", "image", "prune", "-f"], capture_output=True)
+    refs = [ref for record in images.values() for ref in (record["image_id"], record["tag"])]
+    for engine in ("docker", "podman"):  # the image ID is the same on both engines
+        if refs and shutil.which(engine):
+            subprocess.run([engine, "rmi", "-f", *refs], capture_output=True)
+            subprocess.run([engine, "image", "prune", "-f"], capture_output=True)
 
 
 def assert_refused(result: subprocess.CompletedProcess[str], *needles: str) -> None:

@@ -6,13 +6,14 @@ import io
 import tarfile
 from pathlib import Path
 
-from builder.image import (
+from builder.engines.recipe import (
     SOURCE_DATE_EPOCH,
     build_context,
+    canonical_layer,
     deterministic_tar,
     render_dockerfile,
-    requirement_closure,
 )
+from builder.engines.wheelhouse import requirement_closure
 
 
 def test_cuda_template_asks_for_the_nvidia_runtime() -> None:
@@ -57,3 +58,46 @@ def test_wheelhouse_closure_holds_the_framework_and_no_dev_tools() -> None:
     names = requirement_closure("capsule-builder", {"torch"})
     assert {"torch", "numpy", "pydantic", "safetensors", "typer"} <= set(names)
     assert not {"pytest", "ruff", "hypothesis"} & set(names)
+
+
+def _engine_archive(path: Path, owner_names: bool, order: list[str]) -> None:
+    """An archive of /opt/capsule as one engine might write it (order, owners, times vary)."""
+    link = "/usr/bin/python3"
+    files = {"capsule/": None, "capsule/venv/": None, "capsule/venv/a.py": b"a = 1\n",
+             "capsule/venv/b.py": b"b = 2\n", "capsule/venv/python": link}  # fmt: skip
+    with tarfile.open(path, "w", format=tarfile.PAX_FORMAT) as tar:
+        for name in order:
+            info = tarfile.TarInfo(name)
+            info.mtime = SOURCE_DATE_EPOCH + (0 if owner_names else 12345)
+            info.uname = info.gname = "root" if owner_names else ""
+            content = files[name]
+            if content is None:
+                info.type, info.mode = tarfile.DIRTYPE, 0o755
+                tar.addfile(info)
+            elif isinstance(content, str):
+                info.type, info.linkname = tarfile.SYMTYPE, content
+                tar.addfile(info)
+            else:
+                info.size, info.mode = len(content), 0o644
+                tar.addfile(info, io.BytesIO(content))
+
+
+def test_the_capsule_layer_does_not_depend_on_the_engines_tar_writer(tmp_path: Path) -> None:
+    """Same files, archived with and without owner names, in two orders, at other times: one
+    layer digest, entries under opt/ in walk order with owner root and the fixed time."""
+    names = ["capsule/", "capsule/venv/", "capsule/venv/a.py", "capsule/venv/b.py",
+             "capsule/venv/python"]  # fmt: skip
+    digests, layers = [], []
+    for i, (owners, order) in enumerate([(True, names), (False, names[::-1])]):
+        _engine_archive(tmp_path / f"engine{i}.tar", owners, order)
+        (tmp_path / str(i)).mkdir()
+        with (tmp_path / f"engine{i}.tar").open("rb") as f:
+            layer, digest = canonical_layer(iter(lambda: f.read(4096), b""), tmp_path / str(i))
+        digests.append(digest)
+        layers.append(layer.read_bytes())
+    assert digests[0] == digests[1] and layers[0] == layers[1]
+    with tarfile.open(fileobj=io.BytesIO(layers[0])) as tar:
+        members = tar.getmembers()
+    assert [m.name for m in members] == ["opt", *(f"opt/{n.rstrip('/')}" for n in names)]
+    assert {(m.uname, m.uid, m.mtime) for m in members} == {("root", 0, SOURCE_DATE_EPOCH)}
+    assert members[-1].issym() and members[-1].linkname == "/usr/bin/python3"

@@ -1,5 +1,6 @@
-"""Capsule images against a real Docker engine: build, replay in the container, reproducible
-IDs, one-file export/import, and the engine-missing errors (exit 4, nothing left behind).
+"""Capsule images against real engines (Docker, and Podman's service): build, replay in the
+container, reproducible IDs (the same on both engines), the containers' confinement, one-file
+export/import, and the engine-missing errors (exit 4, nothing left behind).
 
 The mechanics run on the smallest capsule (`small_image`: NumPy only, ~370 MB image); one test
 per framework builds and replays that framework's real image (`torch_image` is shared by the
@@ -12,10 +13,12 @@ import json
 import os
 import shutil
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from builder.errors import EngineMissing
 from tests.conftest import (
     CAPSULE_BIN,
     CAPSULES,
@@ -156,8 +159,18 @@ def test_no_engine_exits_4(small_image: Path, tmp_path: Path) -> None:
         env=env,
     )
     assert result.returncode == 4
-    assert "no Docker engine answers" in result.stderr
+    assert "the Docker engine does not answer" in result.stderr
     assert not (tmp_path / "r").exists()
+    env = {**os.environ, "CAPSULE_PODMAN_HOST": f"unix://{tmp_path}/absent.sock"}
+    result = subprocess.run(
+        [str(CAPSULE_BIN), "build", small_image, "--engine", "podman"],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert result.returncode == 4
+    assert "the Podman service does not answer" in result.stderr
+    assert "scripts/podman-up.sh" in result.stderr
 
 
 def test_export_remove_import_replay(small_image: Path, tmp_path: Path) -> None:
@@ -166,8 +179,7 @@ def test_export_remove_import_replay(small_image: Path, tmp_path: Path) -> None:
     export = tmp_path / "small.capsule.tar"
     ok(capsule("export", copy, "--out", export, "--with-image"))
     image = manifest(copy)["images"]["cpu"]
-    raw = "capsule-raw/" + image["tag"].split("/", 1)[1]
-    subprocess.run(["docker", "rmi", "-f", image["image_id"], raw], capture_output=True)
+    subprocess.run(["docker", "rmi", "-f", image["image_id"]], capture_output=True)
     assert (
         subprocess.run(["docker", "inspect", image["image_id"]], capture_output=True).returncode
         != 0
@@ -287,3 +299,120 @@ def test_a_tensorflow_cuda_wheelhouse_asks_for_tensorflow_and_cuda(tmp_path: Pat
     assert "tensorflow[and-cuda]==2.21.0" in result.stderr
     assert "pip download failed" in result.stderr and "Traceback" not in result.stderr
     assert not [p for p in (tmp_path / "c").iterdir() if "wheelhouse" in p.name]
+
+
+# ---------------------------------------------------------------- Podman beside Docker
+
+
+def podman(*args: str) -> str:
+    return subprocess.run(["podman", *args], capture_output=True, text=True, check=True).stdout
+
+
+@pytest.fixture(scope="module")
+def podman_image(small_image: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The small capsule built again with --engine podman, from the same base image (Docker's
+    local base, loaded into Podman: `podman load` keeps its ID)."""
+    copy = tmp_path_factory.mktemp("podman") / "c"
+    shutil.copytree(small_image, copy)
+    base = manifest(copy)["images"]["cpu"]["base_image"]
+    if subprocess.run(["podman", "image", "exists", base]).returncode != 0:
+        subprocess.run(f"docker save {base} | podman load", shell=True, check=True)
+    ok(capsule("build", copy, "--engine", "podman"))
+    yield copy
+    subprocess.run(["podman", "rmi", "-f", manifest(copy)["images"]["cpu"]["image_id"]])
+
+
+def test_podman_builds_the_same_image_id_as_docker(small_image: Path, podman_image: Path) -> None:
+    """Capsule writes the capsule's layer and config itself, so the engines' differing tar
+    writers (Podman leaves out owner names) do not reach the image ID."""
+    docker_built = manifest(small_image)["images"]["cpu"]
+    podman_built = manifest(podman_image)["images"]["cpu"]
+    assert podman_built["engine"] == "podman" and docker_built["engine"] == "docker"
+    assert podman_built["image_id"] == docker_built["image_id"]
+    assert podman("image", "inspect", podman_built["image_id"], "--format", "{{.Id}}").strip() == (
+        docker_built["image_id"].removeprefix("sha256:")
+    )
+    assert not podman("images", "-q", "--filter", "dangling=true").split()  # stages removed
+
+
+def test_podman_replay_is_identical_to_the_host_baseline(
+    podman_image: Path, tmp_path: Path
+) -> None:
+    before = set(podman("ps", "-aq").split())
+    ok(capsule("replay", podman_image, "--on", "podman", "--out", tmp_path / "r"))
+    assert set(podman("ps", "-aq").split()) == before
+    record = json.loads((tmp_path / "r" / "replay.json").read_text())
+    assert record["on"] == "podman"
+    assert record["image_id"] == manifest(podman_image)["images"]["cpu"]["image_id"]
+    ok(capsule("diff", podman_image, tmp_path / "r", "--require", "identical"))
+
+
+PROBE = """
+import errno, json, os, resource
+def read(*paths):
+    for p in paths:
+        try:
+            return open(p).read().strip()
+        except OSError:
+            pass
+status = dict(line.split(":", 1) for line in open("/proc/self/status") if ":" in line)
+try:
+    open("/capsule/probe", "w")
+    capsule_write = "allowed"
+except OSError as error:
+    capsule_write = errno.errorcode[error.errno]
+print(json.dumps({
+    "uid": os.getuid(),
+    "cap_eff": int(status["CapEff"].strip(), 16),
+    "no_new_privs": int(status["NoNewPrivs"].strip()),
+    "interfaces": sorted(l.split(":")[0].strip() for l in open("/proc/net/dev").readlines()[2:]),
+    "pids_max": read("/sys/fs/cgroup/pids.max", "/sys/fs/cgroup/pids/pids.max"),
+    "memory_max": read("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"),
+    "nofile": resource.getrlimit(resource.RLIMIT_NOFILE),
+    "nproc": resource.getrlimit(resource.RLIMIT_NPROC),
+    "capsule_write": capsule_write,
+}))
+"""
+
+
+def test_the_confinement_is_the_same_on_both_engines(podman_image: Path, tmp_path: Path) -> None:
+    """A probe in the running container (the replay's own path: Engine.run under CONFINEMENT)
+    reports what it may do: no network, not root, no capabilities, no new privileges, bounded
+    processes, memory and open files, the capsule read-only."""
+    from builder.engines import CONFINEMENT, Job, Mount, open_engine
+
+    image_id = manifest(podman_image)["images"]["cpu"]["image_id"]
+    job = Job(["/opt/capsule/venv/bin/python", "-c", PROBE], [Mount(podman_image, "/capsule")])
+    seen = {}
+    for name in ("docker", "podman"):
+        code, last = open_engine(name).run(image_id, job, lambda line: None)
+        assert code == 0, last
+        seen[name] = json.loads(last)
+    assert seen["docker"] == seen["podman"], seen
+    probe = seen["docker"]
+    assert probe["uid"] == 65534 and probe["cap_eff"] == 0 and probe["no_new_privs"] == 1
+    assert probe["interfaces"] == ["lo"]
+    assert probe["pids_max"] == str(CONFINEMENT.pids)
+    assert int(probe["memory_max"]) == CONFINEMENT.memory_bytes() // 4096 * 4096
+    assert probe["nofile"] == [CONFINEMENT.open_files] * 2
+    assert probe["nproc"] == [CONFINEMENT.processes] * 2
+    assert probe["capsule_write"] == "EROFS"
+    gpu = Job(job.argv, job.mounts, gpu=True)
+    with pytest.raises(EngineMissing, match="CDI"):
+        open_engine("podman").run(image_id, gpu, lambda line: None)
+
+
+def test_podman_export_and_import_keep_the_image_id(podman_image: Path, tmp_path: Path) -> None:
+    export = tmp_path / "small.capsule.tar"
+    ok(capsule("export", podman_image, "--out", export, "--with-image", "--engine", "podman"))
+    image_id = manifest(podman_image)["images"]["cpu"]["image_id"]
+    podman("rmi", "-f", image_id)
+    missing = capsule("replay", podman_image, "--on", "podman", "--out", tmp_path / "x")
+    assert missing.returncode == 4 and "not in the Podman service" in missing.stderr
+    result = json.loads(
+        ok(
+            capsule("import", export, "--out", tmp_path / "i", "--engine", "podman", "--json")
+        ).stdout
+    )
+    assert result["images"]["cpu"] == image_id
+    assert podman("image", "inspect", image_id, "--format", "{{.Id}}").strip() in image_id
