@@ -2,8 +2,8 @@
 the checksum trace, weights and data inputs.
 
 On freeze it records; on replay it hands back what was recorded (the same permutations, the
-capsule's copies of the data files). It never imports a framework: weights are taken by duck
-typing (a PyTorch module or state_dict, a Keras model, a dict of arrays).
+capsule's copies of the data files). It never imports a framework itself: the capsule's
+framework (builder.frameworks) turns its tensors and models into NumPy arrays.
 """
 
 from __future__ import annotations
@@ -12,12 +12,15 @@ import hashlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from builder.manifest import InputRecord, MetricPoint, TracePoint
 from builder.store import file_sha256
+
+if TYPE_CHECKING:
+    from builder.frameworks import Framework
 
 
 class RunUsageError(Exception):
@@ -62,8 +65,8 @@ class Run:
     - `run.order(n, epoch)`: a permutation of range(n), recorded on freeze, returned on replay.
     - `run.log(name, value, step=None)`: a metric; `diff` compares every logged value.
     - `run.checkpoint(step, loss, weights=None)`: a point of the loss-checksum trace.
-    - `run.save_weights(obj)`: the trained weights (PyTorch module or state_dict, Keras model,
-      dict of NumPy arrays); required.
+    - `run.save_weights(obj)`: the trained weights (a model of the capsule's framework, its
+      state dict, or a dict of NumPy arrays); required.
     - `run.data(path)`: open a data file through the capsule (path of the copy to read).
     - `run.record_arrays(name, **arrays)`: record the digest of data the code loaded itself.
     """
@@ -76,6 +79,7 @@ class Run:
         recorded_orders: dict[str, np.ndarray] | None,
         input_files: Mapping[str, InputFile] | None,
         data_root: Path,
+        framework: Framework,
         on_metric: Callable[[str, float, int | None], None] = lambda name, value, step: None,
     ) -> None:
         self.seeds = seeds
@@ -85,6 +89,7 @@ class Run:
         self._input_files = input_files
         self._data_root = data_root
         self._on_metric = on_metric
+        self._framework = framework  # turns its tensors and models into NumPy arrays
         self.record = Recorder()
 
     # ------------------------------------------------------------ data order
@@ -122,7 +127,7 @@ class Run:
     def checkpoint(self, step: int, loss: float, weights: object | None = None) -> None:
         """A point of the loss-checksum trace: the loss's exact bits and, when `weights` is
         given, a digest of them; `diff` names the first checkpoint where two runs part."""
-        loss_array = np.asarray(_to_numpy(loss))
+        loss_array = np.asarray(self._framework.as_array(loss))
         if loss_array.size != 1:
             raise RunUsageError(f"run.checkpoint({step}, loss): loss must be one number")
         if loss_array.dtype.kind != "f":
@@ -132,7 +137,7 @@ class Run:
         digest = None
         if weights is not None:
             h = hashlib.sha256()
-            for name, array in sorted(named_arrays(weights).items()):
+            for name, array in sorted(named_arrays(weights, self._framework).items()):
                 h.update(name.encode())
                 h.update(np.ascontiguousarray(array).tobytes())
             digest = h.hexdigest()[:16]
@@ -142,7 +147,7 @@ class Run:
 
     def save_weights(self, obj: object) -> None:
         """The trained weights, stored as safetensors (a second call replaces the first)."""
-        self.record.weights = named_arrays(obj)
+        self.record.weights = named_arrays(obj, self._framework)
 
     # ------------------------------------------------------------ data
 
@@ -176,7 +181,7 @@ class Run:
         h = hashlib.sha256()
         detail = []
         for key in sorted(arrays):
-            array = np.ascontiguousarray(_to_numpy(arrays[key]))
+            array = np.ascontiguousarray(self._framework.as_array(arrays[key]))
             h.update(f"{key}:{array.dtype}:{array.shape}".encode())
             h.update(array.tobytes())
             detail.append(f"{key} {array.dtype}{list(array.shape)}")
@@ -187,37 +192,25 @@ class Run:
         return digest
 
 
-def _to_numpy(value: object) -> np.ndarray:
-    """A framework tensor (PyTorch, TensorFlow, Keras variable) or array-like as NumPy."""
-    if hasattr(value, "detach"):  # torch.Tensor
-        return value.detach().cpu().numpy()  # type: ignore[no-any-return, attr-defined]
-    if hasattr(value, "numpy"):  # tf.Tensor, tf.Variable, Keras variable
-        return np.asarray(value.numpy())  # type: ignore[attr-defined]
-    return np.asarray(value)
-
-
-def named_arrays(obj: object) -> dict[str, np.ndarray]:
-    """Weights by name from a PyTorch module or state_dict, a Keras model, or a dict of arrays."""
-    if hasattr(obj, "state_dict") and callable(obj.state_dict):  # torch.nn.Module
-        obj = obj.state_dict()
-    elif hasattr(obj, "weights") and hasattr(obj, "get_weights"):  # keras.Model / Layer
-        named = {}
-        for variable in obj.weights:  # type: ignore[attr-defined]
-            name = str(getattr(variable, "path", None) or variable.name)
-            if name in named:
-                raise RunUsageError(f"run.save_weights: two weights are named {name!r}")
-            named[name] = np.ascontiguousarray(_to_numpy(variable)).copy()
-        return named
-    if not isinstance(obj, Mapping):
+def named_arrays(obj: object, framework: Framework) -> dict[str, np.ndarray]:
+    """Weights by name from a model of the framework, or from a mapping of name → tensor or
+    array (a state dict, a dict of NumPy arrays)."""
+    try:
+        named = framework.named_weights(obj)
+    except ValueError as error:
+        raise RunUsageError(f"run.save_weights: {error}") from None
+    if named is not None:
+        obj = named
+    elif not isinstance(obj, Mapping):
         raise RunUsageError(
-            f"run.save_weights: got {type(obj).__name__}; give a PyTorch module or state_dict, "
-            "a Keras model, or a dict of NumPy arrays"
+            f"run.save_weights: got {type(obj).__name__}; give a model of the capsule's "
+            f"framework ({framework.name}), its state dict, or a dict of NumPy arrays"
         )
     if not obj:
         raise RunUsageError("run.save_weights: no weights given (the dict is empty)")
     arrays = {}
     for name, value in obj.items():
-        array = np.ascontiguousarray(_to_numpy(value)).copy()
+        array = np.ascontiguousarray(framework.as_array(value)).copy()
         if array.dtype == object:
             raise RunUsageError(f"run.save_weights: {name!r} is not a numeric array")
         arrays[str(name)] = array

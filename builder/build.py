@@ -174,7 +174,7 @@ def build(
 
 
 def _require_cuda_build(folder: Path, framework: str) -> None:
-    """`torch==X` also matches a local `X+cpu` build: refuse a CUDA wheelhouse that got one."""
+    """`FRAMEWORK==X` also matches a local `X+cpu` build: refuse a CUDA wheelhouse that got one."""
     cpu_builds = [p.name for p in folder.glob(f"{framework}-*+cpu-*.whl")]
     if cpu_builds:
         raise BadInput(

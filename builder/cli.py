@@ -7,7 +7,6 @@ contract's exit code (2 bad input, 3 integrity, 4 engine missing), never a trace
 from __future__ import annotations
 
 import json
-import os
 import signal
 import sys
 from collections.abc import Callable, Iterator
@@ -1093,10 +1092,9 @@ def _describe(record: Manifest | ReplayRecord, path: Path) -> None:
 
 
 def main() -> None:
-    # TensorFlow's C++ INFO/WARNING lines (oneDNN, CPU features) are not Capsule's output. A
-    # TensorFlow run sets 2 itself (controls.process_env) and records it among its controls;
-    # the fingerprint leaves it out (fingerprint.NOT_NUMERIC): no number depends on it.
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from builder.frameworks import quiet_logs
+
+    quiet_logs()
     try:
         app()
     except KeyboardInterrupt:

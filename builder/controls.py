@@ -30,11 +30,11 @@ def process_env(spec: SpecBase) -> dict[str, str]:
         "OPENBLAS_NUM_THREADS": threads,
     }
     if spec.controls.device == "cuda":
-        env["CUBLAS_WORKSPACE_CONFIG"] = ":4096:8"
-    if spec.framework == "tensorflow":
-        env["TF_ENABLE_ONEDNN_OPTS"] = "1" if spec.controls.onednn else "0"
-        env["TF_CPP_MIN_LOG_LEVEL"] = "2"  # TensorFlow's start-up chatter; changes no numbers
-    return env
+        env["CUBLAS_WORKSPACE_CONFIG"] = ":4096:8"  # deterministic cuBLAS, whichever framework
+    from builder.frameworks import FRAMEWORKS
+
+    entry = FRAMEWORKS.get(spec.framework)
+    return {**env, **(entry.process_env(spec) if entry else {})}
 
 
 def ensure_process_env(spec: SpecBase) -> None:

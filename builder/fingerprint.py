@@ -8,6 +8,7 @@ import platform
 import sys
 from pathlib import Path
 
+from builder.frameworks import FRAMEWORKS
 from builder.manifest import Fingerprint, GpuInfo
 
 NAMED_ENV = (
@@ -19,17 +20,13 @@ NAMED_ENV = (
     "OPENBLAS_CORETYPE",
     "CUDA_VISIBLE_DEVICES",
     "NVIDIA_TF32_OVERRIDE",
-    "TF_DETERMINISTIC_OPS",
-    "TF_CUDNN_DETERMINISTIC",
-    "TF_ENABLE_ONEDNN_OPTS",
-    "TF_NUM_INTRAOP_THREADS",
-    "TF_NUM_INTEROP_THREADS",
+    *(name for entry in FRAMEWORKS.values() for name in entry.env_names),
 )
-ENV_PREFIXES = ("TF_", "TORCH_", "CUBLAS_", "CUDNN_", "KMP_", "MKL_", "OMP_", "OPENBLAS_")
-NOT_NUMERIC = (
-    "TF_CLI_", "TF_VAR_", "TF_LOG", "TF_DATA_DIR", "TF_IN_AUTOMATION",
-    "TF_CPP_MIN_LOG_LEVEL",  # how much TensorFlow logs: no number depends on it
-)  # fmt: skip  # Terraform's
+ENV_PREFIXES = (
+    *(prefix for entry in FRAMEWORKS.values() for prefix in entry.env_prefixes),
+    "CUBLAS_", "CUDNN_", "KMP_", "MKL_", "OMP_", "OPENBLAS_",
+)  # fmt: skip
+NOT_NUMERIC = tuple(prefix for entry in FRAMEWORKS.values() for prefix in entry.env_not_numeric)
 
 
 def _cpu() -> tuple[str, list[str]]:

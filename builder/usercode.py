@@ -22,14 +22,12 @@ from builder.api import InputFile, Recorder, Run, RunUsageError, Seeds
 from builder.controls import applied_env, seed_everything, seed_record
 from builder.errors import BadInput
 from builder.fingerprint import capture
-from builder.frameworks import get_framework, require_device
+from builder.frameworks import FRAMEWORKS, Framework, get_framework, require_device
 from builder.manifest import AppliedControls, Finding, Fingerprint, Outcome
 from builder.run import tensor_digest
 from builder.spec import UserSpec
 
 SKIPPED = ("__pycache__", ".pyc", ".pyo")
-TORCH_ALERT = " does not have a deterministic implementation"
-TF_ALERT = "determinism is enabled"
 MetricCallback = Callable[[str, float, int | None], None]
 
 
@@ -122,16 +120,17 @@ def _user_error(error: BaseException, code_dir: Path, doing: str) -> UserCodeErr
 # ---------------------------------------------------------------- the audit at run time
 
 
-def runtime_findings(caught: list[warnings.WarningMessage], code_dir: Path) -> list[Finding]:
-    """PyTorch's nondeterminism alerts (warn_only) grouped by op and the line that ran it;
-    every other warning is shown to the user as usual."""
+def runtime_findings(
+    caught: list[warnings.WarningMessage], code_dir: Path, framework: Framework
+) -> list[Finding]:
+    """The framework's nondeterminism alerts (warn-only) grouped by op and the line that ran
+    it; every other warning is shown to the user as usual."""
     counts: dict[tuple[str, str, int], int] = {}
     for w in caught:
-        text = str(w.message)
-        if TORCH_ALERT not in text:
+        op = framework.nondeterministic_op(str(w.message))
+        if op is None:
             warnings.showwarning(w.message, w.category, w.filename, w.lineno)
             continue
-        op = text.split(TORCH_ALERT)[0].strip()
         file = Path(w.filename).resolve()
         name = (
             file.relative_to(code_dir.resolve()).as_posix()
@@ -139,26 +138,27 @@ def runtime_findings(caught: list[warnings.WarningMessage], code_dir: Path) -> l
             else str(w.filename)
         )
         counts[(op, name, w.lineno)] = counts.get((op, name, w.lineno), 0) + 1
+    title = FRAMEWORKS[framework.name].title
     return [
         Finding(
             source="runtime",
-            rule="torch-nondeterministic-op",
+            rule=f"{framework.name}-nondeterministic-op",
             file=file,
             line=line,
             message=f"{op} has no deterministic implementation on this device "
-            f"(PyTorch warned {count} time(s))",
+            f"({title} warned {count} time(s))",
             count=count,
         )
         for (op, file, line), count in sorted(counts.items(), key=lambda kv: (kv[0][1], kv[0][2]))
     ]
 
 
-def _determinism_refusal(error: BaseException, code_dir: Path) -> UserCodeError:
-    """TensorFlow raises (it has no warn-only mode) when op determinism meets an op it cannot
-    run deterministically: say so, and what to do."""
+def _determinism_refusal(error: BaseException, code_dir: Path, title: str) -> UserCodeError:
+    """A framework with no warn-only mode raises when its determinism switch meets an op it
+    cannot run deterministically: say so, and what to do."""
     base = _user_error(error, code_dir, "running the code")
     return UserCodeError(
-        f"{base}; TensorFlow refused a nondeterministic op under op determinism "
+        f"{base}; {title} refused a nondeterministic op under op determinism "
         "(give the op a seed, or set controls.deterministic = false to freeze without it)",
         base.details,
     )
@@ -191,6 +191,7 @@ def execute_code(
         recorded_orders=recorded_orders,
         input_files=input_files,
         data_root=data_root,
+        framework=framework,
         on_metric=on_metric,
     )
     main = _load_entry(spec, code_dir)
@@ -202,11 +203,12 @@ def execute_code(
         except RunUsageError as error:
             raise _user_error(error, code_dir, spec.entrypoint) from None
         except (Exception, SystemExit) as error:
-            if TF_ALERT in str(error):
-                raise _determinism_refusal(error, code_dir) from None
+            if framework.refused_nondeterminism(error):
+                title = FRAMEWORKS[spec.framework].title
+                raise _determinism_refusal(error, code_dir, title) from None
             raise _user_error(error, code_dir, spec.entrypoint) from None
     seconds = time.perf_counter() - started
-    findings = runtime_findings(caught, code_dir)
+    findings = runtime_findings(caught, code_dir, framework)
     weights = run.record.weights
     if weights is None:
         raise UserCodeError(

@@ -15,7 +15,7 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
-from builder.layout import to_torch_layout
+from builder.frameworks.layout import to_torch_layout
 from builder.manifest import (
     AppliedControls,
     Fingerprint,
@@ -274,13 +274,18 @@ def environment_reasons(a: Side, b: Side) -> list[Reason]:
         reasons.append(Reason(kind="controls", message=_changed("seeds", ca.seeds, cb.seeds)))
     fa, fb = a.fingerprint, b.fingerprint
     same_framework = fa.framework == fb.framework
-    # across frameworks, only the switches both record (Adam variant, init) are comparable
+    # across frameworks, only the switches both record (Adam variant, init) are comparable;
+    # the switches that restate the thread count are reported as `threads` already
+    from builder.frameworks import FRAMEWORKS, SHARED_SWITCHES
+
     shared_keys = set(ca.framework_switches) | set(cb.framework_switches)
     if not same_framework:
-        shared_keys = {"adam.variant", "adam.lr", "adam.beta_1", "adam.beta_2", "adam.eps", "init"}
-    for key in sorted(shared_keys):
+        shared_keys = set(SHARED_SWITCHES)
+    restated = {k for f in (fa, fb) if f.framework in FRAMEWORKS
+                for k in FRAMEWORKS[f.framework].thread_switches}  # fmt: skip
+    for key in sorted(shared_keys - restated):
         va, vb = ca.framework_switches.get(key), cb.framework_switches.get(key)
-        if va != vb and not key.endswith(("num_threads", "num_interop_threads")):
+        if va != vb:
             reasons.append(Reason(kind="controls", message=_changed(key, va, vb)))
     if (fa.framework, fa.framework_version) != (fb.framework, fb.framework_version):
         reasons.insert(

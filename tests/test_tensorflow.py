@@ -11,7 +11,7 @@ from pathlib import Path
 
 from safetensors.numpy import load_file
 
-from builder.layout import to_torch_layout
+from builder.frameworks.layout import to_torch_layout
 from tests.conftest import CAPSULES, ROOT, capsule, ok, write_tiny_data
 
 TINY = """\

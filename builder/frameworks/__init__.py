@@ -1,21 +1,31 @@
-"""One small interface per framework, so freeze/replay/sweep never import a framework directly."""
+"""One small interface per framework, so freeze/replay/sweep never import a framework directly.
+
+Everything framework-specific lives in this wing: what Capsule knows without importing the
+framework (FrameworkEntry: its distributions, the process environment it needs before import,
+the environment variables that change its numbers, the switches that restate a control) and
+what needs it imported (Framework: controls, training, evaluation, its nondeterminism alerts,
+its tensors as NumPy). Adding a framework is one module here and one entry in FRAMEWORKS.
+"""
 
 from __future__ import annotations
 
 import importlib
 import importlib.util
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-import numpy as np
-
-from builder.data import Dataset
 from builder.errors import BadInput, EngineMissing
-from builder.manifest import EpochMetrics, GpuInfo, TracePoint
-from builder.spec import Spec, SpecBase
 
-EpochCallback = Callable[[EpochMetrics], None]
+if TYPE_CHECKING:  # the table is read without NumPy or the models: commands start faster
+    import numpy as np
+
+    from builder.data import Dataset
+    from builder.manifest import EpochMetrics, GpuInfo, TracePoint
+    from builder.spec import Spec, SpecBase
+
+EpochCallback = Callable[["EpochMetrics"], None]
 
 
 @dataclass(frozen=True)
@@ -34,7 +44,7 @@ class Framework(Protocol):
     """A framework trains the spec's MLP in the recorded order and reports what it did.
 
     Weights come back in the framework's own names and layout (PyTorch `X.weight` [out, in],
-    TensorFlow `X.kernel` [in, out]); `builder.layout` converts between them.
+    TensorFlow `X.kernel` [in, out]); `frameworks.layout` converts between them.
     """
 
     name: str
@@ -70,29 +80,107 @@ class Framework(Protocol):
         every split, computed on `device` — the cross-device matrix's evaluation."""
         ...
 
+    def nondeterministic_op(self, warning: str) -> str | None:
+        """The op a warning says has no deterministic implementation (the framework's
+        warn-only alert), or None for any other warning."""
+        ...
+
+    def refused_nondeterminism(self, error: BaseException) -> bool:
+        """Whether the error is the framework refusing a nondeterministic op under its
+        determinism switch (a framework without a warn-only mode raises instead)."""
+        ...
+
+    def as_array(self, value: object) -> np.ndarray:
+        """A tensor of this framework (or anything array-like) as a NumPy array."""
+        ...
+
+    def named_weights(self, obj: object) -> dict[str, object] | None:
+        """Weights by name from a model of this framework (module, state dict, Keras model),
+        or None when `obj` is not one (a plain dict of arrays is handled by the caller)."""
+        ...
+
+
+def _no_env(spec: SpecBase) -> dict[str, str]:
+    return {}
+
+
+def _tensorflow_env(spec: SpecBase) -> dict[str, str]:
+    return {
+        "TF_ENABLE_ONEDNN_OPTS": "1" if spec.controls.onednn else "0",
+        "TF_CPP_MIN_LOG_LEVEL": "2",  # TensorFlow's start-up chatter; changes no numbers
+    }
+
 
 @dataclass(frozen=True)
 class FrameworkEntry:
     """What Capsule knows of a framework without importing it (importing torch takes seconds)."""
 
     module: str  # the module in this wing whose FRAMEWORK implements the protocol
+    title: str  # in sentences
     import_name: str  # what must be importable for it to run here
     cpu_distribution: str  # the distribution a CPU capsule pins
     cuda_requirement: str | None  # what `build --gpu` asks pip for; None: no GPU support
     builtin_mlp: bool  # trains the built-in experiment (else: the user's own code only)
+    process_env: Callable[[SpecBase], dict[str, str]] = _no_env  # set before it is imported
+    env_names: tuple[str, ...] = ()  # variables that change its numbers (fingerprinted)
+    env_prefixes: tuple[str, ...] = ()  # families of such variables
+    env_not_numeric: tuple[str, ...] = ()  # prefixes within those families that change none
+    thread_switches: tuple[str, ...] = ()  # switches that restate controls.threads
+    quiet_env: tuple[tuple[str, str], ...] = ()  # defaults that keep its own logging quiet
 
 
 FRAMEWORKS = {
-    "torch": FrameworkEntry("builder.frameworks.torch", "torch", "torch", "torch", True),
+    "torch": FrameworkEntry(
+        "builder.frameworks.torch",
+        "PyTorch",
+        "torch",
+        "torch",
+        "torch",
+        True,
+        env_prefixes=("TORCH_",),
+        thread_switches=("torch.get_num_threads", "torch.get_num_interop_threads"),
+    ),
     "tensorflow": FrameworkEntry(
         "builder.frameworks.tensorflow",
+        "TensorFlow",
         "tensorflow",
         "tensorflow-cpu",
         "tensorflow[and-cuda]",
         True,
+        process_env=_tensorflow_env,
+        env_names=(
+            "TF_DETERMINISTIC_OPS",
+            "TF_CUDNN_DETERMINISTIC",
+            "TF_ENABLE_ONEDNN_OPTS",
+            "TF_NUM_INTRAOP_THREADS",
+            "TF_NUM_INTEROP_THREADS",
+        ),
+        env_prefixes=("TF_",),
+        env_not_numeric=(
+            "TF_CLI_",
+            "TF_VAR_",
+            "TF_LOG",
+            "TF_DATA_DIR",
+            "TF_IN_AUTOMATION",  # Terraform's
+            "TF_CPP_MIN_LOG_LEVEL",  # how much TensorFlow logs: no number depends on it
+        ),
+        # its C++ INFO/WARNING lines (oneDNN, CPU features) are not Capsule's output
+        quiet_env=(("TF_CPP_MIN_LOG_LEVEL", "2"),),
     ),
-    "numpy": FrameworkEntry("builder.frameworks.numpy", "numpy", "numpy", None, False),
+    "numpy": FrameworkEntry("builder.frameworks.numpy", "NumPy", "numpy", "numpy", None, False),
 }
+# The switches every framework's built-in MLP records alike, so that `diff` compares them
+# across frameworks (the others name each framework's own API).
+SHARED_SWITCHES = ("adam.variant", "adam.lr", "adam.beta_1", "adam.beta_2", "adam.eps", "init")
+
+
+def quiet_logs() -> None:
+    """Set (unless the user did) what keeps the frameworks' own start-up logging off the
+    terminal; a run records such variables among its controls, the fingerprint leaves them out
+    (env_not_numeric): no number depends on them."""
+    for entry in FRAMEWORKS.values():
+        for name, value in entry.quiet_env:
+            os.environ.setdefault(name, value)
 
 
 def check_framework(name: str, source: str) -> None:
@@ -107,6 +195,8 @@ def check_framework(name: str, source: str) -> None:
 
 def check_spec(spec: SpecBase, source: str) -> None:
     """Refuse, naming the file and field, what a spec's framework cannot do as specified."""
+    from builder.spec import Spec
+
     check_framework(spec.framework, source)
     entry = FRAMEWORKS[spec.framework]
     if isinstance(spec, Spec) and not entry.builtin_mlp:

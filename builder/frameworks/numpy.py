@@ -30,6 +30,18 @@ class NumpyFramework:
     ) -> dict[str, str | int | float | bool | None]:
         return {"numpy.random.seed": spec.seeds.init % 2**32, "interop_threads": threads}
 
+    def nondeterministic_op(self, warning: str) -> str | None:
+        return None
+
+    def refused_nondeterminism(self, error: BaseException) -> bool:
+        return False
+
+    def as_array(self, value: object) -> np.ndarray:
+        return np.asarray(value)
+
+    def named_weights(self, obj: object) -> dict[str, object] | None:
+        return None
+
     def apply_controls(
         self, spec: Spec, device: str, threads: int
     ) -> dict[str, str | int | float | bool | None]:

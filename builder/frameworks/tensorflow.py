@@ -19,8 +19,8 @@ import tensorflow as tf
 
 from builder.data import Dataset
 from builder.frameworks import EpochCallback, Trained
-from builder.init import layer_names, shared_initial_weights
-from builder.layout import to_kernel_layout
+from builder.frameworks.initial_weights import layer_names, shared_initial_weights
+from builder.frameworks.layout import to_kernel_layout
 from builder.manifest import EpochMetrics, GpuInfo, TracePoint
 from builder.spec import Spec, SpecBase
 
@@ -150,6 +150,30 @@ class TensorflowFramework:
             )
         cuda, cudnn = build.get("cuda_version"), build.get("cudnn_version")
         return gpus, str(cuda) if cuda else None, str(cudnn) if cudnn else None
+
+    def nondeterministic_op(self, warning: str) -> str | None:
+        return None  # no warn-only mode: see refused_nondeterminism
+
+    def refused_nondeterminism(self, error: BaseException) -> bool:
+        """Under `enable_op_determinism` an op with no deterministic kernel raises an error
+        saying "... determinism is enabled"."""
+        return "determinism is enabled" in str(error)
+
+    def as_array(self, value: object) -> np.ndarray:
+        if hasattr(value, "numpy"):  # tf.Tensor, tf.Variable, a Keras variable
+            return np.asarray(value.numpy())
+        return np.asarray(value)
+
+    def named_weights(self, obj: object) -> dict[str, object] | None:
+        if not isinstance(obj, keras.layers.Layer):  # a keras.Model is a Layer
+            return None
+        named: dict[str, object] = {}
+        for variable in obj.weights:
+            name = str(getattr(variable, "path", None) or variable.name)
+            if name in named:
+                raise ValueError(f"two weights are named {name!r}")
+            named[name] = variable
+        return named
 
     def apply_base_controls(
         self, spec: SpecBase, device: str, threads: int, warn_only: bool

@@ -20,12 +20,13 @@ from torch.nn import functional
 
 from builder.data import Dataset
 from builder.frameworks import EpochCallback, Trained
-from builder.init import shared_initial_weights
+from builder.frameworks.initial_weights import shared_initial_weights
 from builder.manifest import EpochMetrics, GpuInfo, TracePoint
 from builder.spec import ModelSpec, Spec, SpecBase
 
 ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid}
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
+ALERT = " does not have a deterministic implementation"
 
 
 class MLP(nn.Module):
@@ -123,6 +124,26 @@ class TorchFramework:
                     )
                 )
         return gpus, torch.version.cuda, str(cudnn) if cudnn else None
+
+    def nondeterministic_op(self, warning: str) -> str | None:
+        """`use_deterministic_algorithms(True, warn_only=True)` warns "OP does not have a
+        deterministic implementation, but you set ..." once per call of such an op."""
+        if ALERT not in warning:
+            return None
+        return warning.split(ALERT)[0].strip()
+
+    def refused_nondeterminism(self, error: BaseException) -> bool:
+        return False  # user code runs warn-only: alerts arrive as warnings
+
+    def as_array(self, value: object) -> np.ndarray:
+        if isinstance(value, torch.Tensor):
+            return value.detach().cpu().numpy()
+        return np.asarray(value)
+
+    def named_weights(self, obj: object) -> dict[str, object] | None:
+        if isinstance(obj, nn.Module):
+            return dict(obj.state_dict())
+        return None  # a state_dict is a plain mapping of tensors
 
     def apply_base_controls(
         self, spec: SpecBase, device: str, threads: int, warn_only: bool

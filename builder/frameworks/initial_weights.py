@@ -1,7 +1,7 @@
 """Shared initial weights: drawn by Capsule itself so that every framework starts identically.
 
 Layout and names are PyTorch's (`hidden.N.weight` is [out, in]); a framework that stores
-kernels as [in, out] transposes on load (see `builder.layout`).
+kernels as [in, out] transposes on load (see `frameworks.layout`).
 """
 
 from __future__ import annotations

@@ -1,0 +1,67 @@
+"""The house's rules (docs/architecture.md): each plug-in point is reached only through its
+wing, and each wing's registry names modules that implement its protocol."""
+
+from __future__ import annotations
+
+import ast
+import importlib
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT
+
+PACKAGE = ROOT / "builder"
+
+
+def imported_modules(path: Path) -> set[str]:
+    """Every module a file imports, at the top or inside a function."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module)
+    return found
+
+
+def files_outside(wing: str) -> list[Path]:
+    return [p for p in PACKAGE.rglob("*.py") if not p.is_relative_to(PACKAGE / wing)]
+
+
+@pytest.mark.parametrize(
+    ("wing", "roots"),
+    [("frameworks", {"torch", "tensorflow", "keras"}), ("engines", {"docker", "podman"})],
+)
+def test_only_its_wing_imports_a_plug_in(wing: str, roots: set[str]) -> None:
+    offenders = {
+        str(path.relative_to(ROOT)): sorted(
+            m for m in imported_modules(path) if m.split(".")[0] in roots
+        )
+        for path in files_outside(wing)
+    }
+    assert not {k: v for k, v in offenders.items() if v}
+
+
+def test_every_registered_engine_executor_and_framework_implements_its_protocol() -> None:
+    from builder.engines import ENGINES, Engine
+    from builder.executors import EXECUTORS
+    from builder.frameworks import FRAMEWORKS
+
+    for name, target in ENGINES.items():
+        module, _, cls = target.partition(":")
+        engine = getattr(importlib.import_module(module), cls)
+        assert engine.name == name
+        for method in ("has_image", "base", "build", "save", "load", "tag", "run", "remove"):
+            assert callable(getattr(engine, method)), (name, method)
+        assert set(Engine.__annotations__) <= set(dir(engine)), name
+    for name, module in EXECUTORS.items():
+        executor = importlib.import_module(module).EXECUTOR
+        assert executor.name == name and callable(executor.run)
+    for name, entry in FRAMEWORKS.items():
+        spec = importlib.util.find_spec(entry.module)
+        assert spec is not None and spec.origin, name
+        source = Path(spec.origin).read_text()  # not imported: importing torch takes seconds
+        for method in ("nondeterministic_op", "refused_nondeterminism", "as_array",
+                       "named_weights", "apply_base_controls", "train", "evaluate"):  # fmt: skip
+            assert f"def {method}(" in source, (name, method)
