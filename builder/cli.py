@@ -213,8 +213,8 @@ def freeze(
     strict: Annotated[
         bool,
         typer.Option(
-            help="Refuse to freeze (exit 2, nothing written) if the nondeterminism audit of "
-            "the user's code finds anything."
+            help="Refuse to freeze (exit 2, nothing written) if the code scan (static "
+            "nondeterminism rules) or the run finds anything in the user's code."
         ),
     ] = False,
     device: Annotated[
@@ -229,7 +229,7 @@ def freeze(
     """Run SPEC under full controls and write the capsule (manifest + artifacts) atomically.
 
     SPEC is a built-in experiment, or the user's own code (`entrypoint = "train.py:main"` with
-    `[code] include = [...]`): the code is copied into the capsule, audited for
+    `[code] include = [...]`): the code is copied into the capsule, scanned for
     nondeterminism, and `main(run)` is called with a `builder.Run`.
     """
     from builder.controls import ensure_process_env

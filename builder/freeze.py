@@ -7,13 +7,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from builder import __version__
-from builder.audit import scan_files
 from builder.data import load_dataset, make_order
 from builder.errors import BadInput
 from builder.frameworks import EpochCallback, check_spec
 from builder.manifest import ArtifactRef, Finding, Manifest, ToolInfo
 from builder.overrides import with_controls
 from builder.run import execute
+from builder.scan import scan_files
 from builder.spec import Spec, UserSpec, load_spec
 from builder.store import StagedDir
 
@@ -97,7 +97,7 @@ def freeze_code(
     force: bool,
     strict: bool,
 ) -> Manifest:
-    """Copy the code into the capsule, audit it, run `main(run)` from that copy, and store
+    """Copy the code into the capsule, scan it, run `main(run)` from that copy, and store
     the code, the data it read, the orders it drew and the weights it saved."""
     from builder.usercode import code_files, execute_code
 

@@ -159,7 +159,7 @@ class Outcome(Strict):
 
 
 class Finding(Strict):
-    """One nondeterminism finding of the audit: in the code's text (static) or seen while it
+    """One nondeterminism finding: in the code's text (static, the code scan) or seen while it
     ran (runtime), with the file and line it points at."""
 
     source: Literal["static", "runtime"]

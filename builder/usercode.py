@@ -1,5 +1,5 @@
 """The user's own training code: collect the included files, import the entry point from the
-capsule's copy, call `main(run)` under controls, and audit it for nondeterminism.
+capsule's copy, call `main(run)` under controls, and collect its nondeterminism findings.
 
 Freeze and replay both import the code from a copy whose bytes the manifest names, so the two
 runs execute the very same source. `inspect`, `verify` and `diff` never import it.
@@ -117,7 +117,7 @@ def _user_error(error: BaseException, code_dir: Path, doing: str) -> UserCodeErr
     return UserCodeError(f"the training code failed at {message}", details)
 
 
-# ---------------------------------------------------------------- the audit at run time
+# ---------------------------------------------------------------- findings at run time
 
 
 def runtime_findings(

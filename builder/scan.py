@@ -1,4 +1,5 @@
-"""Static nondeterminism audit of a user's training code (read as text, never imported or run).
+"""The code scan: a static nondeterminism check of a user's training code (read as text, never
+imported or run). Its findings are stored with the runtime ones in the manifest's findings.
 
 Each rule names a pattern the paper's remedies forbid: unseeded RNGs, data loading whose order
 depends on worker timing, autotuned kernels. Findings carry the file and line, so `inspect` can

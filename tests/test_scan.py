@@ -1,10 +1,11 @@
-"""The static nondeterminism audit (issue 5): each rule on a real snippet, and its negatives."""
+"""The code scan (static nondeterminism rules, issue 5): each rule on a real snippet, and its
+negatives."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from builder.audit import scan_files, scan_source
+from builder.scan import scan_files, scan_source
 
 RISKY = """\
 import random, time
