@@ -1,4 +1,4 @@
-# Capsule CPU image: rendered by builder/image.py (placeholders in braces).
+# Capsule CPU image: rendered by builder/engines/recipe.py (placeholders in braces).
 # Two stages: the first installs from the capsule's own wheelhouse, offline; the image is the
 # second, which copies only the installed /opt/capsule (venv and the user's code), so it holds
 # each wheel once, installed, and no wheelhouse layer. Every time stamp written is reset to
@@ -6,6 +6,8 @@
 # copied from /stage to / because COPY sets the times of the directories it copies but not
 # those of the destination directory itself (/opt would get the build's time). Only
 # /opt/capsule moves: whatever a --base image keeps in /opt stays in its own layers.
+# The image stage's layer and config are then written again by Capsule itself (recipe.py, layer
+# format 2: sorted, owner root, fixed times), so Docker and Podman give the same image ID.
 # Bytecode is compiled as unchecked-hash .pyc: reproducible (no time stamps) and, unlike pip's
 # checked-hash .pyc, not re-validated by hashing every source file at each import.
 FROM {base} AS install

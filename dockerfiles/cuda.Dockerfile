@@ -1,8 +1,9 @@
-# Capsule CUDA image: rendered by builder/image.py (placeholders in braces).
+# Capsule CUDA image: rendered by builder/engines/recipe.py (placeholders in braces).
 # The base must carry the NVIDIA user-space libraries the framework's CUDA wheels need, e.g. an
 # nvidia/cuda runtime image where a registry is reachable (pass it with --base); the wheelhouse
 # holds the framework's CUDA build. The engine needs the NVIDIA container runtime to run it.
-# Built like cpu.Dockerfile (see there): install in a first stage, copy only the installed tree.
+# Built like cpu.Dockerfile (see there): install in a first stage, copy only the installed tree;
+# its layer and config are written again by Capsule (recipe.py, layer format 2).
 FROM {base} AS install
 ADD wheelhouse.tar /
 ENV SOURCE_DATE_EPOCH={epoch} PYTHONDONTWRITEBYTECODE=1 HOME=/tmp
