@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from builder.manifest import InputRecord, MetricPoint, TracePoint
+from builder.records.run import InputRecord, MetricPoint, TracePoint
 from builder.store import file_sha256
 
 if TYPE_CHECKING:

@@ -9,7 +9,6 @@ import shutil
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 from builder.engines import open_engine
 from builder.engines.recipe import (
@@ -23,8 +22,10 @@ from builder.engines.wheelhouse import build_tool_wheel, download_wheels, pinned
 from builder.errors import BadInput, IntegrityError
 from builder.frameworks import FRAMEWORKS
 from builder.freeze import now
-from builder.manifest import ArtifactRef, ImageRecord, Manifest
-from builder.spec import UserSpec
+from builder.records.enums import Device
+from builder.records.manifest import ImageRecord, Manifest
+from builder.records.run import ArtifactRef
+from builder.records.spec import UserSpec
 from builder.store import capsule_digest, file_sha256, sha256_bytes, update_manifest, verify_capsule
 
 WHEELHOUSE_DIR = {"cpu": "wheelhouse", "cuda": "wheelhouse-cuda"}
@@ -97,7 +98,7 @@ def build(
     capsule: Path, base: str | None, gpu: bool, check: bool, log: Log, engine_name: str = "docker"
 ) -> BuildResult:
     manifest = verify_capsule(capsule)
-    variant: Literal["cpu", "cuda"] = "cuda" if gpu else "cpu"
+    variant = Device.cuda if gpu else Device.cpu
     if gpu and FRAMEWORKS[manifest.spec.framework].cuda_requirement is None:
         raise BadInput(
             f"{capsule}: spec.framework: '{manifest.spec.framework}' has no CUDA build; "

@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from enum import StrEnum
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING, Annotated, NoReturn, cast
+from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 from rich.console import Console
@@ -23,16 +23,19 @@ from rich.table import Table
 
 from builder import __version__
 from builder.errors import BadInput, CapsuleError
-from builder.manifest import EpochMetrics, Finding, Manifest, ReplayRecord
-from builder.spec import Spec, UserSpec
-from builder.verdict import Tolerances
+from builder.records.enums import Device, RecordKind, Tier, Where
+from builder.records.manifest import Manifest
+from builder.records.replay import ReplayRecord
+from builder.records.run import EpochMetrics, Finding
+from builder.records.spec import Spec, UserSpec
+from builder.records.verdict import Tolerances
 
 DEFAULT_TOLERANCES = Tolerances()
 
 if TYPE_CHECKING:
-    from builder.stats import Summary
-    from builder.sweep import SweepRecord, SweepResult, SweepRun
-    from builder.upgrade import AuditRecord
+    from builder.records.audit import AuditRecord
+    from builder.records.sweep import Summary, SweepRecord, SweepRun
+    from builder.sweep import SweepResult
 
 MetricCallback = Callable[[str, float, int | None], None]
 
@@ -57,12 +60,6 @@ err = Console(stderr=True, highlight=False, soft_wrap=True)
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]
 
 
-class Where(StrEnum):
-    host = "host"
-    docker = "docker"
-    podman = "podman"
-
-
 class EngineChoice(StrEnum):
     docker = "docker"
     podman = "podman"
@@ -78,21 +75,9 @@ EngineOption = Annotated[
 ]
 
 
-class Device(StrEnum):
-    cpu = "cpu"
-    cuda = "cuda"
-
-
 class Executor(StrEnum):
     local = "local"
     slurm = "slurm"
-
-
-class Requirement(StrEnum):
-    identical = "identical"
-    close = "close"
-    equivalent = "equivalent"
-    diverged = "diverged"
 
 
 def say(line: str) -> None:
@@ -236,7 +221,8 @@ def freeze(
     from builder.freeze import freeze as do_freeze
     from builder.freeze import spec_path
     from builder.overrides import with_controls
-    from builder.spec import UserSpec, load_spec
+    from builder.records.spec import UserSpec
+    from builder.spec import load_spec
 
     chosen = device.value if device else None
     with reported():
@@ -383,8 +369,8 @@ def diff(
     other: Annotated[Path, typer.Argument(help="A replay directory, or another capsule.")],
     as_json: JsonFlag = False,
     require: Annotated[
-        Requirement, typer.Option(help="Exit 1 unless the verdict is at least this tier.")
-    ] = Requirement.equivalent,
+        Tier, typer.Option(help="Exit 1 unless the verdict is at least this tier.")
+    ] = Tier.equivalent,
     atol: Annotated[
         float, typer.Option(help="Absolute weight tolerance for 'close'.")
     ] = DEFAULT_TOLERANCES.atol,
@@ -412,7 +398,6 @@ def diff(
     identical nor close is equivalent when every final metric passes an equivalence test
     (TOST) against the sweep's runs.
     """
-    from builder.verdict import Tolerances, meets
     from builder.verdict import diff as do_diff
 
     with reported():
@@ -440,7 +425,7 @@ def diff(
                     "yes" if t.within_tolerance else "no",
                 )
             out.print(table)
-    if not meets(verdict.verdict, require.value):
+    if not verdict.verdict.meets(require):
         raise typer.Exit(1)
 
 
@@ -684,14 +669,13 @@ def stats(
     """The paper's statistics over a capsule's sweep: min, max, mean, standard deviation and 95 %
     confidence interval per metric; Welch's t-test against another sweep; TOST of one value."""
     from builder.stats import margin_value, tost, welch
-    from builder.sweep import values
 
     with reported():
         record = _sweep_of(capsule)
-        sample = values(record)
+        sample = record.values()
         welch_tests = []
         if other is not None:
-            theirs = values(_sweep_of(other))
+            theirs = _sweep_of(other).values()
             welch_tests = [welch(m, sample[m], theirs[m], alpha) for m in sample if m in theirs]
         tost_test = None
         if value is not None:
@@ -832,7 +816,7 @@ def audit(
         ),
     ] = False,
     require: Annotated[
-        Requirement | None,
+        Tier | None,
         typer.Option(help="Exit 1 unless the verdict is at least this tier."),
     ] = None,
     keep_images: Annotated[
@@ -848,17 +832,14 @@ def audit(
     The result is stored in the capsule (artifact audit/<sha12>, listed by `inspect`)."""
     from builder.upgrade import audit as do_audit
     from builder.upgrade import parse_with
-    from builder.verdict import TIERS, Tier, meets
 
     with reported():
-        record = do_audit(capsule, parse_with(with_), on.value, bisect, say, keep_images)
+        record = do_audit(capsule, parse_with(with_), on, bisect, say, keep_images)
     if as_json:
         print(record.model_dump_json(indent=2))
     else:
         _print_audit(record)
-    if require is not None and not (
-        record.verdict in TIERS and meets(cast(Tier, record.verdict), require.value)
-    ):
+    if require is not None and not record.verdict.meets(require):
         raise typer.Exit(1)
 
 
@@ -875,22 +856,24 @@ def _print_audit(record: AuditRecord) -> None:
 
 @app.command()
 def schema(
-    replay: Annotated[
-        bool, typer.Option("--replay", help="The replay record's schema instead.")
-    ] = False,
+    kind: Annotated[
+        RecordKind | None,
+        typer.Option(help="Only this record's schema (default: every stored record's)."),
+    ] = None,
+    replay: Annotated[bool, typer.Option("--replay", hidden=True)] = False,
 ) -> None:
-    """Print the manifest's JSON schema (schema_version 1)."""
-    model = ReplayRecord if replay else Manifest
-    print(json.dumps(model.model_json_schema(), indent=2))
+    """Print the JSON schema of every stored record (schema_version 1): one document whose
+    `oneOf` is told apart by `kind` (capsule, replay, sweep, audit, matrix)."""
+    from builder.records import json_schema
+
+    print(json.dumps(json_schema(RecordKind.replay if replay else kind), indent=2))
 
 
 # ---------------------------------------------------------------- rendering
 
 
 def _summary(record: Manifest | ReplayRecord, where: Path, verb: str, as_json: bool) -> None:
-    from builder.verdict import final_metrics
-
-    final = final_metrics(record.outcome)
+    final = record.outcome.final_values()
     if as_json:
         print(
             json.dumps(
@@ -923,8 +906,7 @@ def _summary(record: Manifest | ReplayRecord, where: Path, verb: str, as_json: b
 
 
 def _sweep_of(capsule: Path) -> SweepRecord:
-    from builder.store import verify_capsule
-    from builder.sweep import load_sweep
+    from builder.store import load_sweep, verify_capsule
 
     record = load_sweep(capsule, verify_capsule(capsule))
     if record is None:
@@ -934,9 +916,8 @@ def _sweep_of(capsule: Path) -> SweepRecord:
 
 def _summaries(record: SweepRecord) -> list[Summary]:
     from builder.stats import summarize
-    from builder.sweep import values
 
-    return [summarize(metric, data) for metric, data in values(record).items()]
+    return [summarize(metric, data) for metric, data in record.values().items()]
 
 
 def _stats_table(record: SweepRecord) -> None:
@@ -1070,13 +1051,13 @@ def _describe(record: Manifest | ReplayRecord, path: Path) -> None:
         out.print("audit      no nondeterminism findings")
     out.print(f"trace      {len(outcome.trace)} checkpoints over {outcome.steps} steps")
     if isinstance(record, Manifest) and "sweep" in record.artifacts:
-        from builder.sweep import load_sweep
+        from builder.store import load_sweep
 
         sweep_record = load_sweep(path, record)
         if sweep_record is not None:
             _stats_table(sweep_record)
     if isinstance(record, Manifest):
-        from builder.upgrade import load_audits
+        from builder.store import load_audits
 
         for found in load_audits(path, record):
             changes = ", ".join(str(c) for c in found.changes)

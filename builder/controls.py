@@ -13,8 +13,8 @@ import sys
 
 import numpy as np
 
-from builder.manifest import SeedRecord
-from builder.spec import SpecBase
+from builder.records.run import SeedRecord
+from builder.records.spec import SpecBase
 
 PYTHONHASHSEED = "0"
 REEXEC_MARK = "CAPSULE_REEXECUTED"

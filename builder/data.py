@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 
 from builder.errors import BadInput
-from builder.manifest import BuiltinRecipe, DataRecord, SourceFile, SplitInfo
-from builder.spec import SPLITS, DataSpec
+from builder.records.manifest import BuiltinRecipe, DataRecord, SourceFile, SplitInfo
+from builder.records.spec import SPLITS, DataSpec
 from builder.store import file_sha256
 
 RECIPE_VERSION = 1

@@ -9,9 +9,10 @@ from builder.controls import seed_everything
 from builder.data import Dataset
 from builder.errors import BadInput
 from builder.frameworks import get_framework, require_device
-from builder.manifest import EpochMetrics, Manifest
 from builder.overrides import with_controls
-from builder.spec import Spec
+from builder.records.manifest import Manifest
+from builder.records.run import EpochMetrics
+from builder.records.spec import Spec
 from builder.store import read_tensors, verify, verify_capsule
 
 

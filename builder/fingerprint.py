@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from builder.frameworks import FRAMEWORKS
-from builder.manifest import Fingerprint, GpuInfo
+from builder.records.run import Fingerprint, GpuInfo
 
 NAMED_ENV = (
     "PYTHONHASHSEED",

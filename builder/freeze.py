@@ -10,11 +10,13 @@ from builder import __version__
 from builder.data import load_dataset, make_order
 from builder.errors import BadInput
 from builder.frameworks import EpochCallback, check_spec
-from builder.manifest import ArtifactRef, Finding, Manifest, ToolInfo
 from builder.overrides import with_controls
+from builder.records.manifest import Manifest
+from builder.records.run import ArtifactRef, Finding, ToolInfo
+from builder.records.spec import Spec, UserSpec
 from builder.run import execute
 from builder.scan import scan_files
-from builder.spec import Spec, UserSpec, load_spec
+from builder.spec import load_spec
 from builder.store import StagedDir
 
 TOOL = ToolInfo(name="capsule", version=__version__)

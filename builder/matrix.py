@@ -15,50 +15,16 @@ import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 
 from builder.errors import BadInput, CapsuleError, EngineMissing, IntegrityError
-from builder.model_base import Strict
+from builder.records.enums import Device, Where
+from builder.records.matrix import Cell, Config, MatrixRecord, Row
 from builder.store import StagedDir, load_record, read_tensors, verify_capsule
 
 Log = Callable[[str], None]
 CONFIG = re.compile(r"^(?:(host|docker|podman):)?(cpu|cuda)(?::([1-9][0-9]*))?$")
-
-
-class Config(Strict):
-    label: str
-    on: Literal["host", "docker", "podman"]
-    device: Literal["cpu", "cuda"]
-    threads: int | None
-
-
-class Cell(Strict):
-    trained_on: str
-    evaluated_on: str
-    train_error: float
-    dev_error: float | None
-    eval_error: float | None
-    train_loss: float
-
-
-class Row(Strict):
-    trained_on: str
-    weights_identical_to_baseline: bool
-    max_abs_to_baseline: float
-
-
-class MatrixResult(Strict):
-    capsule: str
-    configs: list[Config]
-    rows: list[Row]
-    cells: list[Cell]
-
-    def cell(self, trained: str, evaluated: str) -> Cell:
-        return next(
-            c for c in self.cells if c.trained_on == trained and c.evaluated_on == evaluated
-        )
 
 
 def parse_devices(text: str) -> list[Config]:
@@ -76,8 +42,8 @@ def parse_devices(text: str) -> list[Config]:
         configs.append(
             Config(
                 label=item,
-                on=on or "host",  # type: ignore[arg-type]
-                device=device,  # type: ignore[arg-type]
+                on=Where(on or "host"),
+                device=Device(device),
                 threads=int(threads) if threads else None,
             )
         )
@@ -117,7 +83,7 @@ def _evaluate(
     result_file = work / f"eval-{_slug(config.label)}.json"
     options = ["--device", config.device]
     options += ["--threads", str(config.threads)] if config.threads else []
-    if config.on == "host":
+    if config.on == Where.host:
         names = [str(t) for t in trained]
         _cli(["evaluate", str(capsule), *names, *options, "--out", str(result_file)], log)
         found = json.loads(result_file.read_text())
@@ -141,7 +107,7 @@ def _evaluate(
     argv += ["--out", "/out/eval.json"]
     mounts = [Mount(capsule, "/capsule"), Mount(work, "/matrix"), Mount(outbox, "/out", True)]
     user = CONTAINER_USER if os.getuid() == 0 else f"{os.getuid()}:{os.getgid()}"
-    job = Job(argv, mounts, {}, user, config.device == "cuda")
+    job = Job(argv, mounts, {}, user, config.device == Device.cuda)
     code, last = engine.run(image.image_id, job, lambda line: None)
     if code != 0:
         raise BadInput(f"evaluation in the container failed (exit {code}): {last}")
@@ -149,7 +115,7 @@ def _evaluate(
     return {Path(k).name: v for k, v in found.items()}
 
 
-def matrix(capsule: Path, configs: list[Config], out: Path, log: Log, force: bool) -> MatrixResult:
+def matrix(capsule: Path, configs: list[Config], out: Path, log: Log, force: bool) -> MatrixRecord:
     """Train on every configuration, evaluate every model on every configuration; the trained
     replays and `matrix.json` are kept in `out`."""
     manifest = verify_capsule(capsule)
@@ -192,13 +158,13 @@ def matrix(capsule: Path, configs: list[Config], out: Path, log: Log, force: boo
                         train_loss=metrics["train_loss"],  # type: ignore[arg-type]
                     )
                 )
-        result = MatrixResult(capsule=str(capsule), configs=configs, rows=rows, cells=cells)
+        result = MatrixRecord(capsule=str(capsule), configs=configs, rows=rows, cells=cells)
         (stage.stage / "matrix.json").write_text(result.model_dump_json(indent=2) + "\n")
         stage.commit(None)
     return result
 
 
-def csv_text(result: MatrixResult) -> str:
+def csv_text(result: MatrixRecord) -> str:
     lines = ["trained_on,evaluated_on,train_error,dev_error,eval_error,train_loss,identical"]
     identical = {r.trained_on: r.weights_identical_to_baseline for r in result.rows}
     for c in result.cells:

@@ -1,4 +1,5 @@
-"""The one pydantic base every spec and manifest model shares: strict, frozen, no unknown keys."""
+"""The pydantic bases every model shares: `Strict` for what is read back (specs and stored
+records), `Printed` for results that are only written out (`--json`)."""
 
 from pydantic import BaseModel, ConfigDict
 
@@ -12,3 +13,10 @@ class Strict(BaseModel):
     model_config = ConfigDict(
         strict=True, frozen=True, extra="forbid", ser_json_inf_nan="constants"
     )
+
+
+class Printed(BaseModel):
+    """A result printed as JSON and never read back: frozen, with NaN and infinity written as
+    null, which every JSON reader takes."""
+
+    model_config = ConfigDict(frozen=True, ser_json_inf_nan="null")

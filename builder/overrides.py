@@ -7,7 +7,8 @@ import tomllib
 from typing import Any
 
 from builder.errors import BadInput
-from builder.spec import Spec, UserSpec, parse_spec
+from builder.records.spec import Spec, UserSpec
+from builder.spec import parse_spec
 
 FIXED = {
     "name": "it names the capsule",

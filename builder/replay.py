@@ -7,7 +7,6 @@ import os
 import shutil
 from collections.abc import Callable
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 
@@ -16,10 +15,12 @@ from builder.data import Dataset, make_order
 from builder.errors import BadInput, CapsuleError, EngineMissing, IntegrityError
 from builder.frameworks import EpochCallback
 from builder.freeze import CODE_DIR, TOOL, now
-from builder.manifest import CapsuleRef, Manifest, ReplayRecord
 from builder.overrides import apply_changes, changed, parse_sets, with_controls
+from builder.records.enums import Device, Where
+from builder.records.manifest import Manifest
+from builder.records.replay import CapsuleRef, ReplayRecord
+from builder.records.spec import Spec, UserSpec
 from builder.run import execute
-from builder.spec import Spec, UserSpec
 from builder.store import (
     MANIFEST,
     StagedDir,
@@ -99,7 +100,7 @@ def replay_on_host(
                 path=str(capsule.resolve()),
                 manifest_sha256=sha256_bytes((capsule / MANIFEST).read_bytes()),
             ),
-            on=os.environ.get(ENGINE_ENV, "docker") if image_id else "host",  # type: ignore[arg-type]
+            on=Where(os.environ.get(ENGINE_ENV, Where.docker)) if image_id else Where.host,
             image_id=image_id,
             overrides=overrides,
             spec=spec,
@@ -169,7 +170,7 @@ def replay_in_image(
     manifest = verify_capsule(capsule)
     spec, _ = replay_spec(manifest, threads, device, sets)  # bad --set values fail here, early
     gpu = spec.controls.device == "cuda"
-    variant: Literal["cpu", "cuda"] = "cuda" if gpu else "cpu"
+    variant = Device.cuda if gpu else Device.cpu
     if image_id is None:
         image = manifest.images.get(variant)
         if image is None:

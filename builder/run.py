@@ -14,8 +14,8 @@ from builder.controls import applied_env, seed_everything, seed_record
 from builder.data import Dataset
 from builder.fingerprint import capture
 from builder.frameworks import EpochCallback, get_framework, require_device
-from builder.manifest import AppliedControls, FinalMetrics, Fingerprint, Outcome, TensorDigest
-from builder.spec import Spec
+from builder.records.run import AppliedControls, FinalMetrics, Fingerprint, Outcome, TensorDigest
+from builder.records.spec import Spec
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-from builder.manifest import Finding
+from builder.records.run import Finding
 
 LEGACY_NUMPY = {
     "seed",

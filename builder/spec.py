@@ -1,190 +1,21 @@
-"""The user's `capsule.toml` → a validated Spec, with one-line errors naming file and field."""
+"""The user's `capsule.toml` → a validated Spec, with one-line errors naming file and field.
+
+The models themselves are records (`builder.records.spec`): manifests carry them.
+"""
 
 from __future__ import annotations
 
 import tomllib
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any
 
-from pydantic import Discriminator, Field, Tag, ValidationError, model_validator
+from pydantic import ValidationError
 
 from builder.errors import BadInput
-from builder.model_base import Strict
-
-BUILTIN_DATASETS = ("gaussian-2d", "gaussian-5d", "eeg-26d")
-SPLITS = ("train", "dev", "eval")
-
-Seed = Annotated[int, Field(ge=0, lt=2**63)]
-Positive = Annotated[int, Field(ge=1)]
-
-
-class DataSpec(Strict):
-    """Either a built-in dataset or the user's own files (CSV with the label first, or NPZ)."""
-
-    builtin: Literal["gaussian-2d", "gaussian-5d", "eeg-26d"] | None = None
-    train: str | None = None
-    dev: str | None = None
-    eval: str | None = None
-    sha256: dict[Literal["train", "dev", "eval"], str] = Field(default_factory=dict)
-
-    @model_validator(mode="after")
-    def _one_source(self) -> DataSpec:
-        files = [self.train, self.dev, self.eval]
-        if self.builtin is not None and any(files):
-            raise ValueError("give either 'builtin' or files (train/dev/eval), not both")
-        if self.builtin is None and (self.train is None or self.eval is None):
-            raise ValueError("give 'builtin', or at least 'train' and 'eval' files")
-        if self.builtin is not None and self.sha256:
-            raise ValueError("'sha256' applies to data files, not to a built-in dataset")
-        for split, digest in self.sha256.items():
-            if getattr(self, split) is None:
-                raise ValueError(f"sha256.{split} is given but there is no '{split}' file")
-            if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
-                raise ValueError(f"sha256.{split} is not a 64-digit lowercase hex digest")
-        return self
-
-
-class ModelSpec(Strict):
-    """`init = "shared"`: Capsule draws the initial weights itself (NumPy, Glorot-uniform, from
-    the init seed), so PyTorch and TensorFlow start from the very same point."""
-
-    kind: Literal["mlp"] = "mlp"
-    hidden: list[Positive] = Field(default_factory=lambda: [26], min_length=1)
-    activation: Literal["relu", "tanh", "sigmoid"] = "relu"
-    init: Literal["framework", "shared"] = "framework"
-
-
-class TrainSpec(Strict):
-    """Every optimizer hyperparameter is required: a capsule never depends on a library default."""
-
-    optimizer: Literal["adam"]
-    lr: Annotated[float, Field(gt=0)]
-    betas: Annotated[list[Annotated[float, Field(ge=0, lt=1)]], Field(min_length=2, max_length=2)]
-    eps: Annotated[float, Field(gt=0)]
-    weight_decay: Annotated[float, Field(ge=0)] = 0.0
-    loss: Literal["cross_entropy"]
-    epochs: Positive
-    batch_size: Positive
-    dtype: Literal["float32", "float64"] = "float32"
-    checkpoint_every: Positive = 100
-    adam_variant: Literal["torch", "keras"] | None = Field(
-        default=None,
-        description="Whose Adam update formula to use (eps sits elsewhere in each); "
-        "default: the framework's own",
-    )
-
-
-class SeedSpec(Strict):
-    init: Seed
-    order: Seed
-
-
-class ControlSpec(Strict):
-    """Switches that pin nondeterminism; all of them end up in the manifest."""
-
-    deterministic: bool = True
-    threads: Positive = 1
-    device: Literal["cpu", "cuda"] = "cpu"
-    adam_impl: Literal["for-loop", "foreach", "fused"] = "for-loop"
-    onednn: bool = Field(
-        default=True, description="TensorFlow's oneDNN kernels (TF_ENABLE_ONEDNN_OPTS)"
-    )
-    tf32: bool = Field(
-        default=False,
-        description="TensorFloat-32 matmuls and convolutions on Ampere and later GPUs: faster, "
-        "10-bit mantissas; off unless asked (TensorFlow turns it on by default)",
-    )
-
-
-class SpecBase(Strict):
-    """What every experiment names: itself, its framework, its seeds and its controls."""
-
-    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
-    description: str = ""
-    framework: Literal["torch", "tensorflow", "numpy"] = Field(
-        description="'numpy': the user's own code with no deep-learning framework "
-        "(the smallest capsule and image)"
-    )
-    seeds: SeedSpec
-    controls: ControlSpec = Field(default_factory=ControlSpec)
-
-
-class Spec(SpecBase):
-    """A built-in experiment: Capsule's own MLP on a built-in or user dataset."""
-
-    data: DataSpec
-    model: ModelSpec = Field(default_factory=ModelSpec)
-    train: TrainSpec
-
-
-ParamValue = str | int | float | bool | list[str | int | float | bool]
-
-
-class CodeSpec(Strict):
-    """The user's files frozen into the capsule, and the distributions they import."""
-
-    include: Annotated[list[str], Field(min_length=1)]
-    requires: list[Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")]] = Field(
-        default_factory=list,
-        description="Distributions the code imports beyond Capsule and its framework "
-        "(e.g. scikit-learn); pinned from this machine and put in the image",
-    )
-
-
-class UserSpec(SpecBase):
-    """The user's own training code: `entrypoint = "train.py:main"` is called with a Run."""
-
-    entrypoint: Annotated[
-        str, Field(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_./-]*\.py:[A-Za-z_][A-Za-z0-9_]*$")
-    ]
-    code: CodeSpec
-    params: dict[str, ParamValue] = Field(
-        default_factory=dict, description="Free values handed to the code as run.params"
-    )
-
-    @property
-    def module_file(self) -> str:
-        return self.entrypoint.split(":")[0]
-
-    @property
-    def function(self) -> str:
-        return self.entrypoint.split(":")[1]
-
-    @model_validator(mode="after")
-    def _entry_included(self) -> UserSpec:
-        entry = self.module_file
-        if not any(entry == i or entry.startswith(i.rstrip("/") + "/") for i in self.code.include):
-            raise ValueError(f"entrypoint file '{entry}' is not among code.include")
-        return self
-
+from builder.records import describe_validation_error
+from builder.records.spec import Spec, UserSpec
 
 BUILTIN_ONLY = ("data", "model", "train")
-
-
-def _spec_kind(value: Any) -> str:
-    entry = value.get("entrypoint") if isinstance(value, dict) else getattr(value, "entrypoint", 0)
-    return "builtin" if entry in (None, 0) else "code"
-
-
-AnySpec = Annotated[
-    Annotated[Spec, Tag("builtin")] | Annotated[UserSpec, Tag("code")],
-    Discriminator(_spec_kind),
-]
-
-
-def describe_validation_error(source: str, error: ValidationError) -> str:
-    """The first problem of a pydantic error as `source: field: reason`, in plain words."""
-    first = error.errors()[0]
-    field = ".".join(str(part) for part in first["loc"]) or "(top level)"
-    if first["type"] == "extra_forbidden":
-        reason = "unknown field"
-    elif first["type"] == "missing":
-        reason = "required field is missing"
-    else:
-        reason = first["msg"].removeprefix("Value error, ")
-        if "input" in first and first["type"] not in ("value_error",):
-            reason += f" (got {first['input']!r})"
-    return f"{source}: {field}: {reason}"
 
 
 def parse_spec(data: dict[str, Any], source: str) -> Spec | UserSpec:

@@ -7,50 +7,8 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from pydantic import BaseModel, ConfigDict
-
 from builder.errors import BadInput
-
-
-class Out(BaseModel):
-    model_config = ConfigDict(frozen=True, ser_json_inf_nan="null")
-
-
-class Summary(Out):
-    metric: str
-    n: int
-    min: float
-    max: float
-    mean: float
-    std: float
-    ci_low: float
-    ci_high: float
-
-
-class Welch(Out):
-    metric: str
-    mean_a: float
-    mean_b: float
-    t: float
-    p: float
-    significant: bool
-    alpha: float
-
-
-class Tost(Out):
-    """Two one-sided t-tests: is the sweep's mean within ±margin of `value`?"""
-
-    metric: str
-    value: float
-    n: int
-    mean: float
-    std: float
-    margin: float
-    p_lower: float
-    p_upper: float
-    p: float
-    alpha: float
-    equivalent: bool
+from builder.records.sweep import Summary, Tost, Welch
 
 
 def summarize(metric: str, values: Sequence[float], confidence: float = 0.95) -> Summary:

@@ -8,26 +8,32 @@ unpickled or executed when loading.
 from __future__ import annotations
 
 import hashlib
-import json
 import shutil
 import uuid
 from pathlib import Path, PurePosixPath
 from types import TracebackType
+from typing import TypeVar
 
 import numpy as np
-from pydantic import ValidationError
 from safetensors.numpy import load as load_safetensors
 from safetensors.numpy import save as save_safetensors
 
 from builder.errors import BadInput, IntegrityError
-from builder.manifest import ArtifactRef, Manifest, ReplayRecord
-from builder.spec import describe_validation_error
+from builder.records import kind_of, parse
+from builder.records.audit import AuditRecord
+from builder.records.manifest import Manifest
+from builder.records.replay import ReplayRecord
+from builder.records.run import ArtifactRef
+from builder.records.sweep import SweepRecord
 
 MANIFEST = "manifest.json"
 REPLAY = "replay.json"
 SAFETENSORS = "application/vnd.safetensors"
+SWEEP = "sweep"  # the artifact name of a capsule's sweep record
+AUDIT_PREFIX = "audit/"  # audits are artifacts audit/<sha12>
 
 Record = Manifest | ReplayRecord
+Stored = TypeVar("Stored", SweepRecord, AuditRecord)
 
 
 def sha256_bytes(data: bytes) -> str:
@@ -117,7 +123,7 @@ def _record_bytes(record: Record) -> bytes:
 def is_study(artifact: str) -> bool:
     """Studies made after the freeze (a sweep, audits): stored in the capsule, yet not part of
     what its image is built from."""
-    return artifact == "sweep" or artifact.startswith("audit/")
+    return artifact == SWEEP or artifact.startswith(AUDIT_PREFIX)
 
 
 def capsule_digest(manifest: Manifest) -> str:
@@ -176,7 +182,8 @@ def record_file(directory: Path) -> Path:
 
 
 def load_record(directory: Path) -> Record:
-    """The capsule's manifest or the replay's record, after checking its own digest."""
+    """The capsule's manifest or the replay's record, after checking its own digest. The
+    record's `kind` picks its model; it must be the one its file holds."""
     path = record_file(directory)
     data = path.read_bytes()
     sidecar = _sidecar(path)
@@ -188,14 +195,11 @@ def load_record(directory: Path) -> Record:
             )
     else:
         raise IntegrityError(f"{sidecar}: missing; the record's digest cannot be checked")
+    record = parse(data, str(path))
     model = Manifest if path.name == MANIFEST else ReplayRecord
-    try:
-        json.loads(data)
-        return model.model_validate_json(data)
-    except json.JSONDecodeError as error:
-        raise BadInput(f"{path}: not valid JSON: {error}") from None
-    except ValidationError as error:
-        raise BadInput(describe_validation_error(str(path), error)) from None
+    if not isinstance(record, model):
+        raise BadInput(f"{path}: kind: {record.kind!r} does not belong in {path.name}")
+    return record
 
 
 def load_manifest(directory: Path) -> Manifest:
@@ -239,6 +243,34 @@ def read_artifact(directory: Path, name: str, ref: ArtifactRef) -> bytes:
             f"recorded {ref.sha256[:12]}…)"
         )
     return data
+
+
+def read_record(directory: Path, name: str, ref: ArtifactRef, model: type[Stored]) -> Stored:
+    """A record stored as an artifact (a sweep, an audit): re-hashed, then read through the
+    records' union; it must be of `model`'s kind."""
+    source = directory / ref.path
+    record = parse(read_artifact(directory, name, ref), str(source))
+    if not isinstance(record, model):
+        raise BadInput(
+            f"{source}: kind: {record.kind!r}, but artifact '{name}' holds a "
+            f"{kind_of(model)} record"
+        )
+    return record
+
+
+def load_sweep(directory: Path, manifest: Manifest) -> SweepRecord | None:
+    """The capsule's seed/order sweep, if it has one."""
+    ref = manifest.artifacts.get(SWEEP)
+    return None if ref is None else read_record(directory, SWEEP, ref, SweepRecord)
+
+
+def load_audits(directory: Path, manifest: Manifest) -> list[AuditRecord]:
+    """The capsule's library-upgrade audits, in artifact-name order."""
+    return [
+        read_record(directory, name, ref, AuditRecord)
+        for name, ref in sorted(manifest.artifacts.items())
+        if name.startswith(AUDIT_PREFIX)
+    ]
 
 
 def read_tensors(directory: Path, record: Record, name: str) -> dict[str, np.ndarray]:

@@ -14,39 +14,19 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 from pydantic import ValidationError
 
 from builder.errors import BadInput
 from builder.executors import Failure, Key, get_executor
-from builder.manifest import Manifest
-from builder.model_base import Strict
-from builder.store import read_artifact, store_json, verify_capsule
+from builder.records.manifest import Manifest
+from builder.records.sweep import SweepRecord, SweepRun
+from builder.store import SWEEP, load_sweep, store_json, verify_capsule
 
 PRIME_FLOOR = 1_000_000
 JOURNAL = ".sweep-journal.jsonl"
 SWEEP_DIR = "sweeps"
-
-
-class SweepRun(Strict):
-    """One run of a sweep: its seeds, final metrics and a digest over all its weights."""
-
-    init: int
-    order: int
-    final: dict[str, float | None]
-    weights_sha256: str
-    seconds: float
-
-
-class SweepRecord(Strict):
-    kind: Literal["sweep"] = "sweep"
-    schema_version: Literal[1] = 1
-    runs: list[SweepRun]
-
-    def by_key(self) -> dict[Key, SweepRun]:
-        return {(r.init, r.order): r for r in self.runs}
 
 
 @dataclass(frozen=True)
@@ -121,17 +101,6 @@ def weights_digest(weights: dict[str, np.ndarray]) -> str:
 # ---------------------------------------------------------------- journal and storage
 
 
-def load_sweep(capsule: Path, manifest: Manifest) -> SweepRecord | None:
-    ref = manifest.artifacts.get("sweep")
-    if ref is None:
-        return None
-    try:
-        return SweepRecord.model_validate_json(read_artifact(capsule, "sweep", ref))
-    except ValidationError as error:
-        message = error.errors()[0]["msg"]
-        raise BadInput(f"{capsule / ref.path}: not a sweep record: {message}") from None
-
-
 def journals(capsule: Path) -> list[Path]:
     """The sweep's journals: the command's own, and one per Slurm task."""
     return sorted(capsule.glob(".sweep-journal*.jsonl"))
@@ -159,8 +128,8 @@ def append_journal(capsule: Path, run: SweepRun, name: str = JOURNAL) -> None:
 def store_sweep(capsule: Path, manifest: Manifest, record: SweepRecord) -> Manifest:
     """Store the record as artifact "sweep", then remove the previous one and the journals."""
     data = (record.model_dump_json(indent=1) + "\n").encode()
-    manifest, previous = store_json(capsule, manifest, "sweep", SWEEP_DIR, "sweep", data)
-    if previous is not None and previous.path != manifest.artifacts["sweep"].path:
+    manifest, previous = store_json(capsule, manifest, SWEEP, SWEEP_DIR, "sweep", data)
+    if previous is not None and previous.path != manifest.artifacts[SWEEP].path:
         (capsule / previous.path).unlink(missing_ok=True)
     for path in journals(capsule):
         path.unlink(missing_ok=True)
@@ -205,14 +174,3 @@ def sweep(
     record = SweepRecord(runs=sorted(finished.values(), key=lambda r: (r.init, r.order)))
     ran = len(todo) - len(failures)
     return SweepResult(record=record, ran=ran, reused=len(wanted) - len(todo), failures=failures)
-
-
-def values(record: SweepRecord, keys: list[Key] | None = None) -> dict[str, list[float]]:
-    """metric → the values of the sweep's runs (those of `keys` only, when given)."""
-    chosen = record.runs if keys is None else [r for r in record.runs if (r.init, r.order) in keys]
-    out: dict[str, list[float]] = {}
-    for run in chosen:
-        for metric, value in run.final.items():
-            if value is not None:
-                out.setdefault(metric, []).append(value)
-    return out

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 
 from builder.errors import BadInput, IntegrityError
-from builder.manifest import Manifest
+from builder.records.manifest import Manifest
 from builder.store import MANIFEST, StagedDir, verify_capsule
 
 Log = Callable[[str], None]

@@ -22,62 +22,28 @@ import zipfile
 from collections.abc import Callable
 from email.parser import Parser
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
 
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name, parse_wheel_filename
 from packaging.version import InvalidVersion, Version
-from pydantic import Field
 
 from builder.engines.wheelhouse import TOOL_DISTRIBUTION as TOOL
 from builder.errors import BadInput
 from builder.freeze import now
-from builder.manifest import Manifest
-from builder.model_base import Strict
-from builder.spec import UserSpec
-from builder.store import sha256_bytes, store_json, verify_capsule
-from builder.verdict import Tolerances, Verdict, diff
+from builder.records.audit import AuditRecord, Change, Trial, TrialVerdict
+from builder.records.enums import Device, Tier, Where
+from builder.records.manifest import Manifest
+from builder.records.spec import UserSpec
+from builder.records.verdict import Tolerances, Verdict
+from builder.store import AUDIT_PREFIX, sha256_bytes, store_json, verify_capsule
+from builder.verdict import diff
 
 if TYPE_CHECKING:
     from builder.engines import Engine
 
 Log = Callable[[str], None]
 AUDIT_DIR = "audits"
-AUDIT_PREFIX = "audit/"
-
-
-class Change(Strict):
-    name: str
-    old: str | None = Field(description="The capsule's version; None when the change adds it.")
-    new: str
-
-    def __str__(self) -> str:
-        return f"{self.name} {self.old or 'absent'} → {self.new}"
-
-
-class Trial(Strict):
-    """One replay in an environment with `changes` (names) applied."""
-
-    changes: list[str]
-    added: dict[str, str] = Field(default_factory=dict, description="Newly required, added.")
-    verdict: str = Field(description="A diff tier, or 'unresolved' when it could not be set up.")
-    reasons: list[str]
-
-
-class AuditRecord(Strict):
-    kind: Literal["audit"] = "audit"
-    created: str
-    on: Literal["host", "docker", "podman"]
-    changes: list[Change]
-    added: dict[str, str] = Field(
-        default_factory=dict, description="Distributions the new versions require, added."
-    )
-    verdict: str
-    reasons: list[str]
-    bisect: list[str] | None = Field(
-        default=None, description="The smallest set of changes that moves the result."
-    )
-    trials: list[Trial]
 
 
 # ---------------------------------------------------------------- the changes
@@ -317,7 +283,7 @@ def trial(
     manifest: Manifest,
     pins: dict[str, str],
     changes: list[Change],
-    on: str,
+    on: Where,
     work: Path,
     log: Log,
     keep_images: bool,
@@ -331,10 +297,10 @@ def trial(
     label = ", ".join(str(c) for c in changes) or "no changes"
     stored = capsule / "wheelhouse"
     find_links = [stored] if stored.is_dir() else []
-    wheels, added = prepare(env, find_links, log, every=on != "host")
+    wheels, added = prepare(env, find_links, log, every=on != Where.host)
     out = work / f"replay-{key}"
     log(f"audit: replaying with {label}")
-    if on != "host":
+    if on != Where.host:
         from builder.engines import open_engine
 
         engine = open_engine(on)
@@ -390,11 +356,11 @@ class Trials:
     """Each environment replayed at most once; a subset that cannot be set up (its versions
     conflict) is 'unresolved' for the bisection, not an error."""
 
-    def __init__(self, capsule: Path, on: str, work: Path, log: Log, keep_images: bool) -> None:
+    def __init__(self, capsule: Path, on: Where, work: Path, log: Log, keep_images: bool) -> None:
         self.capsule, self.on, self.work, self.log = capsule, on, work, log
         self.keep_images = keep_images
         self.manifest = verify_capsule(capsule)
-        if on != "host" and self.manifest.controls.device == "cuda":
+        if on != Where.host and self.manifest.controls.device == Device.cuda:
             raise BadInput(
                 f"{capsule}: controls.device: an audit image is CPU-only; audit a CUDA capsule "
                 "with --on host on a GPU machine"
@@ -423,25 +389,32 @@ class Trials:
             if strict:
                 raise
             self.log(f"audit: {', '.join(names)} cannot be set up alone: {error}")
-            self.trials.append(Trial(changes=names, verdict="unresolved", reasons=[str(error)]))
+            self.trials.append(
+                Trial(changes=names, verdict=TrialVerdict.unresolved, reasons=[str(error)])
+            )
             self.done[key] = None
             return None
         self.log(f"audit: {', '.join(names) or 'no changes'} → {found.verdict}")
         self.trials.append(
-            Trial(changes=names, added=added, verdict=found.verdict, reasons=_short(found))
+            Trial(
+                changes=names,
+                added=added,
+                verdict=TrialVerdict(found.verdict),
+                reasons=_short(found),
+            )
         )
         self.done[key] = found
         return found
 
     def moves(self, subset: list[Change]) -> bool | None:
         found = self.verdict(subset)
-        return None if found is None else found.verdict != "identical"
+        return None if found is None else found.verdict != Tier.identical
 
 
 def audit(
     capsule: Path,
     wanted: dict[str, str],
-    on: str,
+    on: Where,
     bisect: bool,
     log: Log,
     keep_images: bool = False,
@@ -454,9 +427,9 @@ def audit(
         full = trials.verdict(changes, strict=True)
         assert full is not None
         culprits = None
-        if bisect and full.verdict != "identical":
+        if bisect and full.verdict != Tier.identical:
             control = trials.verdict([]) if len(changes) > 1 else None
-            if control is not None and control.verdict != "identical":
+            if control is not None and control.verdict != Tier.identical:
                 raise BadInput(
                     f"audit --bisect: without any change the replay here is already "
                     f"'{control.verdict}' ({_short(control)[0]}); bisection needs a machine that "
@@ -471,7 +444,7 @@ def audit(
         reasons.insert(0, f"bisect: the result moves with {', '.join(culprits)}")
     record = AuditRecord(
         created=now(),
-        on=on,  # type: ignore[arg-type]
+        on=on,
         changes=changes,
         added=added,
         verdict=full.verdict,
@@ -488,13 +461,3 @@ def store_audit(capsule: Path, manifest: Manifest, record: AuditRecord) -> None:
     data = (record.model_dump_json(indent=1) + "\n").encode()
     name = f"{AUDIT_PREFIX}{sha256_bytes(data)[:12]}"
     store_json(capsule, manifest, name, AUDIT_DIR, "audit", data)
-
-
-def load_audits(capsule: Path, manifest: Manifest) -> list[AuditRecord]:
-    from builder.store import read_artifact
-
-    return [
-        AuditRecord.model_validate_json(read_artifact(capsule, name, ref))
-        for name, ref in sorted(manifest.artifacts.items())
-        if name.startswith(AUDIT_PREFIX)
-    ]

@@ -23,9 +23,9 @@ from builder.controls import applied_env, seed_everything, seed_record
 from builder.errors import BadInput
 from builder.fingerprint import capture
 from builder.frameworks import FRAMEWORKS, Framework, get_framework, require_device
-from builder.manifest import AppliedControls, Finding, Fingerprint, Outcome
+from builder.records.run import AppliedControls, Finding, Fingerprint, Outcome
+from builder.records.spec import UserSpec
 from builder.run import tensor_digest
-from builder.spec import UserSpec
 
 SKIPPED = ("__pycache__", ".pyc", ".pyo")
 MetricCallback = Callable[[str, float, int | None], None]

@@ -10,88 +10,29 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict
 
 from builder.frameworks.layout import to_torch_layout
-from builder.manifest import (
-    AppliedControls,
-    Fingerprint,
-    InputRecord,
-    Manifest,
-    Outcome,
-    ReplayRecord,
+from builder.records.enums import Tier
+from builder.records.manifest import Manifest
+from builder.records.replay import ReplayRecord
+from builder.records.run import AppliedControls, Fingerprint, InputRecord, Outcome
+from builder.records.spec import Spec
+from builder.records.sweep import SweepRecord
+from builder.records.verdict import (
+    Equivalence,
+    MetricDelta,
+    Reason,
+    ReasonKind,
+    TensorDelta,
+    Tolerances,
+    Verdict,
 )
-from builder.spec import Spec
-from builder.stats import Tost, margin_value, tost
-from builder.store import load_record, read_tensors
-from builder.sweep import SweepRecord, load_sweep
-from builder.sweep import values as sweep_values
+from builder.stats import margin_value, tost
+from builder.store import load_record, load_sweep, read_tensors
 
-Tier = Literal["identical", "close", "equivalent", "diverged"]
-TIERS: tuple[Tier, ...] = ("identical", "close", "equivalent", "diverged")
-METRICS = ("train_loss", "train_error", "dev_error", "eval_error")
 MAX_LISTED_PACKAGES = 8
-
-
-class Out(BaseModel):
-    model_config = ConfigDict(frozen=True, ser_json_inf_nan="null")
-
-
-class Reason(Out):
-    kind: str
-    message: str
-
-
-class Tolerances(Out):
-    """diff's defaults: also what an audit judges with."""
-
-    atol: float = 1e-5
-    rtol: float = 1e-4
-    metric_atol: float = 0.0025
-    margin: str = "3sd"
-    alpha: float = 0.05
-
-
-class TensorDelta(Out):
-    name: str
-    shape: list[int]
-    equal: bool
-    max_abs: float | None
-    max_ulp: float | None
-    within_tolerance: bool
-
-
-class MetricDelta(Out):
-    name: str
-    baseline: float | None
-    replay: float | None
-    delta: float | None
-    equal: bool
-
-
-class Equivalence(Out):
-    """The `equivalent` tier's evidence: one TOST per final metric against the sweep."""
-
-    runs: int
-    margin: str
-    alpha: float
-    tests: list[Tost]
-    equivalent: bool
-
-
-class Verdict(Out):
-    verdict: Tier
-    baseline: str
-    replay: str
-    reasons: list[Reason]
-    tensors: list[TensorDelta]
-    metrics: list[MetricDelta]
-    first_divergent_step: int | None
-    tolerances: Tolerances
-    equivalence: Equivalence | None = None
 
 
 @dataclass(frozen=True)
@@ -192,17 +133,9 @@ def compare_tensor(name: str, a: np.ndarray, b: np.ndarray, tol: Tolerances) -> 
     )
 
 
-def final_metrics(outcome: Outcome) -> dict[str, float | None]:
-    """The built-in experiment's final metrics, or the last value of each metric the user's
-    code logged."""
-    if outcome.final is not None:
-        return {name: getattr(outcome.final, name) for name in METRICS}
-    return {name: points[-1].value for name, points in outcome.metrics.items() if points}
-
-
 def _metric_pairs(base: Outcome, other: Outcome) -> list[MetricDelta]:
     rows = []
-    a, b = final_metrics(base), final_metrics(other)
+    a, b = base.final_values(), other.final_values()
     for name in [*a, *(n for n in b if n not in a)]:
         x, y = a.get(name), b.get(name)
         delta = None if x is None or y is None else y - x
@@ -218,18 +151,18 @@ def _input_reasons(a: Side, b: Side) -> list[Reason]:
         if x is None or y is None:
             side = "baseline" if y is None else "replay"
             message = f"input {key!r} was read by the {side} only"
-            reasons.append(Reason(kind="data", message=message))
+            reasons.append(Reason(kind=ReasonKind.data, message=message))
         elif x.sha256 != y.sha256:
             reasons.append(
                 Reason(
-                    kind="data",
+                    kind=ReasonKind.data,
                     message=f"input {key!r} differs: sha256 {x.sha256[:12]}… → {y.sha256[:12]}…",
                 )
             )
     if a.code and b.code:
         for name in sorted(set(a.code) | set(b.code)):
             if a.code.get(name) != b.code.get(name):
-                reasons.append(Reason(kind="code", message=f"code file {name} differs"))
+                reasons.append(Reason(kind=ReasonKind.code, message=f"code file {name} differs"))
     return reasons
 
 
@@ -256,7 +189,7 @@ def _changed(label: str, a: object, b: object) -> str:
 def environment_reasons(a: Side, b: Side) -> list[Reason]:
     """What differs between the two runs' controls and fingerprints, most telling first."""
     reasons = [
-        Reason(kind="override", message=f"replay overrode {k} = {v}")
+        Reason(kind=ReasonKind.override, message=f"replay overrode {k} = {v}")
         for k, v in b.overrides.items()
     ]
     ca, cb = a.controls, b.controls
@@ -264,14 +197,16 @@ def environment_reasons(a: Side, b: Side) -> list[Reason]:
         if getattr(ca, field) != getattr(cb, field):
             reasons.append(
                 Reason(
-                    kind="controls",
+                    kind=ReasonKind.controls,
                     message=_changed(
                         f"{field.replace('_', ' ')}", getattr(ca, field), getattr(cb, field)
                     ),
                 )
             )
     if ca.seeds != cb.seeds:
-        reasons.append(Reason(kind="controls", message=_changed("seeds", ca.seeds, cb.seeds)))
+        reasons.append(
+            Reason(kind=ReasonKind.controls, message=_changed("seeds", ca.seeds, cb.seeds))
+        )
     fa, fb = a.fingerprint, b.fingerprint
     same_framework = fa.framework == fb.framework
     # across frameworks, only the switches both record (Adam variant, init) are comparable;
@@ -286,12 +221,12 @@ def environment_reasons(a: Side, b: Side) -> list[Reason]:
     for key in sorted(shared_keys - restated):
         va, vb = ca.framework_switches.get(key), cb.framework_switches.get(key)
         if va != vb:
-            reasons.append(Reason(kind="controls", message=_changed(key, va, vb)))
+            reasons.append(Reason(kind=ReasonKind.controls, message=_changed(key, va, vb)))
     if (fa.framework, fa.framework_version) != (fb.framework, fb.framework_version):
         reasons.insert(
             0,
             Reason(
-                kind="framework",
+                kind=ReasonKind.framework,
                 message=_changed(
                     "framework",
                     f"{fa.framework} {fa.framework_version}",
@@ -300,15 +235,15 @@ def environment_reasons(a: Side, b: Side) -> list[Reason]:
             ),
         )
     for field, kind in (
-        ("gpus", "hardware"),
-        ("cuda", "hardware"),
-        ("cudnn", "hardware"),
-        ("cpu_model", "hardware"),
-        ("machine", "hardware"),
-        ("cores", "hardware"),
-        ("python", "python"),
-        ("kernel", "os"),
-        ("os", "os"),
+        ("gpus", ReasonKind.hardware),
+        ("cuda", ReasonKind.hardware),
+        ("cudnn", ReasonKind.hardware),
+        ("cpu_model", ReasonKind.hardware),
+        ("machine", ReasonKind.hardware),
+        ("cores", ReasonKind.hardware),
+        ("python", ReasonKind.python),
+        ("kernel", ReasonKind.os),
+        ("os", ReasonKind.os),
     ):
         va, vb = getattr(fa, field), getattr(fb, field)
         if va != vb:
@@ -321,7 +256,7 @@ def environment_reasons(a: Side, b: Side) -> list[Reason]:
         lost = sorted(set(fa.cpu_flags) - set(fb.cpu_flags))
         reasons.append(
             Reason(
-                kind="hardware",
+                kind=ReasonKind.hardware,
                 message=f"CPU flags differ (+{len(gained)} "
                 f"-{len(lost)}: {' '.join((gained + lost)[:6])})",
             )
@@ -331,7 +266,7 @@ def environment_reasons(a: Side, b: Side) -> list[Reason]:
         if fa.env.get(key) != fb.env.get(key):
             reasons.append(
                 Reason(
-                    kind="env",
+                    kind=ReasonKind.env,
                     message=_changed(
                         f"${key}", fa.env.get(key) or "unset", fb.env.get(key) or "unset"
                     ),
@@ -353,7 +288,7 @@ def _package_reasons(a: dict[str, str], b: dict[str, str]) -> list[Reason]:
         if len(changes) > MAX_LISTED_PACKAGES
         else ""
     )
-    return [Reason(kind="library", message=f"installed packages differ: {shown}{more}")]
+    return [Reason(kind=ReasonKind.library, message=f"installed packages differ: {shown}{more}")]
 
 
 def _outcome_reasons(
@@ -372,16 +307,19 @@ def _outcome_reasons(
             )
         reasons.append(
             Reason(
-                kind="trace", message=f"loss-checksum trace first differs at step {step}{detail}"
+                kind=ReasonKind.trace,
+                message=f"loss-checksum trace first differs at step {step}{detail}",
             )
         )
     for t in tensors:
         if t.max_abs is None:
-            reasons.append(Reason(kind="weights", message=f"{t.name}: shape or dtype differs"))
+            reasons.append(
+                Reason(kind=ReasonKind.weights, message=f"{t.name}: shape or dtype differs")
+            )
         elif not t.equal:
             reasons.append(
                 Reason(
-                    kind="weights",
+                    kind=ReasonKind.weights,
                     message=(
                         f"{t.name}: max |Δ| = {t.max_abs:.3g}, max {t.max_ulp:.0f} ULP"
                         + ("" if t.within_tolerance else " (outside tolerance)")
@@ -392,7 +330,10 @@ def _outcome_reasons(
         if not m.equal:
             delta = "n/a" if m.delta is None else f"{m.delta:+.4g}"
             reasons.append(
-                Reason(kind="metrics", message=f"{m.name}: {m.baseline} → {m.replay} ({delta})")
+                Reason(
+                    kind=ReasonKind.metrics,
+                    message=f"{m.name}: {m.baseline} → {m.replay} ({delta})",
+                )
             )
     return reasons
 
@@ -413,7 +354,7 @@ def compare(a: Side, b: Side, tol: Tolerances) -> Verdict:
     )
     weights_equal = not missing and all(t.equal for t in tensors)
     if weights_equal and epochs_equal and all(m.equal for m in metrics):
-        tier: Tier = "identical"
+        tier = Tier.identical
     elif (
         not missing
         and all(t.within_tolerance for t in tensors)
@@ -423,22 +364,22 @@ def compare(a: Side, b: Side, tol: Tolerances) -> Verdict:
             if m.baseline is not None or m.replay is not None
         )
     ):
-        tier = "close"
+        tier = Tier.close
     else:
-        tier = "diverged"
+        tier = Tier.diverged
     context = environment_reasons(a, b) + _input_reasons(a, b)
     # the replay's own overrides, a change of framework, data or code explain what follows
     first_kinds = (
-        ("override", "framework", "data", "code")
+        (ReasonKind.override, ReasonKind.framework, ReasonKind.data, ReasonKind.code)
         if a.fingerprint.framework != b.fingerprint.framework
-        else ("override", "data", "code")
+        else (ReasonKind.override, ReasonKind.data, ReasonKind.code)
     )
     overrides = [r for r in context if r.kind in first_kinds]
     environment = [r for r in context if r.kind not in first_kinds]
-    if tier == "identical":
+    if tier == Tier.identical:
         head = [
             Reason(
-                kind="identical",
+                kind=ReasonKind.identical,
                 message=(
                     f"all {len(tensors)} weight tensors and all metrics are bit-for-bit equal"
                 ),
@@ -446,24 +387,27 @@ def compare(a: Side, b: Side, tol: Tolerances) -> Verdict:
         ]
     else:
         head = _outcome_reasons(tensors, metrics, step, a, b)
-        head += [Reason(kind="weights", message=f"{n}: present on one side only") for n in missing]
+        head += [
+            Reason(kind=ReasonKind.weights, message=f"{n}: present on one side only")
+            for n in missing
+        ]
     if a.initial is not None and b.initial is not None:
         head.append(_initial_reason(a.initial, b.initial, tol))
     equivalence = None
-    if tier == "diverged" and a.sweep is None:
+    if tier == Tier.diverged and a.sweep is None:
         head.append(
             Reason(
-                kind="tier",
+                kind=ReasonKind.tier,
                 message=(
                     "the 'equivalent' tier was not available: the capsule holds no seed/order "
                     "sweep (run `capsule sweep`)"
                 ),
             )
         )
-    elif tier == "diverged" and a.sweep is not None:
+    elif tier == Tier.diverged and a.sweep is not None:
         equivalence = judge_equivalence(a.sweep, b.outcome, tol)
         if equivalence.equivalent:
-            tier = "equivalent"
+            tier = Tier.equivalent
         head = _equivalence_reasons(equivalence) + head
     return Verdict(
         verdict=tier,
@@ -481,10 +425,10 @@ def compare(a: Side, b: Side, tol: Tolerances) -> Verdict:
 def judge_equivalence(sweep: SweepRecord, outcome: Outcome, tol: Tolerances) -> Equivalence:
     """The replay's final metrics against the sweep's distribution of each (TOST): the error
     rates for the built-in experiment (the paper's measure), every logged metric for user code."""
-    sample = sweep_values(sweep)
+    sample = sweep.values()
     judged = {
         metric: value
-        for metric, value in final_metrics(outcome).items()
+        for metric, value in outcome.final_values().items()
         if outcome.final is None or metric.endswith("_error")
     }
     tests = [
@@ -503,11 +447,15 @@ def judge_equivalence(sweep: SweepRecord, outcome: Outcome, tol: Tolerances) -> 
 
 def _equivalence_reasons(equivalence: Equivalence) -> list[Reason]:
     if not equivalence.tests:
-        return [Reason(kind="equivalence", message="the sweep has no metric the replay reports")]
+        return [
+            Reason(
+                kind=ReasonKind.equivalence, message="the sweep has no metric the replay reports"
+            )
+        ]
     word = "inside" if equivalence.equivalent else "not shown inside"
     reasons = [
         Reason(
-            kind="equivalence",
+            kind=ReasonKind.equivalence,
             message=f"the replay's metrics are {word} the capsule's variance over "
             f"{equivalence.runs} sweep runs (TOST, margin {equivalence.margin}, "
             f"alpha {equivalence.alpha})",
@@ -516,7 +464,7 @@ def _equivalence_reasons(equivalence: Equivalence) -> list[Reason]:
     for t in sorted(equivalence.tests, key=lambda t: t.equivalent):
         reasons.append(
             Reason(
-                kind="equivalence",
+                kind=ReasonKind.equivalence,
                 message=f"{t.metric}: {t.value:.6g} vs sweep mean {t.mean:.6g} "
                 f"(std {t.std:.3g}, n = {t.n}), margin ±{t.margin:.3g}: p = {t.p:.3g} → "
                 + ("equivalent" if t.equivalent else "not equivalent"),
@@ -527,21 +475,17 @@ def _equivalence_reasons(equivalence: Equivalence) -> list[Reason]:
 
 def _initial_reason(a: dict[str, np.ndarray], b: dict[str, np.ndarray], tol: Tolerances) -> Reason:
     if a.keys() != b.keys():
-        return Reason(kind="init", message="the initial weights have different layers")
+        return Reason(kind=ReasonKind.init, message="the initial weights have different layers")
     deltas = [compare_tensor(n, a[n], b[n], tol) for n in sorted(a)]
     if all(d.equal for d in deltas):
-        return Reason(kind="init", message="the initial weights are bit-identical")
+        return Reason(kind=ReasonKind.init, message="the initial weights are bit-identical")
     worst = max(deltas, key=lambda d: d.max_abs if d.max_abs is not None else float("inf"))
     return Reason(
-        kind="init",
+        kind=ReasonKind.init,
         message=(
             f"the initial weights differ (largest in {worst.name}: max |Δ| = {worst.max_abs})"
         ),
     )
-
-
-def meets(verdict: Tier, required: Tier) -> bool:
-    return TIERS.index(verdict) <= TIERS.index(required)
 
 
 def diff(baseline: Path, replay: Path, tol: Tolerances) -> Verdict:

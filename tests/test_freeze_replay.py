@@ -143,6 +143,6 @@ def test_inspect_in_words_and_json(frozen_2d: Path) -> None:
 
 
 def test_schema_is_json_schema_of_the_manifest() -> None:
-    schema = json.loads(ok(capsule("schema")).stdout)
+    schema = json.loads(ok(capsule("schema", "--kind", "capsule")).stdout)
     assert schema["title"] == "Manifest"
     assert {"spec", "controls", "fingerprint", "outcome", "artifacts"} <= set(schema["required"])

@@ -9,8 +9,9 @@ from hypothesis import strategies as st
 
 from builder.errors import BadInput
 from builder.overrides import apply_changes, changed, parse_sets, parse_value, with_controls
+from builder.records.audit import Change
 from builder.spec import load_spec
-from builder.upgrade import Change, check, ddmin, parse_with, plan_changes
+from builder.upgrade import check, ddmin, parse_with, plan_changes
 from tests.conftest import CAPSULES
 
 # ---------------------------------------------------------------- ddmin

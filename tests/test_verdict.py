@@ -9,7 +9,8 @@ import numpy as np
 from hypothesis import given
 from hypothesis import strategies as st
 
-from builder.verdict import Tolerances, compare, load_side, ulp_distance
+from builder.records.verdict import Tolerances
+from builder.verdict import compare, load_side, ulp_distance
 
 TOL = Tolerances(atol=1e-5, rtol=1e-4, metric_atol=0.0025)
 finite32 = st.floats(width=32, allow_nan=False, allow_infinity=False)

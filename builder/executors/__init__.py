@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Protocol
 from builder.errors import BadInput
 
 if TYPE_CHECKING:
-    from builder.sweep import SweepRun
+    from builder.records.sweep import SweepRun
 
 Key = tuple[int, int]  # (init seed, order seed): one run of a sweep
 OnDone = Callable[["SweepRun"], None]

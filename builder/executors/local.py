@@ -8,7 +8,8 @@ from pathlib import Path
 
 from builder.executors import Executor, Failure, Key, OnDone
 from builder.executors.work import run_one, run_serially, worker_error
-from builder.sweep import SweepRun, append_journal
+from builder.records.sweep import SweepRun
+from builder.sweep import append_journal
 
 
 class LocalPool:

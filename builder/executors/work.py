@@ -14,10 +14,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from builder.executors import Failure, Key
-from builder.manifest import Manifest, Outcome
-from builder.spec import Spec, UserSpec
+from builder.records.manifest import Manifest
+from builder.records.run import Outcome
+from builder.records.spec import Spec, UserSpec
+from builder.records.sweep import SweepRun
 from builder.store import read_tensors, verify_capsule
-from builder.sweep import SweepRun, append_journal, weights_digest
+from builder.sweep import append_journal, weights_digest
 
 if TYPE_CHECKING:
     import numpy as np
@@ -45,7 +47,6 @@ def run_one(capsule: str, init: int, order: int) -> SweepRun:
     """The capsule's experiment with init seed `init` and order seed `order`."""
     from builder.replay import replay_order
     from builder.run import execute
-    from builder.verdict import final_metrics
 
     manifest, dataset = _load(capsule)
     seeds = manifest.spec.seeds.model_copy(update={"init": init, "order": order})
@@ -60,7 +61,7 @@ def run_one(capsule: str, init: int, order: int) -> SweepRun:
     return SweepRun(
         init=init,
         order=order,
-        final=final_metrics(outcome),
+        final=outcome.final_values(),
         weights_sha256=weights_digest(weights),
         seconds=outcome.train_seconds,
     )

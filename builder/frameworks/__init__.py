@@ -22,8 +22,8 @@ if TYPE_CHECKING:  # the table is read without NumPy or the models: commands sta
     import numpy as np
 
     from builder.data import Dataset
-    from builder.manifest import EpochMetrics, GpuInfo, TracePoint
-    from builder.spec import Spec, SpecBase
+    from builder.records.run import EpochMetrics, GpuInfo, TracePoint
+    from builder.records.spec import Spec, SpecBase
 
 EpochCallback = Callable[["EpochMetrics"], None]
 
@@ -195,7 +195,7 @@ def check_framework(name: str, source: str) -> None:
 
 def check_spec(spec: SpecBase, source: str) -> None:
     """Refuse, naming the file and field, what a spec's framework cannot do as specified."""
-    from builder.spec import Spec
+    from builder.records.spec import Spec
 
     check_framework(spec.framework, source)
     entry = FRAMEWORKS[spec.framework]

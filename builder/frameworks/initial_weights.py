@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from builder.spec import ModelSpec
+from builder.records.spec import ModelSpec
 
 
 def layer_names(spec: ModelSpec) -> list[str]:

@@ -12,8 +12,8 @@ from __future__ import annotations
 import numpy as np
 
 from builder.errors import BadInput
-from builder.manifest import EpochMetrics, GpuInfo
-from builder.spec import Spec, SpecBase
+from builder.records.run import EpochMetrics, GpuInfo
+from builder.records.spec import Spec, SpecBase
 
 
 class NumpyFramework:

@@ -21,8 +21,8 @@ from builder.data import Dataset
 from builder.frameworks import EpochCallback, Trained
 from builder.frameworks.initial_weights import layer_names, shared_initial_weights
 from builder.frameworks.layout import to_kernel_layout
-from builder.manifest import EpochMetrics, GpuInfo, TracePoint
-from builder.spec import Spec, SpecBase
+from builder.records.run import EpochMetrics, GpuInfo, TracePoint
+from builder.records.spec import Spec, SpecBase
 
 Update = Callable[[list[tf.Tensor]], None]
 

@@ -21,8 +21,8 @@ from torch.nn import functional
 from builder.data import Dataset
 from builder.frameworks import EpochCallback, Trained
 from builder.frameworks.initial_weights import shared_initial_weights
-from builder.manifest import EpochMetrics, GpuInfo, TracePoint
-from builder.spec import ModelSpec, Spec, SpecBase
+from builder.records.run import EpochMetrics, GpuInfo, TracePoint
+from builder.records.spec import ModelSpec, Spec, SpecBase
 
 ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid}
 DTYPES = {"float32": torch.float32, "float64": torch.float64}

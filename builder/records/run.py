@@ -1,7 +1,5 @@
-"""The capsule's manifest and the replay record: the product's long-lived on-disk contract.
-
-Schema version 1. Fields are only ever added with defaults; anything else bumps the version.
-"""
+"""The parts of a run that a manifest and a replay record both hold: the tool, the applied
+controls, the machine's fingerprint, the outcome, findings, inputs and artifacts."""
 
 from __future__ import annotations
 
@@ -10,11 +8,10 @@ from typing import Annotated, Literal
 from pydantic import Field
 
 from builder.model_base import Strict
-from builder.spec import AnySpec
+from builder.records.enums import Device
 
-SCHEMA_VERSION: Literal[1] = 1
 Sha256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
-Split = Literal["train", "dev", "eval"]
+METRICS = ("train_loss", "train_error", "dev_error", "eval_error")
 
 
 class ToolInfo(Strict):
@@ -29,35 +26,6 @@ class ArtifactRef(Strict):
     sha256: Sha256
     size: int
     media_type: str
-
-
-class SplitInfo(Strict):
-    rows: int
-    features: int
-    sha256: Sha256 = Field(
-        description="sha256 over the split's x and y arrays (dtype, shape, bytes)"
-    )
-
-
-class BuiltinRecipe(Strict):
-    name: str
-    recipe_version: int
-    seed: int
-
-
-class SourceFile(Strict):
-    """A user data file as it was when frozen: its path as given and the digest of its bytes."""
-
-    path: str
-    sha256: Sha256
-
-
-class DataRecord(Strict):
-    source: Literal["builtin", "files"]
-    builtin: BuiltinRecipe | None = None
-    files: dict[Split, SourceFile] = Field(default_factory=dict)
-    classes: int
-    splits: dict[Split, SplitInfo]
 
 
 class SeedRecord(Strict):
@@ -76,7 +44,7 @@ class AppliedControls(Strict):
     deterministic: bool
     threads: int
     interop_threads: int
-    device: str
+    device: Device
     dtype: str
     adam_impl: str
     order_source: Literal["recorded"] = "recorded"
@@ -157,6 +125,13 @@ class Outcome(Strict):
     steps: int
     train_seconds: float
 
+    def final_values(self) -> dict[str, float | None]:
+        """The built-in experiment's final metrics, or the last value of each metric the
+        user's code logged: what a sweep keeps per run and what diff compares."""
+        if self.final is not None:
+            return {name: getattr(self.final, name) for name in METRICS}
+        return {name: points[-1].value for name, points in self.metrics.items() if points}
+
 
 class Finding(Strict):
     """One nondeterminism finding: in the code's text (static, the code scan) or seen while it
@@ -178,61 +153,3 @@ class InputRecord(Strict):
     artifact: str | None = None
     sha256: Sha256
     detail: str = ""
-
-
-class ImageRecord(Strict):
-    """A container image built for the capsule, reproducible from its own wheelhouse; its ID
-    does not depend on the engine that built it (`engine`, Docker in capsules made before)."""
-
-    engine: Literal["docker", "podman"] = "docker"
-    image_id: str
-    tag: str
-    base_image: str
-    base_id: str
-    dockerfile_sha256: Sha256
-    capsule_digest: Sha256 = Field(description="sha256 of the manifest without `images`")
-    source_date_epoch: int
-    wheels: list[str]
-    built: str
-
-
-class Manifest(Strict):
-    schema_version: Literal[1] = SCHEMA_VERSION
-    kind: Literal["capsule"] = "capsule"
-    tool: ToolInfo
-    created: str
-    spec: AnySpec
-    controls: AppliedControls
-    fingerprint: Fingerprint
-    data: DataRecord | None = Field(default=None, description="None for the user's own code")
-    inputs: dict[str, InputRecord] = Field(default_factory=dict)
-    audit: list[Finding] = Field(default_factory=list)
-    outcome: Outcome
-    artifacts: dict[str, ArtifactRef]
-    images: dict[Literal["cpu", "cuda"], ImageRecord] = Field(default_factory=dict)
-
-
-class CapsuleRef(Strict):
-    name: str
-    path: str
-    manifest_sha256: Sha256
-
-
-class ReplayRecord(Strict):
-    """A replay of a capsule: its own environment and outcome, for `diff` to judge."""
-
-    schema_version: Literal[1] = SCHEMA_VERSION
-    kind: Literal["replay"] = "replay"
-    tool: ToolInfo
-    created: str
-    capsule: CapsuleRef
-    on: Literal["host", "docker", "podman"]
-    image_id: str | None = None
-    overrides: dict[str, str]
-    spec: AnySpec
-    controls: AppliedControls
-    fingerprint: Fingerprint
-    inputs: dict[str, InputRecord] = Field(default_factory=dict)
-    audit: list[Finding] = Field(default_factory=list)
-    outcome: Outcome
-    artifacts: dict[str, ArtifactRef]

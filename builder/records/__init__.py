@@ -1,0 +1,134 @@
+"""Every model Capsule writes to disk or prints as JSON, in one tree.
+
+Stored records — a capsule's manifest, a replay record, the sweep and audits stored in a
+capsule, a matrix — each carry `kind` and `schema_version` and are read through one pydantic
+union discriminated on `kind` (`parse`, `load`): the document says what it is, not its file
+name. `json_schema` is what `capsule schema` prints. Importing this package imports pydantic
+and the models only (no NumPy, no framework, no engine SDK).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import Discriminator, Tag, TypeAdapter, ValidationError
+from pydantic.json_schema import models_json_schema
+
+from builder.errors import BadInput
+from builder.model_base import Strict
+from builder.records.audit import AuditRecord
+from builder.records.enums import RecordKind
+from builder.records.manifest import Manifest
+from builder.records.matrix import MatrixRecord
+from builder.records.replay import ReplayRecord
+from builder.records.sweep import SweepRecord
+
+Record = Manifest | ReplayRecord | SweepRecord | AuditRecord | MatrixRecord
+
+RECORDS: dict[RecordKind, type[Strict]] = {
+    RecordKind.capsule: Manifest,
+    RecordKind.replay: ReplayRecord,
+    RecordKind.sweep: SweepRecord,
+    RecordKind.audit: AuditRecord,
+    RecordKind.matrix: MatrixRecord,
+}
+
+# matrix.json had no `kind` before records carried one; it is told by its own fields
+_UNKINDED_MATRIX = frozenset({"capsule", "configs", "rows", "cells"})
+
+
+def record_kind(value: Any) -> str | None:
+    """The discriminator: a document's `kind` (a matrix written before `kind` existed is
+    recognised by its fields)."""
+    if not isinstance(value, dict):
+        return getattr(value, "kind", None)
+    kind = value.get("kind")
+    if kind is None and set(value) == _UNKINDED_MATRIX:
+        return "matrix"
+    return kind if isinstance(kind, str) else None
+
+
+StoredRecord = Annotated[
+    Annotated[Manifest, Tag("capsule")]
+    | Annotated[ReplayRecord, Tag("replay")]
+    | Annotated[SweepRecord, Tag("sweep")]
+    | Annotated[AuditRecord, Tag("audit")]
+    | Annotated[MatrixRecord, Tag("matrix")],
+    Discriminator(record_kind),
+]
+_STORED: TypeAdapter[Record] = TypeAdapter(StoredRecord)
+
+
+def describe_validation_error(source: str, error: ValidationError, skip: int = 0) -> str:
+    """The first problem of a pydantic error as `source: field: reason`, in plain words
+    (`skip` leading location parts, such as the union's tag)."""
+    first = error.errors()[0]
+    field = ".".join(str(part) for part in first["loc"][skip:]) or "(top level)"
+    if first["type"] == "extra_forbidden":
+        reason = "unknown field"
+    elif first["type"] == "missing":
+        reason = "required field is missing"
+    else:
+        reason = first["msg"].removeprefix("Value error, ")
+        if "input" in first and first["type"] not in ("value_error",):
+            reason += f" (got {first['input']!r})"
+    return f"{source}: {field}: {reason}"
+
+
+def parse(data: bytes, source: str) -> Record:
+    """A stored record from its JSON bytes, the model chosen by its `kind`; every failure is
+    one BadInput naming `source` and the field."""
+    try:
+        document = json.loads(data)
+    except ValueError as error:
+        raise BadInput(f"{source}: not valid JSON: {error}") from None
+    if not isinstance(document, dict):
+        raise BadInput(f"{source}: not a record (a JSON object with a 'kind')")
+    kind = record_kind(document)
+    if kind not in RECORDS:
+        found = "required field is missing" if document.get("kind") is None else "unknown"
+        raise BadInput(
+            f"{source}: kind: {found} (got {document.get('kind')!r}; a stored record is one of "
+            f"{', '.join(RECORDS)})"
+        )
+    try:
+        return _STORED.validate_json(data)
+    except ValidationError as error:
+        raise BadInput(describe_validation_error(source, error, skip=1)) from None
+
+
+def load(path: Path) -> Record:
+    """Read and parse one record file (no digest check: `builder.store` does that for the
+    records of a capsule or replay directory)."""
+    try:
+        data = path.read_bytes()
+    except OSError as error:
+        raise BadInput(f"{path}: cannot read: {error.strerror or error}") from None
+    return parse(data, str(path))
+
+
+def kind_of(model: type[Strict]) -> RecordKind:
+    """The `kind` a stored record's model writes."""
+    return next(kind for kind, known in RECORDS.items() if known is model)
+
+
+def json_schema(kind: RecordKind | None = None) -> dict[str, Any]:
+    """The JSON schema of one stored record kind, or of all of them: one document whose
+    `oneOf` is discriminated on `kind`."""
+    if kind is not None:
+        return RECORDS[kind].model_json_schema()
+    refs, top = models_json_schema(
+        [(model, "validation") for model in RECORDS.values()],
+        title="Capsule stored records",
+        description="Every record Capsule stores, told apart by `kind`.",
+    )
+    chosen = {name: refs[(model, "validation")]["$ref"] for name, model in RECORDS.items()}
+    return {
+        "title": top["title"],
+        "description": top["description"],
+        "oneOf": [{"$ref": ref} for ref in chosen.values()],
+        "discriminator": {"propertyName": "kind", "mapping": chosen},
+        "$defs": top["$defs"],
+    }

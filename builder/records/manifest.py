@@ -1,0 +1,76 @@
+"""The capsule's manifest (`manifest.json`): the product's long-lived on-disk contract.
+
+Schema version 1. Fields are only ever added with defaults; anything else bumps the version.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from builder.model_base import Strict
+from builder.records.enums import Device
+from builder.records.replay import RunRecord, RunSetup
+from builder.records.run import Sha256
+
+Split = Literal["train", "dev", "eval"]
+
+
+class SplitInfo(Strict):
+    rows: int
+    features: int
+    sha256: Sha256 = Field(
+        description="sha256 over the split's x and y arrays (dtype, shape, bytes)"
+    )
+
+
+class BuiltinRecipe(Strict):
+    name: str
+    recipe_version: int
+    seed: int
+
+
+class SourceFile(Strict):
+    """A user data file as it was when frozen: its path as given and the digest of its bytes."""
+
+    path: str
+    sha256: Sha256
+
+
+class DataRecord(Strict):
+    source: Literal["builtin", "files"]
+    builtin: BuiltinRecipe | None = None
+    files: dict[Split, SourceFile] = Field(default_factory=dict)
+    classes: int
+    splits: dict[Split, SplitInfo]
+
+
+class ImageRecord(Strict):
+    """A container image built for the capsule, reproducible from its own wheelhouse; its ID
+    does not depend on the engine that built it (`engine`, Docker in capsules made before)."""
+
+    engine: Literal["docker", "podman"] = "docker"
+    image_id: str
+    tag: str
+    base_image: str
+    base_id: str
+    dockerfile_sha256: Sha256
+    capsule_digest: Sha256 = Field(description="sha256 of the manifest without `images`")
+    source_date_epoch: int
+    wheels: list[str]
+    built: str
+
+
+class _CapsuleData(RunSetup):
+    """The data a capsule was frozen with; it sits between the fingerprint and the inputs in
+    `manifest.json`, so it is a base of its own (pydantic orders fields base first)."""
+
+    data: DataRecord | None = Field(default=None, description="None for the user's own code")
+
+
+class Manifest(RunRecord, _CapsuleData):
+    """A capsule: its run (the shared base), its data and the images built for it."""
+
+    kind: Literal["capsule"] = "capsule"
+    images: dict[Device, ImageRecord] = Field(default_factory=dict)

@@ -1,0 +1,80 @@
+"""The seed/order sweep stored in a capsule (artifact "sweep"), and the statistics printed
+over it (`capsule stats`, diff's equivalent tier)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from builder.model_base import Printed, Strict
+
+
+class SweepRun(Strict):
+    """One run of a sweep: its seeds, final metrics and a digest over all its weights."""
+
+    init: int
+    order: int
+    final: dict[str, float | None]
+    weights_sha256: str
+    seconds: float
+
+
+class SweepRecord(Strict):
+    """Every finished run of the capsule's sweeps, sorted by (init, order)."""
+
+    kind: Literal["sweep"] = "sweep"
+    schema_version: Literal[1] = 1
+    runs: list[SweepRun]
+
+    def by_key(self) -> dict[tuple[int, int], SweepRun]:
+        return {(r.init, r.order): r for r in self.runs}
+
+    def values(self, keys: list[tuple[int, int]] | None = None) -> dict[str, list[float]]:
+        """metric → the values of the sweep's runs (those of `keys` only, when given)."""
+        chosen = self.runs if keys is None else [r for r in self.runs if (r.init, r.order) in keys]
+        out: dict[str, list[float]] = {}
+        for run in chosen:
+            for metric, value in run.final.items():
+                if value is not None:
+                    out.setdefault(metric, []).append(value)
+        return out
+
+
+class Summary(Printed):
+    """One row of the paper's Statistical Analysis table."""
+
+    metric: str
+    n: int
+    min: float
+    max: float
+    mean: float
+    std: float
+    ci_low: float
+    ci_high: float
+
+
+class Welch(Printed):
+    """Welch's t-test of one metric between two sweeps."""
+
+    metric: str
+    mean_a: float
+    mean_b: float
+    t: float
+    p: float
+    significant: bool
+    alpha: float
+
+
+class Tost(Printed):
+    """Two one-sided t-tests: is the sweep's mean within ±margin of `value`?"""
+
+    metric: str
+    value: float
+    n: int
+    mean: float
+    std: float
+    margin: float
+    p_lower: float
+    p_upper: float
+    p: float
+    alpha: float
+    equivalent: bool
