@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import shutil
 import uuid
-from dataclasses import dataclass
 from pathlib import Path
 
 from builder.engines import open_engine
@@ -22,29 +21,21 @@ from builder.engines.wheelhouse import build_tool_wheel, download_wheels, pinned
 from builder.errors import BadInput, IntegrityError
 from builder.frameworks import FRAMEWORKS
 from builder.freeze import now
+from builder.observer import SILENT, Observer
 from builder.records.enums import Device
-from builder.records.manifest import ImageRecord, Manifest
+from builder.records.manifest import ImageRecord
+from builder.records.results import BuildResult
 from builder.records.run import ArtifactRef
 from builder.records.spec import UserSpec
-from builder.store import capsule_digest, file_sha256, sha256_bytes, update_manifest, verify_capsule
+from builder.store import Capsule, capsule_digest, file_sha256, sha256_bytes
 
 WHEELHOUSE_DIR = {"cpu": "wheelhouse", "cuda": "wheelhouse-cuda"}
 
 
-@dataclass(frozen=True)
-class BuildResult:
-    variant: str
-    image: ImageRecord
-    checked: bool
-    matches: bool | None
-    rebuilt_id: str | None
-
-
-def wheelhouse(
-    capsule: Path, manifest: Manifest, variant: str, log: Log
-) -> tuple[Manifest, list[str]]:
+def wheelhouse(capsule: Capsule, variant: str, log: Log) -> list[str]:
     """The capsule's wheelhouse for `variant`, made once and then stored in the capsule as
     artifacts (one sha256 per wheel), so every later build installs the very same files."""
+    manifest = capsule.manifest
     folder = WHEELHOUSE_DIR[variant]
     stored = sorted(
         ref.path.split("/", 1)[1]
@@ -52,7 +43,7 @@ def wheelhouse(
         if name.startswith(f"{folder}/")
     )
     if stored:
-        return manifest, stored
+        return stored
     requires = manifest.spec.code.requires if isinstance(manifest.spec, UserSpec) else []
     pins = pinned_distributions(
         manifest.fingerprint.distributions, manifest.spec.framework, log, requires
@@ -64,14 +55,14 @@ def wheelhouse(
         cuda_requirement = entry.cuda_requirement
         pins[cuda_requirement] = pins.pop(entry.cpu_distribution).split("+")[0]
         log(f"wheelhouse: the CUDA build {cuda_requirement}=={pins[cuda_requirement]}")
-    staging = capsule / f".{folder}.partial-{uuid.uuid4().hex[:8]}"
+    staging = capsule.path / f".{folder}.partial-{uuid.uuid4().hex[:8]}"
     staging.mkdir()
     try:
         download_wheels(pins, staging, log, with_deps=variant == "cuda")
         if variant == "cuda":
             _require_cuda_build(staging, manifest.spec.framework)
         build_tool_wheel(staging, log)
-        final = capsule / folder
+        final = capsule.path / folder
         if final.exists():
             shutil.rmtree(final)  # left by an interrupted build; not named by the manifest
         staging.rename(final)
@@ -88,37 +79,42 @@ def wheelhouse(
             size=path.stat().st_size,
             media_type="application/x-wheel+zip",
         )
-    manifest = manifest.model_copy(update={"artifacts": artifacts})
-    update_manifest(capsule, manifest)
+    capsule.update(manifest.model_copy(update={"artifacts": artifacts}))
     log(f"wheelhouse: {len(wheels)} wheels stored in {final}")
-    return manifest, wheels
+    return wheels
 
 
 def build(
-    capsule: Path, base: str | None, gpu: bool, check: bool, log: Log, engine_name: str = "docker"
+    capsule: Capsule,
+    base: str | None,
+    gpu: bool,
+    check: bool,
+    observer: Observer = SILENT,
+    engine_name: str = "docker",
 ) -> BuildResult:
-    manifest = verify_capsule(capsule)
+    manifest, log, where = capsule.manifest, observer.log, capsule.path
     variant = Device.cuda if gpu else Device.cpu
     if gpu and FRAMEWORKS[manifest.spec.framework].cuda_requirement is None:
         raise BadInput(
-            f"{capsule}: spec.framework: '{manifest.spec.framework}' has no CUDA build; "
+            f"{where}: spec.framework: '{manifest.spec.framework}' has no CUDA build; "
             "build without --gpu"
         )
     recorded = manifest.images.get(variant)
     if check and recorded is None:
         raise BadInput(
-            f"{capsule}: images.{variant}: no image recorded yet; run `capsule build` first"
+            f"{where}: images.{variant}: no image recorded yet; run `capsule build` first"
         )
     engine = open_engine(engine_name)
-    manifest, wheels = wheelhouse(capsule, manifest, variant, log)
+    wheels = wheelhouse(capsule, variant, log)
+    manifest = capsule.manifest
     pip_wheels = [w for w in wheels if w.startswith("pip-")]
     if not pip_wheels:
-        raise BadInput(f"{capsule}: {WHEELHOUSE_DIR[variant]}: has no pip wheel to install with")
+        raise BadInput(f"{where}: {WHEELHOUSE_DIR[variant]}: has no pip wheel to install with")
     base_ref, base_id = engine.base(recorded.base_image if check and recorded else base, log)
     dockerfile = render_dockerfile(gpu, base_ref, pip_wheels[0])
     if check and recorded and recorded.dockerfile_sha256 != sha256_bytes(dockerfile.encode()):
         raise BadInput(
-            f"{capsule}: images.{variant}.dockerfile_sha256: the recorded image was built from "
+            f"{where}: images.{variant}.dockerfile_sha256: the recorded image was built from "
             "another Dockerfile (an earlier version of Capsule), so a rebuild cannot match it; "
             "run `capsule build` to record an image of this version's recipe"
         )
@@ -137,9 +133,11 @@ def build(
             f"build: {tag} is built already in {engine.label} (same base, Dockerfile and "
             "wheels); --check rebuilds"
         )
-        return BuildResult(variant, recorded, False, None, None)
-    folder = capsule / WHEELHOUSE_DIR[variant]
-    code = code_in_image(capsule, manifest)
+        return BuildResult(
+            variant=variant, checked=False, matches=None, rebuilt_id=None, image=recorded
+        )
+    folder = capsule.path / WHEELHOUSE_DIR[variant]
+    code = code_in_image(capsule.path, manifest)
     context = build_context(dockerfile, {w: folder / w for w in wheels}, code)
     labels = {
         "org.capsule.digest": digest,
@@ -152,10 +150,12 @@ def build(
         assert recorded is not None
         if image_id != recorded.image_id:
             raise IntegrityError(
-                f"{capsule}: images.{variant}.image_id: rebuilt image {image_id[:19]}… "
+                f"{where}: images.{variant}.image_id: rebuilt image {image_id[:19]}… "
                 f"differs from the recorded {recorded.image_id[:19]}…"
             )
-        return BuildResult(variant, recorded, True, True, image_id)
+        return BuildResult(
+            variant=variant, checked=True, matches=True, rebuilt_id=image_id, image=recorded
+        )
     record = ImageRecord(
         engine=engine.name,  # type: ignore[arg-type]
         image_id=image_id,
@@ -168,10 +168,8 @@ def build(
         wheels=wheels,
         built=now(),
     )
-    update_manifest(
-        capsule, manifest.model_copy(update={"images": {**manifest.images, variant: record}})
-    )
-    return BuildResult(variant, record, False, None, None)
+    capsule.update(manifest.model_copy(update={"images": {**manifest.images, variant: record}}))
+    return BuildResult(variant=variant, checked=False, matches=None, rebuilt_id=None, image=record)
 
 
 def _require_cuda_build(folder: Path, framework: str) -> None:

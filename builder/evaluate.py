@@ -13,7 +13,7 @@ from builder.overrides import with_controls
 from builder.records.manifest import Manifest
 from builder.records.run import EpochMetrics
 from builder.records.spec import Spec
-from builder.store import read_tensors, verify, verify_capsule
+from builder.store import Capsule, read_tensors, verify
 
 
 def evaluation_spec(manifest: Manifest, device: str | None, threads: int | None) -> Spec:
@@ -28,13 +28,13 @@ def evaluation_spec(manifest: Manifest, device: str | None, threads: int | None)
 
 
 def evaluate(
-    capsule: Path, trained: list[Path], device: str | None, threads: int | None
+    capsule: Capsule, trained: list[Path], device: str | None, threads: int | None
 ) -> dict[str, EpochMetrics]:
     """Each trained directory's weights evaluated on the capsule's data here."""
-    manifest = verify_capsule(capsule)
+    manifest = capsule.manifest
     spec = evaluation_spec(manifest, device, threads)
     assert manifest.data is not None
-    dataset = Dataset.from_tensors(read_tensors(capsule, manifest, "data"), manifest.data.classes)
+    dataset = Dataset.from_tensors(capsule.tensors("data"), manifest.data.classes)
     framework = get_framework(spec.framework)
     require_device(framework, spec)
     seed_everything(spec.seeds.init)

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
 from builder import __version__
 from builder.data import load_dataset, make_order
 from builder.errors import BadInput
-from builder.frameworks import EpochCallback, check_spec
+from builder.frameworks import check_spec
+from builder.observer import SILENT, Observer
 from builder.overrides import with_controls
 from builder.records.manifest import Manifest
 from builder.records.run import ArtifactRef, Finding, ToolInfo
@@ -35,10 +35,9 @@ def spec_path(path: Path) -> Path:
 def freeze(
     path: Path,
     out: Path,
-    on_epoch: EpochCallback,
+    observer: Observer = SILENT,
     force: bool = False,
     strict: bool = False,
-    on_metric: Callable[[str, float, int | None], None] = lambda name, value, step: None,
     device: str | None = None,
     threads: int | None = None,
 ) -> Manifest:
@@ -48,18 +47,16 @@ def freeze(
     spec = with_controls(load_spec(path), device, threads)
     check_spec(spec, str(path))
     if isinstance(spec, UserSpec):
-        return freeze_code(spec, path, out, on_metric, force, strict)
-    return freeze_builtin(spec, path, out, on_epoch, force)
+        return freeze_code(spec, path, out, observer, force, strict)
+    return freeze_builtin(spec, path, out, observer, force)
 
 
-def freeze_builtin(
-    spec: Spec, path: Path, out: Path, on_epoch: EpochCallback, force: bool
-) -> Manifest:
+def freeze_builtin(spec: Spec, path: Path, out: Path, observer: Observer, force: bool) -> Manifest:
     """Generate or read the data, draw and record the order, train, write the capsule."""
     dataset, data_record = load_dataset(spec.data, path.parent, str(path))
     order = make_order(data_record.splits["train"].rows, spec.train.epochs, spec.seeds.order)
     with StagedDir(out, force=force) as stage:
-        result = execute(spec, dataset, order, on_epoch)
+        result = execute(spec, dataset, order, observer)
         artifacts = {
             "spec": stage.add_bytes("capsule.toml", path.read_bytes(), "application/toml"),
             "data": stage.add_tensors("artifacts/data.safetensors", dataset.tensors()),
@@ -95,7 +92,7 @@ def freeze_code(
     spec: UserSpec,
     path: Path,
     out: Path,
-    on_metric: Callable[[str, float, int | None], None],
+    observer: Observer,
     force: bool,
     strict: bool,
 ) -> Manifest:
@@ -117,7 +114,7 @@ def freeze_code(
         static = scan_files(code_dir, [code_dir / name for name in files])
         if strict:
             refuse_findings(static, str(path))
-        result = execute_code(spec, code_dir, path.parent, None, None, on_metric)
+        result = execute_code(spec, code_dir, path.parent, None, None, observer)
         findings = static + result.findings
         if strict:
             refuse_findings(findings, str(path))

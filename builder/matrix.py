@@ -19,9 +19,10 @@ from pathlib import Path
 import numpy as np
 
 from builder.errors import BadInput, CapsuleError, EngineMissing, IntegrityError
+from builder.observer import Observer
 from builder.records.enums import Device, Where
 from builder.records.matrix import Cell, Config, MatrixRecord, Row
-from builder.store import StagedDir, load_record, read_tensors, verify_capsule
+from builder.store import Capsule, StagedDir, load_record, read_tensors
 
 Log = Callable[[str], None]
 CONFIG = re.compile(r"^(?:(host|docker|podman):)?(cpu|cuda)(?::([1-9][0-9]*))?$")
@@ -76,7 +77,7 @@ def _train(capsule: Path, config: Config, out: Path, log: Log) -> None:
 
 
 def _evaluate(
-    capsule: Path, config: Config, trained: list[Path], work: Path, log: Log
+    capsule: Capsule, config: Config, trained: list[Path], work: Path, log: Log
 ) -> dict[str, dict[str, float | None]]:
     """Every trained model's metrics evaluated on `config`."""
     log(f"matrix: evaluating {len(trained)} model(s) on {config.label}")
@@ -85,17 +86,18 @@ def _evaluate(
     options += ["--threads", str(config.threads)] if config.threads else []
     if config.on == Where.host:
         names = [str(t) for t in trained]
-        _cli(["evaluate", str(capsule), *names, *options, "--out", str(result_file)], log)
+        _cli(["evaluate", str(capsule.path), *names, *options, "--out", str(result_file)], log)
         found = json.loads(result_file.read_text())
         return {Path(k).name: v for k, v in found.items()}
     from builder.engines import Job, Mount, open_engine
     from builder.engines.recipe import IMAGE_TREE
     from builder.replay import CONTAINER_USER
 
-    manifest = verify_capsule(capsule)
-    image = manifest.images.get(config.device)
+    image = capsule.manifest.images.get(config.device)
     if image is None:
-        raise EngineMissing(f"{capsule}: no {config.device} image; run `capsule build {capsule}`")
+        raise EngineMissing(
+            f"{capsule.path}: no {config.device} image; run `capsule build {capsule.path}`"
+        )
     engine = open_engine(config.on)
     if engine.has_image(image.image_id) is None:
         raise EngineMissing(f"image {image.image_id[:19]}… is not in {engine.label}")
@@ -105,7 +107,7 @@ def _evaluate(
     names = [f"/matrix/{t.name}" for t in trained]
     argv = [f"{IMAGE_TREE}/venv/bin/capsule", "evaluate", "/capsule", *names, *options]
     argv += ["--out", "/out/eval.json"]
-    mounts = [Mount(capsule, "/capsule"), Mount(work, "/matrix"), Mount(outbox, "/out", True)]
+    mounts = [Mount(capsule.path, "/capsule"), Mount(work, "/matrix"), Mount(outbox, "/out", True)]
     user = CONTAINER_USER if os.getuid() == 0 else f"{os.getuid()}:{os.getgid()}"
     job = Job(argv, mounts, {}, user, config.device == Device.cuda)
     code, last = engine.run(image.image_id, job, lambda line: None)
@@ -115,18 +117,21 @@ def _evaluate(
     return {Path(k).name: v for k, v in found.items()}
 
 
-def matrix(capsule: Path, configs: list[Config], out: Path, log: Log, force: bool) -> MatrixRecord:
+def matrix(
+    capsule: Capsule, configs: list[Config], out: Path, observer: Observer, force: bool
+) -> MatrixRecord:
     """Train on every configuration, evaluate every model on every configuration; the trained
-    replays and `matrix.json` are kept in `out`."""
-    manifest = verify_capsule(capsule)
+    replays and `matrix.json` are kept in `out`. Each training and evaluation is a command of
+    its own (a fresh process), which verifies the capsule itself."""
     from builder.evaluate import evaluation_spec
 
-    evaluation_spec(manifest, None, None)  # refuses user code before any work
-    baseline = read_tensors(capsule, manifest, "weights")
+    log = observer.log
+    evaluation_spec(capsule.manifest, None, None)  # refuses user code before any work
+    baseline = capsule.tensors("weights")
     with StagedDir(out, force=force) as stage:
         trained = {c.label: stage.stage / f"train-{_slug(c.label)}" for c in configs}
         for config in configs:
-            _train(capsule, config, trained[config.label], log)
+            _train(capsule.path, config, trained[config.label], log)
         rows = []
         for config in configs:
             directory = trained[config.label]
@@ -158,7 +163,7 @@ def matrix(capsule: Path, configs: list[Config], out: Path, log: Log, force: boo
                         train_loss=metrics["train_loss"],  # type: ignore[arg-type]
                     )
                 )
-        result = MatrixRecord(capsule=str(capsule), configs=configs, rows=rows, cells=cells)
+        result = MatrixRecord(capsule=str(capsule.path), configs=configs, rows=rows, cells=cells)
         (stage.stage / "matrix.json").write_text(result.model_dump_json(indent=2) + "\n")
         stage.commit(None)
     return result

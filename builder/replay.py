@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -13,23 +12,15 @@ import numpy as np
 from builder.api import InputFile
 from builder.data import Dataset, make_order
 from builder.errors import BadInput, CapsuleError, EngineMissing, IntegrityError
-from builder.frameworks import EpochCallback
 from builder.freeze import CODE_DIR, TOOL, now
+from builder.observer import SILENT, Observer
 from builder.overrides import apply_changes, changed, parse_sets, with_controls
 from builder.records.enums import Device, Where
 from builder.records.manifest import Manifest
 from builder.records.replay import CapsuleRef, ReplayRecord
 from builder.records.spec import Spec, UserSpec
 from builder.run import execute
-from builder.store import (
-    MANIFEST,
-    StagedDir,
-    file_sha256,
-    load_record,
-    read_tensors,
-    sha256_bytes,
-    verify_capsule,
-)
+from builder.store import MANIFEST, Capsule, StagedDir, file_sha256, load_record, sha256_bytes
 from builder.usercode import CodeResult, execute_code
 
 IMAGE_ENV = "CAPSULE_IMAGE_ID"  # set by `replay --on ENGINE` inside the container it starts
@@ -52,44 +43,42 @@ def replay_spec(
     return spec, changed(manifest.spec, spec)
 
 
-def replay_order(capsule: Path, manifest: Manifest, spec: Spec) -> np.ndarray:
+def replay_order(capsule: Capsule, spec: Spec) -> np.ndarray:
     """The recorded order, unless the replay changed what it was drawn from (the order seed
     or the number of epochs): then the order those values draw."""
+    manifest = capsule.manifest
     assert isinstance(manifest.spec, Spec) and manifest.data is not None
     same = (spec.seeds.order, spec.train.epochs) == (
         manifest.spec.seeds.order,
         manifest.spec.train.epochs,
     )
     if same:
-        return read_tensors(capsule, manifest, "order")["order"]
+        return capsule.tensors("order")["order"]
     return make_order(manifest.data.splits["train"].rows, spec.train.epochs, spec.seeds.order)
 
 
 def replay_on_host(
-    capsule: Path,
+    capsule: Capsule,
     out: Path,
-    on_epoch: EpochCallback,
+    observer: Observer = SILENT,
     threads: int | None = None,
     device: str | None = None,
     force: bool = False,
-    on_metric: Callable[[str, float, int | None], None] = lambda name, value, step: None,
     sets: list[str] | None = None,
 ) -> ReplayRecord:
-    manifest = verify_capsule(capsule)
+    manifest = capsule.manifest
     spec, overrides = replay_spec(manifest, threads, device, sets)
     image_id = os.environ.get(IMAGE_ENV)
     with StagedDir(out, force=force) as stage:
         if isinstance(spec, UserSpec):
-            code = replay_code(capsule, manifest, spec, on_metric)
+            code = replay_code(capsule, spec, observer)
             controls, fingerprint, outcome = code.controls, code.fingerprint, code.outcome
             weights, inputs = code.weights, code.record.inputs
             audit = [f for f in manifest.audit if f.source == "static"] + code.findings
         else:
             assert manifest.data is not None
-            dataset = Dataset.from_tensors(
-                read_tensors(capsule, manifest, "data"), manifest.data.classes
-            )
-            result = execute(spec, dataset, replay_order(capsule, manifest, spec), on_epoch)
+            dataset = Dataset.from_tensors(capsule.tensors("data"), manifest.data.classes)
+            result = execute(spec, dataset, replay_order(capsule, spec), observer)
             controls, fingerprint, outcome = result.controls, result.fingerprint, result.outcome
             weights, inputs, audit = result.weights, {}, []
         record = ReplayRecord(
@@ -97,8 +86,8 @@ def replay_on_host(
             created=now(),
             capsule=CapsuleRef(
                 name=manifest.spec.name,
-                path=str(capsule.resolve()),
-                manifest_sha256=sha256_bytes((capsule / MANIFEST).read_bytes()),
+                path=str(capsule.path.resolve()),
+                manifest_sha256=sha256_bytes((capsule.path / MANIFEST).read_bytes()),
             ),
             on=Where(os.environ.get(ENGINE_ENV, Where.docker)) if image_id else Where.host,
             image_id=image_id,
@@ -115,14 +104,14 @@ def replay_on_host(
     return record
 
 
-def code_directory(capsule: Path, manifest: Manifest) -> Path:
+def code_directory(capsule: Capsule) -> Path:
     """The capsule's code, or inside its image the copy the image holds (CODE_ENV), after
     checking that copy against the manifest's digests."""
     in_image = os.environ.get(CODE_ENV)
     if not in_image:
-        return capsule / CODE_DIR
+        return capsule.path / CODE_DIR
     root = Path(in_image)
-    for name, ref in manifest.artifacts.items():
+    for name, ref in capsule.manifest.artifacts.items():
         if name.startswith(f"{CODE_DIR}/"):
             copy = root / name.removeprefix(f"{CODE_DIR}/")
             if not copy.is_file() or file_sha256(copy) != ref.sha256:
@@ -130,30 +119,29 @@ def code_directory(capsule: Path, manifest: Manifest) -> Path:
     return root
 
 
-def replay_code(
-    capsule: Path,
-    manifest: Manifest,
-    spec: UserSpec,
-    on_metric: Callable[[str, float, int | None], None],
-) -> CodeResult:
+def replay_code(capsule: Capsule, spec: UserSpec, observer: Observer) -> CodeResult:
     """Run the capsule's code with its recorded orders and its copies of the data files."""
+    manifest = capsule.manifest
     inputs = {
-        key: InputFile(source=capsule / manifest.artifacts[r.artifact].path, artifact=r.artifact)
+        key: InputFile(
+            source=capsule.path / manifest.artifacts[r.artifact].path, artifact=r.artifact
+        )
         for key, r in manifest.inputs.items()
         if r.artifact is not None
     }
     orders: dict[str, np.ndarray] | None = (
-        read_tensors(capsule, manifest, "order") if "order" in manifest.artifacts else {}
+        capsule.tensors("order") if "order" in manifest.artifacts else {}
     )
     if spec.seeds.order != manifest.spec.seeds.order:
         orders = None  # a what-if order seed: the code's run.order draws from it
-    return execute_code(spec, code_directory(capsule, manifest), capsule, orders, inputs, on_metric)
+    directory = code_directory(capsule)
+    return execute_code(spec, directory, capsule.path, orders, inputs, observer)
 
 
 def replay_in_image(
-    capsule: Path,
+    capsule: Capsule,
     out: Path,
-    log: Callable[[str], None],
+    observer: Observer = SILENT,
     engine_name: str = "docker",
     threads: int | None = None,
     device: str | None = None,
@@ -167,7 +155,7 @@ def replay_in_image(
     from builder.engines import Job, Mount, open_engine
     from builder.engines.recipe import CODE_IN_IMAGE, IMAGE_TREE
 
-    manifest = verify_capsule(capsule)
+    manifest = capsule.manifest
     spec, _ = replay_spec(manifest, threads, device, sets)  # bad --set values fail here, early
     gpu = spec.controls.device == "cuda"
     variant = Device.cuda if gpu else Device.cpu
@@ -176,8 +164,8 @@ def replay_in_image(
         if image is None:
             flag = " --gpu" if gpu else ""
             raise EngineMissing(
-                f"{capsule}: no {variant} image built for this capsule; run "
-                f"`capsule build {capsule}{flag}`"
+                f"{capsule.path}: no {variant} image built for this capsule; run "
+                f"`capsule build {capsule.path}{flag}`"
             )
         image_id = image.image_id
         where = f"({image.tag}) "
@@ -187,7 +175,7 @@ def replay_in_image(
     if engine.has_image(image_id) is None:
         raise EngineMissing(
             f"image {image_id[:19]}… {where}is not in {engine.label}; run `capsule build "
-            f"{capsule} --engine {engine.name}` or `capsule import` the capsule's export with "
+            f"{capsule.path} --engine {engine.name}` or `capsule import` the capsule's export with "
             "its image"
         )
     argv = [f"{IMAGE_TREE}/venv/bin/capsule", "replay", "/capsule", "--out", "/out/replay"]
@@ -204,8 +192,8 @@ def replay_in_image(
         env = {IMAGE_ENV: image_id, ENGINE_ENV: engine.name}
         if isinstance(manifest.spec, UserSpec):
             env[CODE_ENV] = CODE_IN_IMAGE
-        mounts = [Mount(capsule, "/capsule"), Mount(work, "/out", writable=True)]
-        code, last = engine.run(image_id, Job(argv, mounts, env, user, gpu), log)
+        mounts = [Mount(capsule.path, "/capsule"), Mount(work, "/out", writable=True)]
+        code, last = engine.run(image_id, Job(argv, mounts, env, user, gpu), observer.log)
         if code != 0:
             raise _container_error(code, last)
         for produced in (work / "replay").iterdir():

@@ -13,7 +13,8 @@ import numpy as np
 from builder.controls import applied_env, seed_everything, seed_record
 from builder.data import Dataset
 from builder.fingerprint import capture
-from builder.frameworks import EpochCallback, get_framework, require_device
+from builder.frameworks import get_framework, require_device
+from builder.observer import SILENT, Observer
 from builder.records.run import AppliedControls, FinalMetrics, Fingerprint, Outcome, TensorDigest
 from builder.records.spec import Spec
 
@@ -36,14 +37,16 @@ def tensor_digest(array: np.ndarray) -> TensorDigest:
     )
 
 
-def execute(spec: Spec, dataset: Dataset, order: np.ndarray, on_epoch: EpochCallback) -> RunResult:
+def execute(
+    spec: Spec, dataset: Dataset, order: np.ndarray, observer: Observer = SILENT
+) -> RunResult:
     """Train `spec` on `dataset` in the recorded `order`, on the device and threads it names."""
     framework = get_framework(spec.framework)
     device, threads = spec.controls.device, spec.controls.threads
     gpus, cuda, cudnn = require_device(framework, spec)
     seed_everything(spec.seeds.init)
     switches = framework.apply_controls(spec, device, threads)
-    trained = framework.train(spec, dataset, order, device, on_epoch)
+    trained = framework.train(spec, dataset, order, device, observer.epoch)
     last = trained.epochs[-1]
     outcome = Outcome(
         final=FinalMetrics(

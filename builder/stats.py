@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from pathlib import Path
 
 from builder.errors import BadInput
-from builder.records.sweep import Summary, Tost, Welch
+from builder.records.results import StatsResult
+from builder.records.sweep import Summary, SweepRecord, Tost, Welch
 
 
 def summarize(metric: str, values: Sequence[float], confidence: float = 0.95) -> Summary:
@@ -99,3 +101,49 @@ def margin_value(text: str, sample: Sequence[float]) -> float:
     if value < 0:
         raise BadInput(f"--margin {text!r}: must not be negative")
     return value
+
+
+def summaries(record: SweepRecord) -> list[Summary]:
+    """The summary of every metric of a sweep (the rows of the paper's table)."""
+    return [summarize(metric, data) for metric, data in record.values().items()]
+
+
+def sweep_of(capsule: Path) -> SweepRecord:
+    """The capsule's stored sweep (its manifest and the sweep's artifact checked), or exit 2
+    saying to run one."""
+    from builder.store import load_manifest, load_sweep
+
+    record = load_sweep(capsule, load_manifest(capsule))
+    if record is None:
+        raise BadInput(f"{capsule}: artifacts.sweep: no sweep yet; run `capsule sweep` first")
+    return record
+
+
+def statistics(
+    capsule: Path,
+    other: Path | None = None,
+    value: float | None = None,
+    metric: str | None = None,
+    margin: str = "3sd",
+    alpha: float = 0.05,
+) -> StatsResult:
+    """`capsule stats`: the sweep's summaries; Welch's t-test per metric against another
+    capsule's sweep; TOST of one value of one metric against the sweep."""
+    record = sweep_of(capsule)
+    sample = record.values()
+    welch_tests = []
+    if other is not None:
+        theirs = sweep_of(other).values()
+        welch_tests = [welch(m, sample[m], theirs[m], alpha) for m in sample if m in theirs]
+    tost_test = None
+    if value is not None:
+        if metric is None or metric not in sample:
+            raise BadInput(f"--metric: give one of {', '.join(sample)} with --value")
+        tost_test = tost(metric, value, sample[metric], margin_value(margin, sample[metric]), alpha)
+    return StatsResult(
+        path=str(capsule),
+        stats=summaries(record),
+        welch=welch_tests,
+        tost=tost_test,
+        runs=record.runs,
+    )

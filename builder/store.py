@@ -149,11 +149,12 @@ def update_manifest(directory: Path, manifest: Manifest) -> None:
 
 
 def store_json(
-    directory: Path, manifest: Manifest, name: str, folder: str, stem: str, data: bytes
-) -> tuple[Manifest, ArtifactRef | None]:
+    capsule: Capsule, name: str, folder: str, stem: str, data: bytes
+) -> ArtifactRef | None:
     """Write `data` as artifact `name` at FOLDER/STEM-<sha12>.json (a name of its own digest,
     written by atomic rename), then point the manifest at it: a crash at any point leaves a
-    capsule that verifies. Returns the new manifest and the artifact it replaced."""
+    capsule that verifies. Returns the artifact it replaced."""
+    directory, manifest = capsule.path, capsule.manifest
     digest = sha256_bytes(data)
     relpath = f"{folder}/{stem}-{digest[:12]}.json"
     target = directory / relpath
@@ -166,9 +167,8 @@ def store_json(
     artifacts[name] = ArtifactRef(
         path=relpath, sha256=digest, size=len(data), media_type="application/json"
     )
-    manifest = manifest.model_copy(update={"artifacts": artifacts})
-    update_manifest(directory, manifest)
-    return manifest, previous
+    capsule.update(manifest.model_copy(update={"artifacts": artifacts}))
+    return previous
 
 
 def record_file(directory: Path) -> Path:
@@ -293,3 +293,31 @@ def verify_capsule(directory: Path) -> Manifest:
     if not isinstance(record, Manifest):
         raise BadInput(f"{directory}: is a replay, not a capsule (it has {REPLAY})")
     return record
+
+
+class Capsule:
+    """A capsule opened once per command: `open` reads its manifest and re-hashes every
+    artifact (wheelhouse included) once; services take the handle instead of re-verifying.
+    Artifacts read through it are checked again as they are read, so it never hands back
+    altered bytes. `trusted` is for the worker processes of a command that opened it already:
+    the manifest's own digest is checked, the artifacts as they are read."""
+
+    def __init__(self, path: Path, manifest: Manifest) -> None:
+        self.path = path
+        self.manifest = manifest
+
+    @classmethod
+    def open(cls, path: Path) -> Capsule:
+        return cls(path, verify_capsule(path))
+
+    @classmethod
+    def trusted(cls, path: Path) -> Capsule:
+        return cls(path, load_manifest(path))
+
+    def tensors(self, name: str) -> dict[str, np.ndarray]:
+        return read_tensors(self.path, self.manifest, name)
+
+    def update(self, manifest: Manifest) -> None:
+        """Record a new manifest (an image, a wheelhouse, a study) on disk and in the handle."""
+        update_manifest(self.path, manifest)
+        self.manifest = manifest

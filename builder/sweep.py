@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -20,21 +18,15 @@ from pydantic import ValidationError
 
 from builder.errors import BadInput
 from builder.executors import Failure, Key, get_executor
+from builder.observer import SILENT, Observer
 from builder.records.manifest import Manifest
+from builder.records.results import RunFailure, SweepResult
 from builder.records.sweep import SweepRecord, SweepRun
-from builder.store import SWEEP, load_sweep, store_json, verify_capsule
+from builder.store import SWEEP, Capsule, load_sweep, store_json
 
 PRIME_FLOOR = 1_000_000
 JOURNAL = ".sweep-journal.jsonl"
 SWEEP_DIR = "sweeps"
-
-
-@dataclass(frozen=True)
-class SweepResult:
-    record: SweepRecord
-    ran: int
-    reused: int
-    failures: list[Failure]
 
 
 # ---------------------------------------------------------------- which seeds
@@ -125,52 +117,57 @@ def append_journal(capsule: Path, run: SweepRun, name: str = JOURNAL) -> None:
         os.fsync(f.fileno())
 
 
-def store_sweep(capsule: Path, manifest: Manifest, record: SweepRecord) -> Manifest:
+def store_sweep(capsule: Capsule, record: SweepRecord) -> None:
     """Store the record as artifact "sweep", then remove the previous one and the journals."""
     data = (record.model_dump_json(indent=1) + "\n").encode()
-    manifest, previous = store_json(capsule, manifest, SWEEP, SWEEP_DIR, "sweep", data)
-    if previous is not None and previous.path != manifest.artifacts[SWEEP].path:
-        (capsule / previous.path).unlink(missing_ok=True)
-    for path in journals(capsule):
+    previous = store_json(capsule, SWEEP, SWEEP_DIR, "sweep", data)
+    if previous is not None and previous.path != capsule.manifest.artifacts[SWEEP].path:
+        (capsule.path / previous.path).unlink(missing_ok=True)
+    for path in journals(capsule.path):
         path.unlink(missing_ok=True)
-    return manifest
 
 
 # ---------------------------------------------------------------- the sweep
 
 
 def sweep(
-    capsule: Path,
+    capsule: Capsule,
     seeds: list[int] | None,
     orders: list[int] | None,
     jobs: int,
-    on_start: Callable[[int, int], None],
-    on_done: Callable[[SweepRun], None],
+    observer: Observer = SILENT,
     executor: str = "local",
 ) -> SweepResult:
     """Run what is missing of the plan on the named executor (`builder.executors.EXECUTORS`),
     keep every finished run, store the record."""
     runner = get_executor(executor)
-    manifest = verify_capsule(capsule)
-    wanted = plan(manifest, seeds, orders)
-    stored = load_sweep(capsule, manifest)
+    wanted = plan(capsule.manifest, seeds, orders)
+    stored = load_sweep(capsule.path, capsule.manifest)
     finished = stored.by_key() if stored else {}
-    finished.update({(r.init, r.order): r for r in read_journal(capsule)})
+    finished.update({(r.init, r.order): r for r in read_journal(capsule.path)})
     todo = [key for key in wanted if key not in finished]
-    on_start(len(todo), len(wanted) - len(todo))
+    observer.planned(len(todo), len(wanted) - len(todo))
 
     def keep(run: SweepRun) -> None:
         finished[(run.init, run.order)] = run  # the executor has journalled it
-        on_done(run)
+        observer.run_done(run)
 
     failures: list[Failure] = []
     try:
         failures = runner.run(capsule, todo, jobs, keep)
     finally:
-        finished.update({(r.init, r.order): r for r in read_journal(capsule)})
+        finished.update({(r.init, r.order): r for r in read_journal(capsule.path)})
         runs = sorted(finished.values(), key=lambda r: (r.init, r.order))
         if runs and (stored is None or runs != stored.runs):
-            store_sweep(capsule, verify_capsule(capsule), SweepRecord(runs=runs))
+            store_sweep(capsule, SweepRecord(runs=runs))
+    from builder.stats import summaries
+
     record = SweepRecord(runs=sorted(finished.values(), key=lambda r: (r.init, r.order)))
-    ran = len(todo) - len(failures)
-    return SweepResult(record=record, ran=ran, reused=len(wanted) - len(todo), failures=failures)
+    return SweepResult(
+        path=str(capsule.path),
+        ran=len(todo) - len(failures),
+        reused=len(wanted) - len(todo),
+        failures=[RunFailure(init=f.init, order=f.order, error=f.error) for f in failures],
+        stats=summaries(record),
+        runs=record.runs,
+    )

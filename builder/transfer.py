@@ -19,8 +19,10 @@ from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 
 from builder.errors import BadInput, IntegrityError
+from builder.observer import SILENT, Observer
 from builder.records.manifest import Manifest
-from builder.store import MANIFEST, StagedDir, verify_capsule
+from builder.records.results import ExportResult, ImportResult
+from builder.store import MANIFEST, Capsule, StagedDir, verify_capsule
 
 Log = Callable[[str], None]
 GZIP_LEVEL = 1  # the image is mostly compressed wheels and binaries: higher levels buy little
@@ -35,34 +37,35 @@ def _add_file(tar: tarfile.TarFile, source: Path, name: str) -> None:
 
 
 def export(
-    capsule: Path,
+    capsule: Capsule,
     out: Path,
     with_image: bool,
-    log: Log,
+    observer: Observer = SILENT,
     force: bool = False,
     engine_name: str = "docker",
-) -> list[str]:
-    """Write the capsule (and its recorded images, saved from the named engine) to `out`;
-    return the member names written."""
-    manifest = verify_capsule(capsule)
+) -> ExportResult:
+    """Write the capsule (and its recorded images, saved from the named engine) to `out`."""
+    manifest, where = capsule.manifest, capsule.path
     if out.exists() and not force:
         raise BadInput(f"{out}: already exists (pass --force to replace it)")
     if with_image and not manifest.images:
-        raise BadInput(f"{capsule}: images: none recorded; run `capsule build {capsule}` first")
+        raise BadInput(f"{where}: images: none recorded; run `capsule build {where}` first")
     out.parent.mkdir(parents=True, exist_ok=True)
     partial = out.with_name(f".{out.name}.partial-{uuid.uuid4().hex[:8]}")
     names = [MANIFEST, "manifest.sha256", *sorted(ref.path for ref in manifest.artifacts.values())]
     try:
         with tarfile.open(partial, "w", format=tarfile.PAX_FORMAT) as tar:
             for name in names:
-                _add_file(tar, capsule / name, f"capsule/{name}")
+                _add_file(tar, where / name, f"capsule/{name}")
             if with_image:
-                _add_images(tar, manifest, partial.parent, engine_name, log)
+                _add_images(tar, manifest, partial.parent, engine_name, observer.log)
         partial.replace(out)
     except BaseException:
         partial.unlink(missing_ok=True)
         raise
-    return names
+    return ExportResult(
+        path=str(out), files=len(names), with_image=with_image, bytes=out.stat().st_size
+    )
 
 
 def _add_images(
@@ -101,8 +104,12 @@ def _safe_name(member: tarfile.TarInfo, source: Path) -> PurePosixPath:
 
 
 def import_capsule(
-    source: Path, out: Path, log: Log, force: bool = False, engine_name: str = "docker"
-) -> Manifest:
+    source: Path,
+    out: Path,
+    observer: Observer = SILENT,
+    force: bool = False,
+    engine_name: str = "docker",
+) -> ImportResult:
     """Unpack an export safely, verify every digest, load its images into the named engine;
     write the capsule to `out`."""
     if not source.is_file():
@@ -127,10 +134,15 @@ def import_capsule(
         images_dir = stage.stage / "images"
         manifest = verify_capsule(stage.stage)
         for image_file in images:
-            _load_image(manifest, image_file, engine_name, log)
+            _load_image(manifest, image_file, engine_name, observer.log)
         shutil.rmtree(images_dir, ignore_errors=True)
         stage.commit(None)
-    return manifest
+    return ImportResult(
+        name=manifest.spec.name,
+        path=str(out),
+        verified=True,
+        images={variant: image.image_id for variant, image in manifest.images.items()},
+    )
 
 
 def _load_image(manifest: Manifest, image_file: Path, engine_name: str, log: Log) -> None:

@@ -31,12 +31,13 @@ from packaging.version import InvalidVersion, Version
 from builder.engines.wheelhouse import TOOL_DISTRIBUTION as TOOL
 from builder.errors import BadInput
 from builder.freeze import now
+from builder.observer import SILENT, Observer
 from builder.records.audit import AuditRecord, Change, Trial, TrialVerdict
 from builder.records.enums import Device, Tier, Where
 from builder.records.manifest import Manifest
 from builder.records.spec import UserSpec
 from builder.records.verdict import Tolerances, Verdict
-from builder.store import AUDIT_PREFIX, sha256_bytes, store_json, verify_capsule
+from builder.store import AUDIT_PREFIX, Capsule, sha256_bytes, store_json
 from builder.verdict import diff
 
 if TYPE_CHECKING:
@@ -247,7 +248,7 @@ def host_environment(wheels: dict[str, Path], where: Path) -> Path:
 
 
 def audit_image(
-    capsule: Path,
+    capsule: Capsule,
     manifest: Manifest,
     wheels: dict[str, Path],
     key: str,
@@ -258,7 +259,7 @@ def audit_image(
     from builder.engines.recipe import build_context, code_in_image, render_dockerfile
     from builder.engines.wheelhouse import build_tool_wheel
 
-    stored = capsule / "wheelhouse"
+    stored = capsule.path / "wheelhouse"
     tool = sorted(stored.glob("capsule_builder-*.whl")) if stored.is_dir() else []
     with tempfile.TemporaryDirectory(prefix="capsule-audit-wheel-") as tmp:
         if not tool:
@@ -268,7 +269,7 @@ def audit_image(
         base_ref, _ = engine.base(None, log)
         pip_wheel = next(n for n in files if n.startswith("pip-"))
         dockerfile = render_dockerfile(False, base_ref, pip_wheel)
-        context = build_context(dockerfile, files, code_in_image(capsule, manifest))
+        context = build_context(dockerfile, files, code_in_image(capsule.path, manifest))
     tag = f"capsule-audit/{manifest.spec.name.lower()}:{key}-cpu"
     log(f"audit: building {tag}")
     labels = {"org.capsule.audit": key}
@@ -279,23 +280,24 @@ def audit_image(
 
 
 def trial(
-    capsule: Path,
+    capsule: Capsule,
     manifest: Manifest,
     pins: dict[str, str],
     changes: list[Change],
     on: Where,
     work: Path,
-    log: Log,
+    observer: Observer,
     keep_images: bool,
 ) -> tuple[Verdict, dict[str, str]]:
     """Replay in the environment with `changes` applied and diff it against the baseline;
     also returns the distributions added because a changed version newly requires them."""
     from builder.replay import replay_in_image
 
+    log = observer.log
     env = applied(pins, changes)
     key = hashlib.sha256(repr(sorted(env.items())).encode()).hexdigest()[:12]
     label = ", ".join(str(c) for c in changes) or "no changes"
-    stored = capsule / "wheelhouse"
+    stored = capsule.path / "wheelhouse"
     find_links = [stored] if stored.is_dir() else []
     wheels, added = prepare(env, find_links, log, every=on != Where.host)
     out = work / f"replay-{key}"
@@ -306,19 +308,19 @@ def trial(
         engine = open_engine(on)
         image = audit_image(capsule, manifest, wheels, key, engine, log)
         try:
-            replay_in_image(capsule, out, log, on, image_id=image)
+            replay_in_image(capsule, out, observer, on, image_id=image)
         finally:
             if not keep_images:
                 engine.remove(image)
     else:
         python = host_environment(wheels, work / f"venv-{key}")
-        command = [str(python), "-m", "builder", "replay", str(capsule), "--out", str(out)]
+        command = [str(python), "-m", "builder", "replay", str(capsule.path), "--out", str(out)]
         result = subprocess.run([*command, "--on", "host"], capture_output=True, text=True)
         if result.returncode != 0:
             last = (result.stderr.strip().splitlines() or [""])[-1]
             raise BadInput(f"audit: the replay with {label} failed: {last}")
         shutil.rmtree(work / f"venv-{key}", ignore_errors=True)
-    return diff(capsule, out, Tolerances()), added
+    return diff(capsule.path, out, Tolerances()), added
 
 
 Test = Callable[[list[Change]], bool | None]
@@ -356,14 +358,17 @@ class Trials:
     """Each environment replayed at most once; a subset that cannot be set up (its versions
     conflict) is 'unresolved' for the bisection, not an error."""
 
-    def __init__(self, capsule: Path, on: Where, work: Path, log: Log, keep_images: bool) -> None:
-        self.capsule, self.on, self.work, self.log = capsule, on, work, log
+    def __init__(
+        self, capsule: Capsule, on: Where, work: Path, observer: Observer, keep_images: bool
+    ) -> None:
+        self.capsule, self.on, self.work, self.observer = capsule, on, work, observer
+        self.log = observer.log
         self.keep_images = keep_images
-        self.manifest = verify_capsule(capsule)
+        self.manifest = capsule.manifest
         if on != Where.host and self.manifest.controls.device == Device.cuda:
             raise BadInput(
-                f"{capsule}: controls.device: an audit image is CPU-only; audit a CUDA capsule "
-                "with --on host on a GPU machine"
+                f"{capsule.path}: controls.device: an audit image is CPU-only; audit a CUDA "
+                "capsule with --on host on a GPU machine"
             )
         self.pins = base_pins(self.manifest, lambda line: None)
         self.done: dict[frozenset[str], Verdict | None] = {}
@@ -382,7 +387,7 @@ class Trials:
                 subset,
                 self.on,
                 self.work,
-                self.log,
+                self.observer,
                 self.keep_images,
             )
         except BadInput as error:
@@ -412,17 +417,17 @@ class Trials:
 
 
 def audit(
-    capsule: Path,
+    capsule: Capsule,
     wanted: dict[str, str],
     on: Where,
     bisect: bool,
-    log: Log,
+    observer: Observer = SILENT,
     keep_images: bool = False,
 ) -> AuditRecord:
     """Replay with every change applied and diff it against the baseline; with `bisect` and a
     result that moved, name the smallest set of changes that moves it. Stored in the capsule."""
     with tempfile.TemporaryDirectory(prefix="capsule-audit-") as tmp:
-        trials = Trials(capsule, on, Path(tmp), log, keep_images)
+        trials = Trials(capsule, on, Path(tmp), observer, keep_images)
         changes = plan_changes(trials.pins, wanted)
         full = trials.verdict(changes, strict=True)
         assert full is not None
@@ -452,12 +457,12 @@ def audit(
         bisect=culprits,
         trials=trials.trials,
     )
-    store_audit(capsule, trials.manifest, record)
+    store_audit(capsule, record)
     return record
 
 
-def store_audit(capsule: Path, manifest: Manifest, record: AuditRecord) -> None:
+def store_audit(capsule: Capsule, record: AuditRecord) -> None:
     """Each audit is an artifact of its own, audit/<sha12>; the image is not relabelled."""
     data = (record.model_dump_json(indent=1) + "\n").encode()
     name = f"{AUDIT_PREFIX}{sha256_bytes(data)[:12]}"
-    store_json(capsule, manifest, name, AUDIT_DIR, "audit", data)
+    store_json(capsule, name, AUDIT_DIR, "audit", data)

@@ -23,12 +23,12 @@ from builder.controls import applied_env, seed_everything, seed_record
 from builder.errors import BadInput
 from builder.fingerprint import capture
 from builder.frameworks import FRAMEWORKS, Framework, get_framework, require_device
+from builder.observer import SILENT, Observer
 from builder.records.run import AppliedControls, Finding, Fingerprint, Outcome
 from builder.records.spec import UserSpec
 from builder.run import tensor_digest
 
 SKIPPED = ("__pycache__", ".pyc", ".pyo")
-MetricCallback = Callable[[str, float, int | None], None]
 
 
 class UserCodeError(BadInput):
@@ -173,7 +173,7 @@ def execute_code(
     data_root: Path,
     recorded_orders: dict[str, np.ndarray] | None,
     input_files: Mapping[str, InputFile] | None,
-    on_metric: MetricCallback,
+    observer: Observer = SILENT,
 ) -> CodeResult:
     """Seed and switch the framework, then call the entry point with a Run.
 
@@ -192,7 +192,7 @@ def execute_code(
         input_files=input_files,
         data_root=data_root,
         framework=framework,
-        on_metric=on_metric,
+        on_metric=observer.metric,
     )
     main = _load_entry(spec, code_dir)
     started = time.perf_counter()

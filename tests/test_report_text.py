@@ -493,7 +493,7 @@ def test_findings_and_progress_lines() -> None:
 
 
 def test_build_lines() -> None:
-    from builder.build import BuildResult
+    from builder.records.results import BuildResult
 
     image = ImageRecord(
         image_id="sha256:" + "ab" * 32,

@@ -9,13 +9,13 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 from builder.errors import BadInput
 
 if TYPE_CHECKING:
     from builder.records.sweep import SweepRun
+    from builder.store import Capsule
 
 Key = tuple[int, int]  # (init seed, order seed): one run of a sweep
 OnDone = Callable[["SweepRun"], None]
@@ -41,7 +41,7 @@ class Executor(Protocol):
 
     name: str
 
-    def run(self, capsule: Path, todo: list[Key], jobs: int, on_done: OnDone) -> list[Failure]:
+    def run(self, capsule: Capsule, todo: list[Key], jobs: int, on_done: OnDone) -> list[Failure]:
         """Run `todo` with up to `jobs` runs at a time."""
         ...
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from multiprocessing import get_context
-from pathlib import Path
 
 from builder.executors import Executor, Failure, Key, OnDone
 from builder.executors.work import run_one, run_serially, worker_error
 from builder.records.sweep import SweepRun
+from builder.store import Capsule
 from builder.sweep import append_journal
 
 
@@ -19,17 +19,17 @@ class LocalPool:
 
     name = "local"
 
-    def run(self, capsule: Path, todo: list[Key], jobs: int, on_done: OnDone) -> list[Failure]:
+    def run(self, capsule: Capsule, todo: list[Key], jobs: int, on_done: OnDone) -> list[Failure]:
         def keep(run: SweepRun) -> None:
-            append_journal(capsule, run)
+            append_journal(capsule.path, run)
             on_done(run)
 
         if jobs == 1:
-            return run_serially(str(capsule), todo, keep)
+            return run_serially(str(capsule.path), todo, keep)
         failures: list[Failure] = []
         with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
             pending: dict[Future[SweepRun], Key] = {
-                pool.submit(run_one, str(capsule), i, o): (i, o) for i, o in todo
+                pool.submit(run_one, str(capsule.path), i, o): (i, o) for i, o in todo
             }
             try:
                 while pending:

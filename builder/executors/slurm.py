@@ -11,12 +11,11 @@ import shutil
 import subprocess
 import time
 import uuid
-from pathlib import Path
 
 from builder.errors import EngineMissing
 from builder.executors import Executor, Failure, Key, OnDone
 from builder.executors.work import run_chunk, worker_error
-from builder.store import verify_capsule
+from builder.store import Capsule
 from builder.sweep import read_journal
 
 
@@ -45,14 +44,14 @@ class SlurmArray:
     name = "slurm"
     poll = 0.5  # seconds between looks at the journals and the queue
 
-    def run(self, capsule: Path, todo: list[Key], jobs: int, on_done: OnDone) -> list[Failure]:
+    def run(self, capsule: Capsule, todo: list[Key], jobs: int, on_done: OnDone) -> list[Failure]:
         if shutil.which("sbatch") is None or shutil.which("squeue") is None:
             raise EngineMissing("executor slurm: sbatch/squeue not found (no Slurm here)")
         import submitit
 
-        folder = capsule / ".slurm" / uuid.uuid4().hex[:8]  # fresh: job IDs restart with Slurm
+        folder = capsule.path / ".slurm" / uuid.uuid4().hex[:8]  # fresh: job IDs restart with Slurm
         executor = submitit.SlurmExecutor(folder=folder)
-        threads = verify_capsule(capsule).spec.controls.threads
+        threads = capsule.manifest.spec.controls.threads
         executor.update_parameters(
             time=24 * 60, cpus_per_task=threads, array_parallelism=jobs, job_name="capsule-sweep"
         )
@@ -62,7 +61,7 @@ class SlurmArray:
         chunks = [todo[i::count] for i in range(count)]
         names = [f".sweep-journal.task{i}.jsonl" for i in range(count)]
         try:
-            tasks = executor.map_array(run_chunk, [str(capsule)] * count, chunks, names)
+            tasks = executor.map_array(run_chunk, [str(capsule.path)] * count, chunks, names)
         except Exception as error:  # sbatch refused, or Slurm is down
             raise EngineMissing(f"executor slurm: submitting failed: {error}") from None
         wanted, seen = set(todo), set[Key]()
@@ -71,7 +70,7 @@ class SlurmArray:
 
         def report_new() -> set[Key]:
             """Report the runs the tasks' journals gained; return every finished key."""
-            done = {(r.init, r.order): r for r in read_journal(capsule)}
+            done = {(r.init, r.order): r for r in read_journal(capsule.path)}
             for key, run in done.items():
                 if key in wanted and key not in seen:
                     seen.add(key)

@@ -14,32 +14,31 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from builder.executors import Failure, Key
-from builder.records.manifest import Manifest
+from builder.observer import SILENT
 from builder.records.run import Outcome
 from builder.records.spec import Spec, UserSpec
 from builder.records.sweep import SweepRun
-from builder.store import read_tensors, verify_capsule
+from builder.store import Capsule
 from builder.sweep import append_journal, weights_digest
 
 if TYPE_CHECKING:
     import numpy as np
 
-_LOADED: dict[str, tuple[Manifest, object]] = {}
+_LOADED: dict[str, tuple[Capsule, object]] = {}
 
 
-def _load(capsule: str) -> tuple[Manifest, object]:
-    """The capsule (verified once per worker process) and its dataset, kept warm."""
+def _load(capsule: str) -> tuple[Capsule, object]:
+    """The capsule and its dataset, kept warm. The command that sent the work has verified
+    the whole capsule once; a worker checks the manifest's digest and each artifact it reads."""
     if capsule not in _LOADED:
         from builder.data import Dataset
 
-        path = Path(capsule)
-        manifest = verify_capsule(path)
+        handle = Capsule.trusted(Path(capsule))
+        manifest = handle.manifest
         dataset = None
         if isinstance(manifest.spec, Spec) and manifest.data is not None:
-            dataset = Dataset.from_tensors(
-                read_tensors(path, manifest, "data"), manifest.data.classes
-            )
-        _LOADED[capsule] = (manifest, dataset)
+            dataset = Dataset.from_tensors(handle.tensors("data"), manifest.data.classes)
+        _LOADED[capsule] = (handle, dataset)
     return _LOADED[capsule]
 
 
@@ -48,16 +47,15 @@ def run_one(capsule: str, init: int, order: int) -> SweepRun:
     from builder.replay import replay_order
     from builder.run import execute
 
-    manifest, dataset = _load(capsule)
-    seeds = manifest.spec.seeds.model_copy(update={"init": init, "order": order})
-    spec = manifest.spec.model_copy(update={"seeds": seeds})
-    path = Path(capsule)
+    handle, dataset = _load(capsule)
+    seeds = handle.manifest.spec.seeds.model_copy(update={"init": init, "order": order})
+    spec = handle.manifest.spec.model_copy(update={"seeds": seeds})
     if isinstance(spec, Spec):
-        permutation = replay_order(path, manifest, spec)
-        result = execute(spec, dataset, permutation, lambda m: None)  # type: ignore[arg-type]
+        permutation = replay_order(handle, spec)
+        result = execute(spec, dataset, permutation)  # type: ignore[arg-type]
         outcome, weights = result.outcome, result.weights
     else:
-        outcome, weights = _run_code(path, manifest, spec)
+        outcome, weights = _run_code(handle, spec)
     return SweepRun(
         init=init,
         order=order,
@@ -67,19 +65,17 @@ def run_one(capsule: str, init: int, order: int) -> SweepRun:
     )
 
 
-def _run_code(
-    path: Path, manifest: Manifest, spec: Spec | UserSpec
-) -> tuple[Outcome, dict[str, np.ndarray]]:
+def _run_code(capsule: Capsule, spec: Spec | UserSpec) -> tuple[Outcome, dict[str, np.ndarray]]:
     """The user's code, imported afresh for each run (its module state must not carry over)."""
     from builder.replay import code_directory, replay_code
 
     assert isinstance(spec, UserSpec)
-    code_dir = code_directory(path, manifest)
+    code_dir = code_directory(capsule)
     for name, module in list(sys.modules.items()):
         file = getattr(module, "__file__", None)
         if file and Path(file).resolve().is_relative_to(code_dir.resolve()):
             del sys.modules[name]
-    result = replay_code(path, manifest, spec, lambda n, v, s: None)
+    result = replay_code(capsule, spec, SILENT)
     return result.outcome, result.weights
 
 

@@ -21,10 +21,10 @@ from builder.records.manifest import Manifest
 from builder.records.spec import Spec, UserSpec
 
 if TYPE_CHECKING:
-    from builder.build import BuildResult
     from builder.records.audit import AuditRecord
     from builder.records.matrix import MatrixRecord
     from builder.records.replay import ReplayRecord
+    from builder.records.results import BuildResult
     from builder.records.run import EpochMetrics, Finding
     from builder.records.sweep import Summary, SweepRecord, SweepRun, Tost, Welch
     from builder.records.verdict import Verdict

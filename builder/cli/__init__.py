@@ -1,0 +1,54 @@
+"""The `capsule` command line: thin typer commands, one module per group.
+
+Each command parses its arguments, calls one service (which never prints) and hands the result
+to `common.emit`: one JSON document with `--json`, else text from builder.report.text. Progress
+goes to stderr through a rich observer (progress.py). CapsuleError becomes one line on stderr
+and the contract's exit code (2 bad input, 3 integrity, 4 engine missing), never a traceback.
+
+Only typer and rich are imported to start: each command imports its service when it runs, so
+`--help` and `--version` start without pydantic, NumPy or a framework (benchmarks/startup.py).
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated
+
+import typer
+
+from builder import __version__
+from builder.cli.common import app
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"capsule {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
+) -> None:
+    """Exit codes: 0 ok, 1 verdict below requirement, 2 bad input, 3 integrity, 4 no engine."""
+
+
+# the command groups register themselves on `app` (their services load when a command runs)
+from builder.cli import capsules, images, studies  # noqa: E402, F401
+
+__all__ = ["app", "main"]
+
+
+def main() -> None:
+    from builder.frameworks import quiet_logs
+
+    quiet_logs()
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.exit(130)

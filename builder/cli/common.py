@@ -1,0 +1,134 @@
+"""What every command shares: the consoles, option types, error reporting and `emit`.
+
+A command parses its arguments, calls one service and hands the result to `emit`, which prints
+it as one JSON document (`--json`) or renders it as text (builder.report.text).
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from enum import StrEnum
+from pathlib import Path
+from types import FrameType
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
+
+import typer
+from rich.console import Console
+
+from builder.errors import BadInput, CapsuleError
+
+if TYPE_CHECKING:
+    from pydantic import BaseModel
+
+    from builder.store import Capsule
+
+app = typer.Typer(
+    name="capsule",
+    help="Freeze an ML experiment into a reproducibility capsule, replay it, and judge the replay.",
+    epilog="Exit codes: 0 ok; 1 verdict below --require; 2 bad usage or input; "
+    "3 integrity failure (a digest does not match); 4 an engine is missing.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]
+
+
+class BadUsage(BadInput):
+    """Options that do not go together (exit 2)."""
+
+
+# Choices as typer needs them (plain StrEnums, so that `--help` needs no record models); each
+# matches a closed set in builder.records.enums, which tests/test_house.py checks.
+class DeviceChoice(StrEnum):
+    cpu = "cpu"
+    cuda = "cuda"
+
+
+class WhereChoice(StrEnum):
+    host = "host"
+    docker = "docker"
+    podman = "podman"
+
+
+class EngineChoice(StrEnum):
+    docker = "docker"
+    podman = "podman"
+
+
+class TierChoice(StrEnum):
+    identical = "identical"
+    close = "close"
+    equivalent = "equivalent"
+    diverged = "diverged"
+
+
+class KindChoice(StrEnum):
+    capsule = "capsule"
+    replay = "replay"
+    sweep = "sweep"
+    audit = "audit"
+    matrix = "matrix"
+
+
+class ExecutorChoice(StrEnum):
+    local = "local"
+    slurm = "slurm"
+
+
+EngineOption = Annotated[
+    EngineChoice,
+    typer.Option(
+        "--engine",
+        help="Container engine: docker, or podman (its Docker-compatible service). The image "
+        "ID is the same on both.",
+    ),
+]
+
+
+def fail(error: CapsuleError) -> NoReturn:
+    details = getattr(error, "details", "")
+    if details:  # the user's own frames, when their training code failed
+        err.print("Traceback (the training code's frames):\n" + details.rstrip(), markup=False)
+    err.print(f"capsule: error: {error}", markup=False, soft_wrap=True)
+    raise typer.Exit(error.exit_code)
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+@contextmanager
+def reported() -> Iterator[None]:
+    """Turn CapsuleError into its exit code; SIGTERM and Ctrl-C unwind cleanly (no half capsule)."""
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        yield
+    except CapsuleError as error:
+        fail(error)
+    except KeyboardInterrupt:
+        err.print("capsule: interrupted; nothing was written")
+        raise typer.Exit(130) from None
+
+
+def open_capsule(path: Path) -> Capsule:
+    """The capsule, verified once for the whole command (the services take the handle)."""
+    from builder.store import Capsule
+
+    return Capsule.open(path)
+
+
+def emit(result: BaseModel | dict[str, Any], as_json: bool, render: Callable[[], None]) -> None:
+    """One JSON document on stdout, or the text `render` prints."""
+    if not as_json:
+        render()
+    elif isinstance(result, dict):
+        print(json.dumps(result, indent=2))
+    else:
+        print(result.model_dump_json(indent=2))

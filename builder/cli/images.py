@@ -1,0 +1,97 @@
+"""Commands on a capsule's image: build, export, import."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from builder.cli.common import (
+    EngineChoice,
+    EngineOption,
+    JsonFlag,
+    app,
+    emit,
+    open_capsule,
+    out,
+    reported,
+)
+
+
+@app.command()
+def build(
+    capsule: Annotated[Path, typer.Argument(help="The capsule directory.")],
+    base: Annotated[
+        str | None,
+        typer.Option(
+            help="Base image already in the engine (default: Capsule's local Debian "
+            "base, built once with debootstrap)."
+        ),
+    ] = None,
+    gpu: Annotated[
+        bool, typer.Option(help="Build the CUDA image (framework CUDA wheels).")
+    ] = False,
+    check: Annotated[
+        bool,
+        typer.Option(help="Rebuild without cache; exit 3 unless the image ID is the recorded one."),
+    ] = False,
+    engine: EngineOption = EngineChoice.docker,
+    as_json: JsonFlag = False,
+) -> None:
+    """Make the capsule's wheelhouse and image offline; record the image in the capsule.
+
+    Docker and Podman build the same image ID from the same capsule and base image.
+    """
+    from builder.build import build as do_build
+    from builder.cli.progress import LINES
+    from builder.report.text import render_build
+
+    with reported():
+        result = do_build(open_capsule(capsule), base, gpu, check, LINES, engine.value)
+    emit(result, as_json, lambda: render_build(out, result, capsule))
+
+
+@app.command()
+def export(
+    capsule: Annotated[Path, typer.Argument(help="The capsule directory.")],
+    out_file: Annotated[Path, typer.Option("--out", help="The file to write (NAME.capsule.tar).")],
+    with_image: Annotated[
+        bool, typer.Option(help="Include the capsule's built images (docker save format, gzip).")
+    ] = False,
+    force: Annotated[bool, typer.Option(help="Replace an existing file at --out.")] = False,
+    engine: EngineOption = EngineChoice.docker,
+    as_json: JsonFlag = False,
+) -> None:
+    """Write the capsule, and optionally its image (from --engine), into one file."""
+    from builder.cli.progress import LINES
+    from builder.report.text import render_export
+    from builder.transfer import export as do_export
+
+    with reported():
+        result = do_export(open_capsule(capsule), out_file, with_image, LINES, force, engine.value)
+    emit(
+        result,
+        as_json,
+        lambda: render_export(
+            out, capsule, out_file, result.files, result.with_image, result.bytes
+        ),
+    )
+
+
+@app.command("import")
+def import_(
+    source: Annotated[Path, typer.Argument(help="A file written by `capsule export`.")],
+    out_dir: Annotated[Path, typer.Option("--out", help="Directory to unpack the capsule into.")],
+    force: Annotated[bool, typer.Option(help="Replace an existing capsule at --out.")] = False,
+    engine: EngineOption = EngineChoice.docker,
+    as_json: JsonFlag = False,
+) -> None:
+    """Unpack an export safely, verify every digest, and load its image into --engine."""
+    from builder.cli.progress import LINES
+    from builder.report.text import render_import
+    from builder.transfer import import_capsule
+
+    with reported():
+        result = import_capsule(source, out_dir, LINES, force, engine.value)
+    emit(result, as_json, lambda: render_import(out, result.name, out_dir, result.images))

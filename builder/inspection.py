@@ -1,0 +1,36 @@
+"""inspect: what a capsule or replay holds, read (never run): its record and, for a capsule,
+the studies stored in it since the freeze (its sweep with statistics, its upgrade audits)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from builder.records.manifest import Manifest
+from builder.records.replay import ReplayRecord
+from builder.records.results import Studies, SweepStudy
+from builder.store import load_audits, load_record, load_sweep
+
+
+def inspect(path: Path) -> tuple[Manifest | ReplayRecord, Studies | None]:
+    """The record (its own digest checked) and, for a capsule, its studies (each artifact's
+    digest checked as it is read)."""
+    record = load_record(path)
+    if not isinstance(record, Manifest):
+        return record, None
+    sweep = load_sweep(path, record)
+    study = None
+    if sweep is not None:
+        from builder.stats import summaries
+
+        study = SweepStudy(record=sweep, stats=summaries(sweep))
+    return record, Studies(sweep=study, audits=load_audits(path, record))
+
+
+def as_document(record: Manifest | ReplayRecord, studies: Studies | None) -> dict[str, Any]:
+    """`inspect --json`: the record as stored, then (a capsule) `sweep` and `audits`."""
+    document: dict[str, Any] = json.loads(record.model_dump_json())
+    if studies is not None:
+        document.update(json.loads(studies.model_dump_json()))
+    return document
