@@ -17,8 +17,9 @@ import numpy as np
 from pydantic import ValidationError
 
 from builder.errors import BadInput
-from builder.executors import Failure, Key, get_executor
+from builder.executors import Executor, Failure, Key, get_executor
 from builder.observer import SILENT, Observer
+from builder.records.enums import Where
 from builder.records.manifest import Manifest
 from builder.records.results import RunFailure, SweepResult
 from builder.records.sweep import SweepRecord, SweepRun
@@ -137,10 +138,22 @@ def sweep(
     jobs: int,
     observer: Observer = SILENT,
     executor: str = "local",
+    on: Where = Where.host,
 ) -> SweepResult:
     """Run what is missing of the plan on the named executor (`builder.executors.EXECUTORS`),
-    keep every finished run, store the record."""
-    runner = get_executor(executor)
+    or `on` an engine in containers of the capsule's image; keep every finished run, store
+    the record."""
+    runner: Executor
+    if on == Where.host:
+        runner = get_executor(executor)
+    elif executor != "local":
+        raise BadInput(
+            f"--on {on} runs in containers here; it does not go with --executor {executor}"
+        )
+    else:
+        from builder.executors.container import ContainerRuns
+
+        runner = ContainerRuns(on.value)
     wanted = plan(capsule.manifest, seeds, orders)
     stored = load_sweep(capsule.path, capsule.manifest)
     finished = stored.by_key() if stored else {}

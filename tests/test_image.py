@@ -416,3 +416,26 @@ def test_podman_export_and_import_keep_the_image_id(podman_image: Path, tmp_path
     )
     assert result["images"]["cpu"] == image_id
     assert podman("image", "inspect", image_id, "--format", "{{.Id}}").strip() in image_id
+
+
+def test_a_sweep_on_podman_runs_in_containers_and_gives_the_hosts_numbers(
+    podman_image: Path, tmp_path: Path
+) -> None:
+    """`sweep --on podman --jobs 2`: two containers of the capsule's image share the runs; the
+    runs are the ones a host sweep of the same seeds gives, bit for bit."""
+    in_image, on_host = tmp_path / "image", tmp_path / "host"
+    shutil.copytree(podman_image, in_image)
+    shutil.copytree(podman_image, on_host)
+    before = set(podman("ps", "-aq").split())
+    sweep = ["sweep", "--seeds", "3", "--jobs", "2", "--json"]
+    found = json.loads(ok(capsule(*sweep[:1], in_image, *sweep[1:], "--on", "podman")).stdout)
+    assert found["ran"] == 3 and not found["failures"]
+    assert set(podman("ps", "-aq").split()) == before
+    here = json.loads(ok(capsule(*sweep[:1], on_host, *sweep[1:])).stdout)
+    digests = {(r["init"], r["final"]["test_error"], r["weights_sha256"]) for r in here["runs"]}
+    assert {(r["init"], r["final"]["test_error"], r["weights_sha256"]) for r in found["runs"]} == (
+        digests
+    )
+    ok(capsule("verify", in_image))
+    refused = capsule("sweep", in_image, "--seeds", "2", "--on", "podman", "--executor", "slurm")
+    assert refused.returncode == 2 and "--executor slurm" in refused.stderr

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -22,6 +22,9 @@ from builder.cli.common import (
     out,
     reported,
 )
+
+if TYPE_CHECKING:
+    from builder.records.sweep import SweepRun
 
 
 @app.command()
@@ -49,6 +52,13 @@ def sweep(
             help="local: a pool of warm processes here; slurm: one Slurm job array (submitit)."
         ),
     ] = ExecutorChoice.local,
+    on: Annotated[
+        WhereChoice,
+        typer.Option(
+            help="Where the runs execute: this host, or containers of the capsule's image on "
+            "docker or podman (--jobs containers at once)."
+        ),
+    ] = WhereChoice.host,
     as_json: JsonFlag = False,
 ) -> None:
     """Run the capsule's experiment under many init and/or order seeds; store every run's
@@ -60,6 +70,7 @@ def sweep(
     """
     from builder.cli.progress import sweeping
     from builder.controls import ensure_process_env
+    from builder.records.enums import Where
     from builder.report.text import render_sweep, render_sweep_failures
     from builder.store import load_manifest
     from builder.sweep import parse_seeds
@@ -71,11 +82,14 @@ def sweep(
         manifest = load_manifest(capsule)  # its digest only: the process may re-execute
         seed_list = parse_seeds(seeds, "--seeds") if seeds else None
         order_list = parse_seeds(orders, "--orders") if orders else None
-        ensure_process_env(manifest.spec)
+        if on == WhereChoice.host:
+            ensure_process_env(manifest.spec)
         handle = open_capsule(capsule)
         with sweeping() as observer:
             try:
-                result = do_sweep(handle, seed_list, order_list, jobs, observer, executor.value)
+                result = do_sweep(
+                    handle, seed_list, order_list, jobs, observer, executor.value, Where(on)
+                )
             except KeyboardInterrupt:
                 err.print("capsule: interrupted; finished runs are kept — run again to resume")
                 raise typer.Exit(130) from None
@@ -89,6 +103,35 @@ def sweep(
     )
     render_sweep_failures(err, result.failures)
     if result.failures:
+        raise typer.Exit(1)
+
+
+@app.command("sweep-runs", hidden=True)
+def sweep_runs(
+    capsule: Annotated[Path, typer.Argument(help="The capsule directory.")],
+    runs: Annotated[str, typer.Option(help="INIT:ORDER pairs, comma-separated.")],
+    journal: Annotated[Path, typer.Option(help="The journal file each finished run joins.")],
+) -> None:
+    """Inside a capsule's image (`sweep --on ENGINE`): run these runs, journal each at once."""
+    from builder.controls import ensure_process_env
+    from builder.executors.work import run_serially
+    from builder.report.text import render_sweep_failures
+    from builder.store import load_manifest
+    from builder.sweep import append_journal
+
+    with reported():
+        try:
+            keys = [(int(i), int(o)) for i, _, o in (p.partition(":") for p in runs.split(","))]
+        except ValueError:
+            raise BadUsage(f"--runs {runs!r}: expected INIT:ORDER,...") from None
+        ensure_process_env(load_manifest(capsule).spec)
+
+        def keep(run: SweepRun) -> None:
+            append_journal(journal.parent, run, journal.name)
+
+        failures = run_serially(str(capsule), keys, keep)
+    render_sweep_failures(err, failures)
+    if failures:
         raise typer.Exit(1)
 
 

@@ -62,6 +62,7 @@ class Job:
     env: dict[str, str] = field(default_factory=dict)
     user: str = "65534:65534"  # nobody: jobs never run as root
     gpu: bool = False
+    name: str | None = None  # the container's name, so that `stop` can reach it
 
 
 class Engine(Protocol):
@@ -95,6 +96,11 @@ class Engine(Protocol):
     def run(self, image_id: str, job: Job, log: Log) -> tuple[int, str]:
         """Run the job to its end under CONFINEMENT, streaming its output to `log`; the
         container is removed whatever happens. Returns (exit code, last output line)."""
+        ...
+
+    def stop(self, name: str) -> None:
+        """Stop and remove the named job's container, if it still exists (an interrupted
+        command stops the containers it started from other threads)."""
         ...
 
     def remove(self, image_id: str) -> None:

@@ -87,6 +87,12 @@ class ApiEngine:
         with contextlib.suppress(APIError):  # still used by something: the engine keeps it
             self.api.remove_image(image_id, force=False, noprune=False)
 
+    def stop(self, name: str) -> None:
+        from docker.errors import APIError
+
+        with contextlib.suppress(APIError):  # gone already
+            self.api.remove_container(name, force=True)
+
     def save(self, image_id: str) -> Iterable[bytes]:
         return self.api.get_image(image_id)  # type: ignore[no-any-return]
 
@@ -260,6 +266,7 @@ class ApiEngine:
                 user=job.user,
                 host_config=self._host_config(job),
                 working_dir="/tmp",
+                name=job.name,
             )
         except APIError as error:
             reason = error.explanation or str(error)
