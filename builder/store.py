@@ -12,11 +12,10 @@ import shutil
 import uuid
 from pathlib import Path, PurePosixPath
 from types import TracebackType
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
-import numpy as np
-from safetensors.numpy import load as load_safetensors
-from safetensors.numpy import save as save_safetensors
+if TYPE_CHECKING:
+    import numpy as np
 
 from builder.errors import BadInput, IntegrityError
 from builder.records import kind_of, parse
@@ -95,6 +94,9 @@ class StagedDir:
 
     def add_tensors(self, relpath: str, tensors: dict[str, np.ndarray]) -> ArtifactRef:
         """Tensors as safetensors: a format that cannot carry code, unlike pickle."""
+        import numpy as np
+        from safetensors.numpy import save as save_safetensors
+
         contiguous = {k: np.ascontiguousarray(v) for k, v in tensors.items()}
         return self.add_bytes(relpath, save_safetensors(contiguous), SAFETENSORS)
 
@@ -276,6 +278,8 @@ def load_audits(directory: Path, manifest: Manifest) -> list[AuditRecord]:
 def read_tensors(directory: Path, record: Record, name: str) -> dict[str, np.ndarray]:
     if name not in record.artifacts:
         raise BadInput(f"{directory}: artifacts.{name}: not in this record")
+    from safetensors.numpy import load as load_safetensors  # NumPy: only where tensors are read
+
     return load_safetensors(read_artifact(directory, name, record.artifacts[name]))
 
 

@@ -9,15 +9,9 @@ more seeds — runs only what is missing. Where the runs execute is an executor'
 
 from __future__ import annotations
 
-import hashlib
-import os
-from pathlib import Path
-
-import numpy as np
-from pydantic import ValidationError
-
 from builder.errors import BadInput
 from builder.executors import Executor, Failure, Key, get_executor
+from builder.executors.journal import journals, read_journal
 from builder.observer import SILENT, Observer
 from builder.records.enums import Where
 from builder.records.manifest import Manifest
@@ -26,7 +20,6 @@ from builder.records.sweep import SweepRecord, SweepRun
 from builder.store import SWEEP, Capsule, load_sweep, store_json
 
 PRIME_FLOOR = 1_000_000
-JOURNAL = ".sweep-journal.jsonl"
 SWEEP_DIR = "sweeps"
 
 
@@ -81,41 +74,7 @@ def plan(manifest: Manifest, seeds: list[int] | None, orders: list[int] | None) 
 # ---------------------------------------------------------------- one run
 
 
-def weights_digest(weights: dict[str, np.ndarray]) -> str:
-    """A run's `weights_sha256`: one digest over every tensor's name, dtype, shape and bytes."""
-    h = hashlib.sha256()
-    for name in sorted(weights):
-        array = np.ascontiguousarray(weights[name])
-        h.update(f"{name}:{array.dtype}:{array.shape}".encode())
-        h.update(array.tobytes())
-    return h.hexdigest()
-
-
 # ---------------------------------------------------------------- journal and storage
-
-
-def journals(capsule: Path) -> list[Path]:
-    """The sweep's journals: the command's own, and one per Slurm task."""
-    return sorted(capsule.glob(".sweep-journal*.jsonl"))
-
-
-def read_journal(capsule: Path) -> list[SweepRun]:
-    """Finished runs of an interrupted sweep; a torn last line (a crash mid-write) is skipped."""
-    runs = []
-    for path in journals(capsule):
-        for line in path.read_text().splitlines():
-            try:
-                runs.append(SweepRun.model_validate_json(line))
-            except ValidationError:
-                continue
-    return runs
-
-
-def append_journal(capsule: Path, run: SweepRun, name: str = JOURNAL) -> None:
-    with (capsule / name).open("a") as f:
-        f.write(run.model_dump_json() + "\n")
-        f.flush()
-        os.fsync(f.fileno())
 
 
 def store_sweep(capsule: Capsule, record: SweepRecord) -> None:

@@ -73,7 +73,7 @@ def test_parallel_sweep_is_bitwise_identical_to_serial(
 def test_baseline_seed_pair_reproduces_the_capsules_weights(
     tiny_spec: Callable[..., Path], tmp_path: Path
 ) -> None:
-    from builder.sweep import weights_digest
+    from builder.executors.work import weights_digest
 
     cap = frozen_tiny(tiny_spec, tmp_path)
     run = swept(cap, "--seeds", "11,", "--orders", "13,")["runs"][0]  # "11" alone = 1…11

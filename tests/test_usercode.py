@@ -242,7 +242,7 @@ def test_sweep_of_user_code_reruns_it_per_seed(tmp_path: Path) -> None:
     """The code is imported afresh for every run; the capsule's own seeds give its weights."""
     from safetensors.numpy import load_file
 
-    from builder.sweep import weights_digest
+    from builder.executors.work import weights_digest
 
     folder = project(tmp_path, tiny())
     ok(capsule("freeze", folder, "--out", tmp_path / "cap"))

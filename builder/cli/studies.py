@@ -114,10 +114,10 @@ def sweep_runs(
 ) -> None:
     """Inside a capsule's image (`sweep --on ENGINE`): run these runs, journal each at once."""
     from builder.controls import ensure_process_env
+    from builder.executors.journal import append_journal
     from builder.executors.work import run_serially
     from builder.report.text import render_sweep_failures
     from builder.store import load_manifest
-    from builder.sweep import append_journal
 
     with reported():
         try:

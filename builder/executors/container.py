@@ -19,6 +19,7 @@ from pathlib import Path
 
 from builder.errors import EngineMissing
 from builder.executors import Executor, Failure, Key, OnDone
+from builder.executors.journal import append_journal
 from builder.executors.work import worker_error
 from builder.records.enums import Device
 from builder.records.sweep import SweepRun
@@ -40,7 +41,6 @@ class ContainerRuns:
         from builder.engines.recipe import CODE_IN_IMAGE, IMAGE_TREE
         from builder.records.spec import UserSpec
         from builder.replay import CODE_ENV, CONTAINER_USER
-        from builder.sweep import append_journal
 
         engine = open_engine(self.engine_name)
         manifest = capsule.manifest

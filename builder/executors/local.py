@@ -6,10 +6,10 @@ from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wai
 from multiprocessing import get_context
 
 from builder.executors import Executor, Failure, Key, OnDone
+from builder.executors.journal import append_journal
 from builder.executors.work import run_one, run_serially, worker_error
 from builder.records.sweep import SweepRun
 from builder.store import Capsule
-from builder.sweep import append_journal
 
 
 class LocalPool:

@@ -14,9 +14,9 @@ import uuid
 
 from builder.errors import EngineMissing
 from builder.executors import Executor, Failure, Key, OnDone
+from builder.executors.journal import read_journal
 from builder.executors.work import run_chunk, worker_error
 from builder.store import Capsule
-from builder.sweep import read_journal
 
 
 def _queued_tasks(array_id: str) -> set[str] | None:

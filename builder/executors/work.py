@@ -1,28 +1,28 @@
 """What a worker does: the runs themselves, in a spawned pool process or a Slurm task.
 
 The executors hand these functions to other processes by reference (module and name, pickled),
-so they live here, apart from both executors: a worker imports this module and `builder.sweep`
-(the record and journal) and nothing of the executor that sent it, and no import cycle arises.
+so they live here, apart from the executors: a worker imports this module, the journal and the
+records, and nothing of the executor that sent it or of `builder.sweep`, so no import cycle
+arises.
 """
 
 from __future__ import annotations
 
+import hashlib
 import sys
 from collections.abc import Callable
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
-from typing import TYPE_CHECKING
+
+import numpy as np
 
 from builder.executors import Failure, Key
+from builder.executors.journal import append_journal
 from builder.observer import SILENT
 from builder.records.run import Outcome
 from builder.records.spec import Spec, UserSpec
 from builder.records.sweep import SweepRun
 from builder.store import Capsule
-from builder.sweep import append_journal, weights_digest
-
-if TYPE_CHECKING:
-    import numpy as np
 
 _LOADED: dict[str, tuple[Capsule, object]] = {}
 
@@ -105,3 +105,13 @@ def run_chunk(capsule: str, keys: list[Key], journal: str) -> list[Failure]:
     """One Slurm task: its share of the runs in one warm process, each finished run appended
     to the task's own journal at once (so a task that crashes later keeps it)."""
     return run_serially(capsule, keys, lambda run: append_journal(Path(capsule), run, journal))
+
+
+def weights_digest(weights: dict[str, np.ndarray]) -> str:
+    """A run's `weights_sha256`: one digest over every tensor's name, dtype, shape and bytes."""
+    h = hashlib.sha256()
+    for name in sorted(weights):
+        array = np.ascontiguousarray(weights[name])
+        h.update(f"{name}:{array.dtype}:{array.shape}".encode())
+        h.update(array.tobytes())
+    return h.hexdigest()

@@ -58,7 +58,7 @@ StoredRecord = Annotated[
     | Annotated[MatrixRecord, Tag("matrix")],
     Discriminator(record_kind),
 ]
-_STORED: TypeAdapter[Record] = TypeAdapter(StoredRecord)
+_STORED: TypeAdapter[Record] = TypeAdapter(StoredRecord, config={"defer_build": True})
 
 
 def describe_validation_error(source: str, error: ValidationError, skip: int = 0) -> str:
