@@ -468,7 +468,7 @@ def test_user_code_freeze_summary_findings_and_describe(tmp_path: Path) -> None:
     assert lines[1] == "  Softmax regression in plain NumPy: the user's own code, no framework"
     assert "code       train.py:main; files: train.py" in lines
     assert "params     epochs=5, batch_size=16, lr=0.1, rows=600" in lines
-    assert "audit      no nondeterminism findings" in lines
+    assert "findings   none (code scan and run)" in lines
     assert "┃ metric" in described and "┃ values logged ┃ last step ┃ final" in described
 
 

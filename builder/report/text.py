@@ -417,10 +417,10 @@ def render_describe(
             )
         console.print(table)
     if record.audit:
-        console.print(f"audit      {len(record.audit)} nondeterminism finding(s):")
+        console.print(f"findings   {len(record.audit)} nondeterminism finding(s):")
         render_findings(console, record.audit)
     elif isinstance(spec, UserSpec):
-        console.print("audit      no nondeterminism findings")
+        console.print("findings   none (code scan and run)")
     console.print(f"trace      {len(outcome.trace)} checkpoints over {outcome.steps} steps")
     if isinstance(record, Manifest):
         if sweep is not None:
