@@ -65,3 +65,39 @@ def test_every_registered_engine_executor_and_framework_implements_its_protocol(
         for method in ("nondeterministic_op", "refused_nondeterminism", "as_array",
                        "named_weights", "apply_base_controls", "train", "evaluate"):  # fmt: skip
             assert f"def {method}(" in source, (name, method)
+
+
+def test_the_command_line_choices_are_the_records_closed_sets() -> None:
+    """cli/common.py keeps its own StrEnums (so --help needs no pydantic models): they must
+    hold exactly the values of the records' enums and registries."""
+    from builder.cli import common
+    from builder.engines import ENGINES
+    from builder.executors import EXECUTORS
+    from builder.records.enums import Device, RecordKind, Tier, Where
+
+    pairs = [
+        (common.DeviceChoice, [d.value for d in Device]),
+        (common.WhereChoice, [w.value for w in Where]),
+        (common.TierChoice, [t.value for t in Tier]),
+        (common.KindChoice, [k.value for k in RecordKind]),
+        (common.EngineChoice, list(ENGINES)),
+        (common.ExecutorChoice, list(EXECUTORS)),
+    ]
+    for choice, values in pairs:
+        assert [c.value for c in choice] == values, choice
+
+
+def test_diff_help_states_the_default_tolerances() -> None:
+    import os
+    import subprocess
+
+    from builder.records.verdict import Tolerances
+    from tests.conftest import CAPSULE_BIN
+
+    wide = {**os.environ, "COLUMNS": "400"}  # one line per option: nothing wraps
+    shown = subprocess.run(
+        [str(CAPSULE_BIN), "diff", "--help"], capture_output=True, text=True, env=wide, check=True
+    ).stdout
+    defaults = Tolerances()
+    for value in (defaults.atol, defaults.rtol, defaults.metric_atol):
+        assert f"[default: ({value})]" in shown, value

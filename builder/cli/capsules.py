@@ -158,16 +158,18 @@ def diff(
         TierChoice, typer.Option(help="Exit 1 unless the verdict is at least this tier.")
     ] = TierChoice.equivalent,
     atol: Annotated[
-        float | None, typer.Option(help="Absolute weight tolerance for 'close' [default: 1e-06].")
+        float | None,
+        typer.Option(help="Absolute weight tolerance for 'close'.", show_default="1e-05"),
     ] = None,
     rtol: Annotated[
-        float | None, typer.Option(help="Relative weight tolerance for 'close' [default: 1e-05].")
+        float | None,
+        typer.Option(help="Relative weight tolerance for 'close'.", show_default="0.0001"),
     ] = None,
     metric_atol: Annotated[
         float | None,
         typer.Option(
-            help="Largest change of a final metric (error rate, loss) still 'close' "
-            "[default: 0.0001]."
+            help="Largest change of a final metric (error rate, loss) still 'close'.",
+            show_default="0.0025",
         ),
     ] = None,
     margin: Annotated[
