@@ -40,6 +40,8 @@ lint: install
 bench: install engines
 	$(BIN)/python benchmarks/freeze_overhead.py
 	$(BIN)/python benchmarks/image_bench.py
+	$(BIN)/python benchmarks/engine_bench.py capsules/numpy-softmax
+	$(BIN)/python benchmarks/startup.py
 	TF_CPP_MIN_LOG_LEVEL=2 PYTHONHASHSEED=0 OMP_NUM_THREADS=1 $(BIN)/python benchmarks/tf_loop_speed.py
 
 clean:
