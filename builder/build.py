@@ -12,7 +12,6 @@ from pathlib import Path
 from builder.engines import open_engine
 from builder.engines.recipe import (
     SOURCE_DATE_EPOCH,
-    Log,
     build_context,
     code_in_image,
     render_dockerfile,
@@ -21,7 +20,7 @@ from builder.engines.wheelhouse import build_tool_wheel, download_wheels, pinned
 from builder.errors import BadInput, IntegrityError
 from builder.frameworks import FRAMEWORKS
 from builder.freeze import now
-from builder.observer import SILENT, Observer
+from builder.observer import SILENT, Log, Observer
 from builder.records.enums import Device
 from builder.records.manifest import ImageRecord
 from builder.records.results import BuildResult
@@ -126,7 +125,6 @@ def build(
         and (recorded.base_id, recorded.capsule_digest) == (base_id, digest)
         and recorded.dockerfile_sha256 == sha256_bytes(dockerfile.encode())
         and recorded.wheels == wheels
-        and recorded.engine == engine.name
         and engine.has_image(recorded.image_id) is not None
     ):
         log(
@@ -145,10 +143,11 @@ def build(
         "org.capsule.variant": variant,
     }
     log(f"build: {tag} from {base_ref} with {engine.name}{' (no cache)' if check else ''}")
-    image_id = engine.build(context, tag, labels, base_ref, nocache=check, log=log)
+    image_id = engine.build(context, None if check else tag, labels, base_ref, check, log)
     if check:
         assert recorded is not None
         if image_id != recorded.image_id:
+            engine.remove(image_id)  # untagged: the recorded image keeps its tag
             raise IntegrityError(
                 f"{where}: images.{variant}.image_id: rebuilt image {image_id[:19]}… "
                 f"differs from the recorded {recorded.image_id[:19]}…"

@@ -13,7 +13,7 @@ import sys
 
 import numpy as np
 
-from builder.records.run import SeedRecord
+from builder.records.run import AppliedControls, SeedRecord
 from builder.records.spec import SpecBase
 
 PYTHONHASHSEED = "0"
@@ -65,6 +65,28 @@ def seed_record(init: int, order: int) -> SeedRecord:
         numpy=init % 2**32,
         framework=init,
         pythonhashseed=os.environ.get("PYTHONHASHSEED", "unset"),
+    )
+
+
+def applied_controls(
+    spec: SpecBase,
+    switches: dict[str, str | int | float | bool | None],
+    dtype: str,
+    adam_impl: str,
+) -> AppliedControls:
+    """The controls a run had, as the manifest and the replay record hold them: the spec's,
+    the thread pools and switches the framework reported back, the controlled environment."""
+    threads = spec.controls.threads
+    return AppliedControls(
+        seeds=seed_record(spec.seeds.init, spec.seeds.order),
+        deterministic=spec.controls.deterministic,
+        threads=threads,
+        interop_threads=int(switches.get("interop_threads", threads) or threads),
+        device=spec.controls.device,
+        dtype=dtype,
+        adam_impl=adam_impl,
+        framework_switches=switches,
+        env=applied_env(spec),
     )
 
 

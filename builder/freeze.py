@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from builder import __version__
 from builder.data import load_dataset, make_order
@@ -14,10 +15,13 @@ from builder.overrides import with_controls
 from builder.records.manifest import Manifest
 from builder.records.run import ArtifactRef, Finding, ToolInfo
 from builder.records.spec import Spec, UserSpec
-from builder.run import execute
+from builder.run import RunResult, execute
 from builder.scan import scan_files
 from builder.spec import load_spec
 from builder.store import StagedDir
+
+if TYPE_CHECKING:
+    from builder.usercode import CodeResult
 
 TOOL = ToolInfo(name="capsule", version=__version__)
 CODE_DIR = "code"
@@ -64,16 +68,7 @@ def freeze_builtin(spec: Spec, path: Path, out: Path, observer: Observer, force:
             "initial": stage.add_tensors("artifacts/initial.safetensors", result.initial),
             "weights": stage.add_tensors("artifacts/weights.safetensors", result.weights),
         }
-        manifest = Manifest(
-            tool=TOOL,
-            created=now(),
-            spec=spec,
-            controls=result.controls,
-            fingerprint=result.fingerprint,
-            data=data_record,
-            outcome=result.outcome,
-            artifacts=artifacts,
-        )
+        manifest = _manifest(spec, result, artifacts, data=data_record)
         stage.commit(manifest)
     return manifest
 
@@ -134,16 +129,25 @@ def freeze_code(
                 "artifacts/order.safetensors", result.record.orders
             )
         artifacts["weights"] = stage.add_tensors("artifacts/weights.safetensors", result.weights)
-        manifest = Manifest(
-            tool=TOOL,
-            created=now(),
-            spec=spec,
-            controls=result.controls,
-            fingerprint=result.fingerprint,
-            inputs=result.record.inputs,
-            audit=findings,
-            outcome=result.outcome,
-            artifacts=artifacts,
-        )
+        manifest = _manifest(spec, result, artifacts, inputs=result.record.inputs, audit=findings)
         stage.commit(manifest)
     return manifest
+
+
+def _manifest(
+    spec: Spec | UserSpec,
+    result: RunResult | CodeResult,
+    artifacts: dict[str, ArtifactRef],
+    **extra: Any,
+) -> Manifest:
+    """The manifest of a freeze: the tool, the time, the spec and what the run gave."""
+    return Manifest(
+        tool=TOOL,
+        created=now(),
+        spec=spec,
+        controls=result.controls,
+        fingerprint=result.fingerprint,
+        outcome=result.outcome,
+        artifacts=artifacts,
+        **extra,
+    )

@@ -13,18 +13,16 @@ import os
 import re
 import subprocess
 import sys
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
 from builder.errors import BadInput, CapsuleError, EngineMissing, IntegrityError
-from builder.observer import Observer
+from builder.observer import Log, Observer
 from builder.records.enums import Device, Where
 from builder.records.matrix import Cell, Config, MatrixRecord, Row
 from builder.store import Capsule, StagedDir, load_record, read_tensors
 
-Log = Callable[[str], None]
 CONFIG = re.compile(r"^(?:(host|docker|podman):)?(cpu|cuda)(?::([1-9][0-9]*))?$")
 
 
@@ -112,7 +110,9 @@ def _evaluate(
     job = Job(argv, mounts, {}, user, config.device == Device.cuda)
     code, last = engine.run(image.image_id, job, lambda line: None)
     if code != 0:
-        raise BadInput(f"evaluation in the container failed (exit {code}): {last}")
+        from builder.replay import container_error
+
+        raise container_error("evaluation", code, last)
     found = json.loads((outbox / "eval.json").read_text())
     return {Path(k).name: v for k, v in found.items()}
 

@@ -7,11 +7,15 @@ observer (cli/progress.py) that draws bars and lines on stderr, everything else 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from builder.records.run import EpochMetrics
     from builder.records.sweep import SweepRun
+
+
+Log = Callable[[str], None]  # what engines and the wheelhouse take: an observer's `log`
 
 
 class Observer:

@@ -195,7 +195,7 @@ def replay_in_image(
         mounts = [Mount(capsule.path, "/capsule"), Mount(work, "/out", writable=True)]
         code, last = engine.run(image_id, Job(argv, mounts, env, user, gpu), observer.log)
         if code != 0:
-            raise _container_error(code, last)
+            raise container_error("replay", code, last)
         for produced in (work / "replay").iterdir():
             produced.rename(stage.stage / produced.name)
         shutil.rmtree(work)
@@ -206,9 +206,11 @@ def replay_in_image(
     return record
 
 
-def _container_error(code: int, last: str) -> CapsuleError:
+def container_error(what: str, code: int, last: str) -> CapsuleError:
+    """A command that failed in a container, as the same kind of error here (exit 3 and 4
+    keep their meaning; anything else is bad input)."""
     message = (
-        f"replay in the container failed (exit {code}): {last.removeprefix('capsule: error: ')}"
+        f"{what} in the container failed (exit {code}): {last.removeprefix('capsule: error: ')}"
     )
     kinds: dict[int, type[CapsuleError]] = {3: IntegrityError, 4: EngineMissing}
     return kinds.get(code, BadInput)(message)

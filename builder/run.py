@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from builder.controls import applied_env, seed_everything, seed_record
+from builder.controls import applied_controls, seed_everything
 from builder.data import Dataset
 from builder.fingerprint import capture
 from builder.frameworks import get_framework, require_device
@@ -61,17 +61,7 @@ def execute(
         steps=trained.steps,
         train_seconds=round(trained.train_seconds, 4),
     )
-    controls = AppliedControls(
-        seeds=seed_record(spec.seeds.init, spec.seeds.order),
-        deterministic=spec.controls.deterministic,
-        threads=threads,
-        interop_threads=int(switches.get("interop_threads", threads) or threads),
-        device=device,
-        dtype=spec.train.dtype,
-        adam_impl=spec.controls.adam_impl,
-        framework_switches=switches,
-        env=applied_env(spec),
-    )
+    controls = applied_controls(spec, switches, spec.train.dtype, spec.controls.adam_impl)
     fingerprint = capture(spec.framework, framework.version(), gpus, cuda, cudnn)
     return RunResult(
         controls=controls,

@@ -205,7 +205,10 @@ def load_record(directory: Path) -> Record:
 
 
 def load_manifest(directory: Path) -> Manifest:
-    record = load_record(directory)
+    return _capsule_only(load_record(directory), directory)
+
+
+def _capsule_only(record: Record, directory: Path) -> Manifest:
     if not isinstance(record, Manifest):
         raise BadInput(f"{directory}: is a replay, not a capsule (it has {REPLAY})")
     return record
@@ -293,10 +296,7 @@ def verify(directory: Path) -> Record:
 
 def verify_capsule(directory: Path) -> Manifest:
     """`verify`, for commands that need a capsule (not a replay)."""
-    record = verify(directory)
-    if not isinstance(record, Manifest):
-        raise BadInput(f"{directory}: is a replay, not a capsule (it has {REPLAY})")
-    return record
+    return _capsule_only(verify(directory), directory)
 
 
 class Capsule:

@@ -71,9 +71,6 @@ def plan(manifest: Manifest, seeds: list[int] | None, orders: list[int] | None) 
     return [(i, o) for i in inits for o in order_seeds]
 
 
-# ---------------------------------------------------------------- one run
-
-
 # ---------------------------------------------------------------- journal and storage
 
 

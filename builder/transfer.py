@@ -15,16 +15,14 @@ import shutil
 import tarfile
 import tempfile
 import uuid
-from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 
 from builder.errors import BadInput, IntegrityError
-from builder.observer import SILENT, Observer
+from builder.observer import SILENT, Log, Observer
 from builder.records.manifest import Manifest
 from builder.records.results import ExportResult, ImportResult
 from builder.store import MANIFEST, Capsule, StagedDir, verify_capsule
 
-Log = Callable[[str], None]
 GZIP_LEVEL = 1  # the image is mostly compressed wheels and binaries: higher levels buy little
 
 

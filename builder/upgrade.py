@@ -31,7 +31,7 @@ from packaging.version import InvalidVersion, Version
 from builder.engines.wheelhouse import TOOL_DISTRIBUTION as TOOL
 from builder.errors import BadInput
 from builder.freeze import now
-from builder.observer import SILENT, Observer
+from builder.observer import SILENT, Log, Observer
 from builder.records.audit import AuditRecord, Change, Trial, TrialVerdict
 from builder.records.enums import Device, Tier, Where
 from builder.records.manifest import Manifest
@@ -43,7 +43,6 @@ from builder.verdict import diff
 if TYPE_CHECKING:
     from builder.engines import Engine
 
-Log = Callable[[str], None]
 AUDIT_DIR = "audits"
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from builder.api import InputFile, Recorder, Run, RunUsageError, Seeds
-from builder.controls import applied_env, seed_everything, seed_record
+from builder.controls import applied_controls, seed_everything
 from builder.errors import BadInput
 from builder.fingerprint import capture
 from builder.frameworks import FRAMEWORKS, Framework, get_framework, require_device
@@ -223,16 +223,6 @@ def execute_code(
         steps=max((p.step for p in trace), default=0),
         train_seconds=round(seconds, 4),
     )
-    controls = AppliedControls(
-        seeds=seed_record(spec.seeds.init, spec.seeds.order),
-        deterministic=spec.controls.deterministic,
-        threads=threads,
-        interop_threads=int(switches.get("interop_threads", threads) or threads),
-        device=device,
-        dtype="set by the code",
-        adam_impl="set by the code",
-        framework_switches=switches,
-        env=applied_env(spec),
-    )
+    controls = applied_controls(spec, switches, "set by the code", "set by the code")
     fingerprint = capture(spec.framework, framework.version(), gpus, cuda, cudnn)
     return CodeResult(controls, fingerprint, outcome, run.record, weights, findings)

@@ -101,3 +101,50 @@ def test_the_capsule_layer_does_not_depend_on_the_engines_tar_writer(tmp_path: P
     assert [m.name for m in members] == ["opt", *(f"opt/{n.rstrip('/')}" for n in names)]
     assert {(m.uname, m.uid, m.mtime) for m in members} == {("root", 0, SOURCE_DATE_EPOCH)}
     assert members[-1].issym() and members[-1].linkname == "/usr/bin/python3"
+
+
+def test_a_hard_link_becomes_its_own_copy_in_the_capsule_layer(tmp_path: Path) -> None:
+    """Sorted anew, a hard link could come before the file it names; written as a regular
+    file with its target's bytes, no entry depends on the engine's order."""
+    archive = tmp_path / "engine.tar"
+    with tarfile.open(archive, "w") as tar:
+        directory = tarfile.TarInfo("capsule")
+        directory.type = tarfile.DIRTYPE
+        tar.addfile(directory)
+        target = tarfile.TarInfo("capsule/z.py")
+        target.size = 3
+        tar.addfile(target, io.BytesIO(b"z=1"))
+        link = tarfile.TarInfo("capsule/a.py")
+        link.type, link.linkname = tarfile.LNKTYPE, "capsule/z.py"
+        tar.addfile(link)
+    with archive.open("rb") as f:
+        layer, _ = canonical_layer(iter(lambda: f.read(4096), b""), tmp_path)
+    with tarfile.open(layer) as tar:
+        copy = tar.getmember("opt/capsule/a.py")
+        assert copy.isreg() and tar.extractfile(copy).read() == b"z=1"  # type: ignore[union-attr]
+
+
+def test_capsules_own_wheel_holds_exactly_the_package_as_it_is(tmp_path: Path) -> None:
+    """Built from a clean copy: a stale build/ directory in the checkout (modules since
+    removed) never reaches the wheel, and so never an image."""
+    import zipfile
+
+    from builder.engines.recipe import ROOT
+    from builder.engines.wheelhouse import build_tool_wheel
+
+    stale = ROOT / "build" / "lib" / "builder" / "removed_long_ago.py"
+    stale.parent.mkdir(parents=True, exist_ok=True)
+    stale.write_text("raise SystemExit('stale')\n")
+    try:
+        build_tool_wheel(tmp_path, lambda line: None)
+    finally:
+        stale.unlink()
+    (wheel,) = tmp_path.glob("capsule_builder-*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        shipped = {n for n in archive.namelist() if n.startswith("builder/")}
+    package = {
+        p.relative_to(ROOT).as_posix()
+        for p in (ROOT / "builder").rglob("*.py")
+        if "__pycache__" not in p.parts
+    }
+    assert shipped == package

@@ -47,7 +47,7 @@ def wheels(path: Path) -> list[str]:
     return [n for n in manifest(path)["artifacts"] if n.startswith("wheelhouse/")]
 
 
-def replay_in_docker_is_identical(capsule_dir: Path, out: Path) -> dict:  # type: ignore[type-arg]
+def replay_in_image_is_identical(capsule_dir: Path, out: Path) -> dict:  # type: ignore[type-arg]
     """Replay in the capsule's image (leaving no container) and require `identical`."""
     before = containers()
     ok(capsule("replay", capsule_dir, "--on", "docker", "--out", out))
@@ -83,7 +83,7 @@ def test_torch_image_records_its_wheels_and_replays_identically(
     assert any(w.startswith("wheelhouse/capsule_builder-") for w in names)
     assert not any("pytest" in w or "hypothesis" in w for w in names)  # dev tools stay out
     ok(capsule("verify", torch_image))
-    replay_in_docker_is_identical(torch_image, tmp_path / "r")
+    replay_in_image_is_identical(torch_image, tmp_path / "r")
 
 
 def test_tensorflow_image_builds_and_replays_identically(
@@ -95,7 +95,7 @@ def test_tensorflow_image_builds_and_replays_identically(
     names = wheels(tmp_path / "c")
     assert any(w.startswith("wheelhouse/tensorflow_cpu-2.21.0") for w in names)
     assert not any(w.startswith("wheelhouse/torch-") for w in names)
-    replay_in_docker_is_identical(tmp_path / "c", tmp_path / "r")
+    replay_in_image_is_identical(tmp_path / "c", tmp_path / "r")
 
 
 def test_image_holds_each_wheel_once_installed_and_no_wheelhouse(small_image: Path) -> None:
@@ -124,7 +124,7 @@ def test_small_image_replays_the_users_code_identically(small_image: Path, tmp_p
     assert any(w.startswith("wheelhouse/idna-") for w in names)
     assert any(w.startswith("wheelhouse/pip-") for w in names)
     assert not any(w.startswith(("wheelhouse/torch-", "wheelhouse/tensorflow")) for w in names)
-    replay_in_docker_is_identical(small_image, tmp_path / "r")
+    replay_in_image_is_identical(small_image, tmp_path / "r")
 
 
 def test_building_a_built_capsule_again_keeps_its_image(small_image: Path) -> None:

@@ -40,6 +40,9 @@ err = Console(stderr=True, highlight=False, soft_wrap=True)
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]
 
 
+ENGINE_CLIENTS = ("docker.", "requests.", "urllib3.")  # what an engine's client raises
+
+
 class BadUsage(BadInput):
     """Options that do not go together (exit 2)."""
 
@@ -112,6 +115,13 @@ def reported() -> Iterator[None]:
         yield
     except CapsuleError as error:
         fail(error)
+    except Exception as error:
+        if not type(error).__module__.startswith(ENGINE_CLIENTS):
+            raise  # a defect of Capsule's own: its traceback is the report
+        from builder.errors import EngineMissing
+
+        reason = str(error).splitlines()[0][:240] if str(error) else type(error).__name__
+        fail(EngineMissing(f"the engine failed: {reason}"))
     except KeyboardInterrupt:
         err.print("capsule: interrupted; nothing was written")
         raise typer.Exit(130) from None

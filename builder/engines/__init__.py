@@ -9,10 +9,12 @@ not depend on the engine) and runs jobs under the same confinement (CONFINEMENT)
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Protocol, get_args
+
+from builder.observer import Log
 
 EngineName = Literal["docker", "podman"]
 Where = Literal["host", "docker", "podman"]  # where a job runs: this host or an engine's container
@@ -21,7 +23,6 @@ ENGINES: dict[str, str] = {
     "docker": "builder.engines.docker:DockerEngine",
     "podman": "builder.engines.podman:PodmanEngine",
 }
-Log = Callable[[str], None]
 
 
 @dataclass(frozen=True)
@@ -69,6 +70,10 @@ class Engine(Protocol):
     name: str  # as on the command line and in the image record: "docker", "podman"
     label: str  # in sentences: "the Docker engine"
 
+    def check(self) -> None:
+        """EngineMissing (exit 4), saying how to start it, unless the engine answers."""
+        ...
+
     def has_image(self, ref: str) -> str | None:
         """The image ID `ref` names in this engine, or None."""
         ...
@@ -78,9 +83,10 @@ class Engine(Protocol):
         base, made once (debootstrap) and reused."""
         ...
 
-    def build(self, context: bytes, tag: str, labels: dict[str, str], base_ref: str,
+    def build(self, context: bytes, tag: str | None, labels: dict[str, str], base_ref: str,
               nocache: bool, log: Log) -> str:  # fmt: skip
-        """Build the context offline; return the canonical image ID (tagged `tag`)."""
+        """Build the context offline; return the canonical image ID (tagged `tag`, unless
+        None: a `--check` rebuild must not move the recorded image's tag)."""
         ...
 
     def save(self, image_id: str) -> Iterable[bytes]:

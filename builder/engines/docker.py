@@ -51,6 +51,9 @@ class ApiEngine:
             raise EngineMissing(
                 "the docker Python SDK is not installed (pip install docker)"
             ) from None
+        self.check()
+
+    def check(self) -> None:
         from docker.errors import DockerException
 
         try:
@@ -144,7 +147,7 @@ class ApiEngine:
     def build(
         self,
         context: bytes,
-        tag: str,
+        tag: str | None,
         labels: dict[str, str],
         base_ref: str,
         nocache: bool,
@@ -165,6 +168,7 @@ class ApiEngine:
         from docker.errors import APIError
 
         image_id, last_step, stages = None, None, []
+        leftovers: list[str] = []  # removed when the build fails: every stage, the last step
         try:
             stream = self.api.build(
                 fileobj=io.BytesIO(context),
@@ -190,20 +194,19 @@ class ApiEngine:
                         last_step = found.group(1)
                 if "aux" in chunk and "ID" in chunk["aux"]:
                     image_id = chunk["aux"]["ID"]
-        except APIError as error:
-            for stage in stages:
-                self.remove(stage)
-            raise BadInput(f"image build failed: {error.explanation or error}") from None
-        except BaseException:
-            for stage in stages:  # a failed or interrupted build leaves no install stage either
-                self.remove(stage)
+            if image_id is None:
+                raise BadInput("image build finished without an image")
+        except BaseException as error:
+            leftovers = [*stages, *([last_step] if last_step else [])]
+            for image in leftovers:  # a failed or interrupted build leaves no stage behind
+                self.remove(image)
+            if isinstance(error, APIError):
+                raise BadInput(f"image build failed: {error.explanation or error}") from None
             raise
-        if image_id is None:
-            raise BadInput("image build finished without an image")
         return image_id, stages
 
     def _canonicalize(
-        self, raw: str, base_ref: str, tag: str, labels: dict[str, str], log: Log
+        self, raw: str, base_ref: str, tag: str | None, labels: dict[str, str], log: Log
     ) -> str:
         """Write the capsule's layer from the raw image's IMAGE_TREE and load it with the
         canonical config: the same files and settings give the same image ID on any engine."""
@@ -226,7 +229,8 @@ class ApiEngine:
         canonical = f"sha256:{hashlib.sha256(config).hexdigest()}"
         if self.has_image(canonical) is None:
             raise BadInput("build: the canonical image did not load")
-        self.tag(canonical, tag)
+        if tag is not None:
+            self.tag(canonical, tag)
         return canonical
 
     # ------------------------------------------------------------ run

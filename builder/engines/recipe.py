@@ -17,7 +17,7 @@ import os
 import subprocess
 import tarfile
 import tempfile
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -32,7 +32,7 @@ WHEELHOUSE = "/opt/capsule/wheelhouse"
 CODE_IN_IMAGE = "/opt/capsule/code"  # the user's code, for a replay in the image
 IMAGE_TREE = "/opt/capsule"  # what the capsule's layer adds to the base: venv and code
 LAYER_MEDIA_TYPE = "application/vnd.oci.image.layer.v1.tar"
-Log = Callable[[str], None]
+ANNOTATION = "org.opencontainers.image.ref.name"  # the tag an OCI layout gives its image
 
 
 # ---------------------------------------------------------------- deterministic tars
@@ -183,14 +183,21 @@ def canonical_layer(archive: Iterable[bytes], into: Path) -> tuple[Path, str]:
                 if not (member.isreg() or member.isdir() or member.issym() or member.islnk()):
                     continue  # devices and fifos have no place in a venv
                 info = tarfile.TarInfo(f"{parent}/{_member_path(member.name)}")
-                info.type, info.mode, info.size = member.type, member.mode & 0o7777, member.size
-                info.linkname = member.linkname
-                if member.islnk():  # hard links name a member of this archive
-                    info.linkname = f"{parent}/{_member_path(member.linkname)}"
+                info.mode, info.size = member.mode & 0o7777, member.size
+                if member.isdir():
+                    info.type = tarfile.DIRTYPE
+                elif member.issym():
+                    info.type, info.linkname = tarfile.SYMTYPE, member.linkname
+                else:  # a regular file of any tar flavour; a hard link becomes its own copy,
+                    # so no entry depends on which copy an engine wrote first
+                    info.type = tarfile.REGTYPE
+                    if member.islnk():
+                        info.size = source.getmember(member.linkname).size
                 info.uid = info.gid = 0
                 info.uname = info.gname = "root"
                 info.mtime = SOURCE_DATE_EPOCH
-                tar.addfile(info, source.extractfile(member) if member.isreg() else None)
+                data = source.extractfile(member) if info.type == tarfile.REGTYPE else None
+                tar.addfile(info, data)
     spooled.unlink()
     digest = hashlib.sha256()
     for block in _chunks(layer):
@@ -237,7 +244,7 @@ def _chunks(path: Path) -> Iterator[bytes]:
             yield block
 
 
-def image_archive(config: bytes, layer: Path, tag: str, oci: bool) -> Iterator[bytes]:
+def image_archive(config: bytes, layer: Path, tag: str | None, oci: bool) -> Iterator[bytes]:
     """The canonical image as a load archive holding its config and the capsule's layer only
     (the engine has the base's layers already): Docker's `docker save` format, or an OCI
     layout (what Podman loads without the base's blobs). Streamed: nothing is written twice."""
@@ -257,7 +264,7 @@ def image_archive(config: bytes, layer: Path, tag: str, oci: bool) -> Iterator[b
         index = {"schemaVersion": 2, "manifests": [{
             "mediaType": "application/vnd.oci.image.manifest.v1+json",
             "digest": f"sha256:{manifest_digest}", "size": len(manifest),
-            "annotations": {"org.opencontainers.image.ref.name": tag}}]}  # fmt: skip
+            **({"annotations": {ANNOTATION: tag}} if tag else {})}]}  # fmt: skip
         small = [
             ("oci-layout", b'{"imageLayoutVersion":"1.0.0"}'),
             ("index.json", json.dumps(index).encode()),
@@ -267,7 +274,7 @@ def image_archive(config: bytes, layer: Path, tag: str, oci: bool) -> Iterator[b
         layer_name = f"blobs/sha256/{diff_ids[-1].split(':', 1)[1]}"
     else:
         names = [f"{d.split(':', 1)[1]}/layer.tar" for d in diff_ids]
-        entry = {"Config": f"{digest}.json", "RepoTags": [tag], "Layers": names}
+        entry = {"Config": f"{digest}.json", "RepoTags": [tag] if tag else [], "Layers": names}
         small = [(f"{digest}.json", config), ("manifest.json", json.dumps([entry]).encode())]
         layer_name = names[-1]
     for name, data in small:

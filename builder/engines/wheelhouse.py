@@ -6,15 +6,18 @@ from __future__ import annotations
 
 import importlib.metadata
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-from builder.engines.recipe import ROOT, SOURCE_DATE_EPOCH, Log
+from builder.engines.recipe import ROOT, SOURCE_DATE_EPOCH
 from builder.errors import BadInput
+from builder.observer import Log
 
 TOOL_DISTRIBUTION = "capsule-builder"
 
@@ -100,23 +103,28 @@ def download_wheels(pins: dict[str, str], into: Path, log: Log, with_deps: bool 
         raise BadInput(f"wheelhouse: pip download failed: {last[-1] or result.stderr[-300:]}")
 
 
+SOURCE_FILES = (
+    "pyproject.toml",
+    "README.md",
+)  # beside the package: what the wheel's metadata reads
+
+
 def build_tool_wheel(into: Path, log: Log) -> None:
-    """Capsule's own wheel, built reproducibly (SOURCE_DATE_EPOCH fixes its zip timestamps)."""
+    """Capsule's own wheel, built reproducibly (SOURCE_DATE_EPOCH fixes its zip timestamps)
+    from a clean copy of the source: setuptools would otherwise reuse a `build/` directory in
+    the checkout, carrying modules that no longer exist into the wheel (and the image)."""
     if not (ROOT / "pyproject.toml").is_file():
         raise BadInput(f"{ROOT}: Capsule's source is not here, so its wheel cannot be built")
     log("wheelhouse: building Capsule's own wheel")
     env = {**os.environ, "SOURCE_DATE_EPOCH": str(SOURCE_DATE_EPOCH)}
-    command = [
-        sys.executable,
-        "-m",
-        "pip",
-        "wheel",
-        "--quiet",
-        "--no-deps",
-        "--wheel-dir",
-        str(into),
-        str(ROOT),
-    ]
-    result = subprocess.run(command, capture_output=True, text=True, env=env)
+    with tempfile.TemporaryDirectory(prefix="capsule-source-") as tmp:
+        source = Path(tmp)
+        for name in SOURCE_FILES:
+            shutil.copy2(ROOT / name, source / name)
+        ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+        shutil.copytree(ROOT / "builder", source / "builder", ignore=ignore)
+        command = [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps"]
+        command += ["--wheel-dir", str(into), str(source)]
+        result = subprocess.run(command, capture_output=True, text=True, env=env)
     if result.returncode != 0:
         raise BadInput(f"wheelhouse: building Capsule's wheel failed: {result.stderr[-300:]}")

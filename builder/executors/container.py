@@ -53,10 +53,14 @@ class ContainerRuns:
             )
         if not todo:
             return []
+        if variant == Device.cuda and engine.name == "podman":
+            raise EngineMissing("GPU containers under Podman need NVIDIA's CDI set-up (not yet)")
         chunks = [todo[i :: min(jobs, len(todo))] for i in range(min(jobs, len(todo)))]
         user = CONTAINER_USER if os.getuid() == 0 else f"{os.getuid()}:{os.getgid()}"
         env = {CODE_ENV: CODE_IN_IMAGE} if isinstance(manifest.spec, UserSpec) else {}
         ended: dict[int, tuple[int, str]] = {}
+        refused: list[EngineMissing] = []
+        stopping = threading.Event()  # set on Ctrl-C: a share not started yet never starts
         with tempfile.TemporaryDirectory(prefix="capsule-sweep-") as tmp:
             outbox = Path(tmp)
             os.chmod(outbox, 0o777)  # the containers' unprivileged user writes its journal here
@@ -68,9 +72,13 @@ class ContainerRuns:
                 argv += ["--journal", f"/out/runs-{index}.jsonl"]
                 mounts = [Mount(capsule.path, "/capsule"), Mount(outbox, "/out", writable=True)]
                 job = Job(argv, mounts, env, user, variant == Device.cuda, name=names[index])
+                if stopping.is_set():
+                    return
                 try:
                     ended[index] = engine.run(image.image_id, job, lambda line: None)
-                except Exception as error:  # the engine refused: every run of the share fails
+                except EngineMissing as error:  # no runtime, no image: said once, exit 4
+                    refused.append(error)
+                except Exception as error:  # the engine failed this share: its runs fail
                     ended[index] = (-1, worker_error(error))
 
             threads = [
@@ -99,9 +107,15 @@ class ContainerRuns:
                     collect()
                 collect()
             except BaseException:
-                for name in names:
-                    engine.stop(name)
+                stopping.set()
+                for _ in range(2):  # again after the threads end: one may have started late
+                    for name in names:
+                        engine.stop(name)
+                    for thread in threads:
+                        thread.join(timeout=30)
                 raise
+        if refused and not seen:
+            raise refused[0]
         failures = []
         for index, chunk in enumerate(chunks):
             code, last = ended.get(index, (-1, "the container did not report"))

@@ -328,10 +328,9 @@ def render_describe(
     """`inspect`: what a capsule or replay holds — spec, controls, environment, outcome,
     findings, its sweep's statistics and its upgrade audits, and the artifacts.
 
-    Renders only. For a capsule the caller loads its sweep and audits beforehand (the inspect
-    service's job, today `builder.store.load_sweep` and `builder.store.load_audits`: they check
-    each artifact's digest) and summarizes the sweep (`builder.stats.summarize` over
-    `sweep.values()`, as `stats` does); a replay has neither, and they are ignored for one.
+    Renders only: `builder.inspection.inspect` loads a capsule's sweep and audits (each
+    artifact's digest checked) and summarizes the sweep as `stats` does; a replay has neither,
+    and they are ignored for one.
     """
     spec, fp, ctl, outcome = record.spec, record.fingerprint, record.controls, record.outcome
     kind = "capsule" if isinstance(record, Manifest) else f"replay of {record.capsule.name}"
