@@ -2,8 +2,10 @@
 imported or run). Its findings are stored with the runtime ones in the manifest's findings.
 
 Each rule names a pattern the paper's remedies forbid: unseeded RNGs, data loading whose order
-depends on worker timing, autotuned kernels. Findings carry the file and line, so `inspect` can
-point at them and `freeze --strict` can refuse to freeze.
+depends on worker timing, autotuned kernels. The rules about one framework's API live in its
+wing (`frameworks/scan_rules.py`); this module walks the code and keeps NumPy's and Python's.
+Findings carry the file and line, so `inspect` can point at them and `freeze --strict` can
+refuse to freeze.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+from builder.frameworks import scan_rules as framework_rules
 from builder.records.run import Finding
 
 LEGACY_NUMPY = {
@@ -36,20 +39,6 @@ LEGACY_NUMPY = {
     "bytes",
     "multivariate_normal",
 }
-KERAS_INITIALIZERS = {
-    "GlorotUniform",
-    "GlorotNormal",
-    "HeNormal",
-    "HeUniform",
-    "LecunNormal",
-    "LecunUniform",
-    "RandomNormal",
-    "RandomUniform",
-    "TruncatedNormal",
-    "Orthogonal",
-    "VarianceScaling",
-}
-SEEDING_CALLS = {"set_random_seed", "set_seed"}
 
 
 def _dotted(node: ast.AST) -> str:
@@ -90,18 +79,9 @@ class _Scanner(ast.NodeVisitor):
         name = _dotted(node.func)
         last = name.rsplit(".", 1)[-1]
         keywords = _keywords(node)
-        if last == "DataLoader":
-            workers = keywords.get("num_workers")
-            parallel = workers is not None and not (
-                isinstance(workers, ast.Constant) and workers.value in (0, None)
-            )
-            if parallel and "generator" not in keywords and "worker_init_fn" not in keywords:
-                self.add(
-                    node,
-                    "dataloader-workers-unseeded",
-                    "DataLoader with worker processes but no generator= or worker_init_fn=: "
-                    "the shuffle order and worker RNGs are not seeded",
-                )
+        found = framework_rules.call_rule(last, keywords)
+        if found is not None:
+            self.add(node, *found)
         if name.startswith(("np.random.", "numpy.random.")) and last in LEGACY_NUMPY:
             self.add(
                 node,
@@ -109,13 +89,9 @@ class _Scanner(ast.NodeVisitor):
                 f"{name}(): NumPy's legacy global RNG; draw from a seeded "
                 "np.random.default_rng(seed) (or the run's seeds) instead",
             )
-        if (
-            last in KERAS_INITIALIZERS
-            and "seed" not in keywords
-            and ("initializers" in name or name == last)
-        ):
+        if framework_rules.unseeded_initializer(name, last, keywords):
             self.initializers.append((node.lineno, name))
-        if last in SEEDING_CALLS and self.first_seeding is None:
+        if last in framework_rules.SEEDING_CALLS and self.first_seeding is None:
             self.first_seeding = node.lineno
         if (
             name == "random.seed"
@@ -132,16 +108,9 @@ class _Scanner(ast.NodeVisitor):
 
     def visit_Assign(self, node: ast.Assign) -> None:
         for target in node.targets:
-            if (
-                _dotted(target).endswith("cudnn.benchmark")
-                and isinstance(node.value, ast.Constant)
-                and node.value.value is True
-            ):
-                self.add(
-                    node,
-                    "cudnn-benchmark",
-                    "cudnn.benchmark = True: cuDNN picks kernels by timing, so results vary",
-                )
+            found = framework_rules.assign_rule(_dotted(target), node.value)
+            if found is not None:
+                self.add(node, *found)
         self.generic_visit(node)
 
     def finish(self) -> list[Finding]:
@@ -150,11 +119,10 @@ class _Scanner(ast.NodeVisitor):
                 self.findings.append(
                     Finding(
                         source="static",
-                        rule="keras-initializer-unseeded",
+                        rule=framework_rules.INITIALIZER_RULE,
                         file=self.file,
                         line=line,
-                        message=f"{name}() without seed= before any set_random_seed(): its weights "
-                        "differ from process to process",
+                        message=framework_rules.initializer_message(name),
                     )
                 )
         return sorted(self.findings, key=lambda f: (f.file, f.line, f.rule))

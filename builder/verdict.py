@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from builder.frameworks.layout import to_torch_layout
+from builder.frameworks.layout import to_reference_layout
 from builder.records.enums import Tier
 from builder.records.manifest import Manifest
 from builder.records.replay import ReplayRecord
@@ -58,7 +58,7 @@ def load_side(path: Path) -> Side:
     record: Manifest | ReplayRecord = load_record(path)
     overrides = record.overrides if isinstance(record, ReplayRecord) else {}
     builtin = isinstance(record.spec, Spec)
-    layout = to_torch_layout if builtin else dict
+    layout = to_reference_layout if builtin else dict
     initial = None
     if "initial" in record.artifacts:
         initial = layout(read_tensors(path, record, "initial"))

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from safetensors.numpy import load_file
 
-from builder.frameworks.layout import to_torch_layout
+from builder.frameworks.layout import to_reference_layout
 from tests.conftest import CAPSULES, ROOT, capsule, ok, write_tiny_data
 
 TINY = """\
@@ -89,7 +89,7 @@ def test_shared_initial_weights_are_bit_identical_across_frameworks(tmp_path: Pa
     ok(capsule("freeze", tiny(tmp_path, "t", "torch"), "--out", tmp_path / "t"))
     ok(capsule("freeze", tiny(tmp_path, "k", "tensorflow"), "--out", tmp_path / "k"))
     torch_init = load_file(tmp_path / "t/artifacts/initial.safetensors")
-    tf_init = to_torch_layout(load_file(tmp_path / "k/artifacts/initial.safetensors"))
+    tf_init = to_reference_layout(load_file(tmp_path / "k/artifacts/initial.safetensors"))
     assert (
         torch_init.keys()
         == tf_init.keys()
