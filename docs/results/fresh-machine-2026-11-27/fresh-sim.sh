@@ -7,6 +7,7 @@ git clone -q /work/main /tmp/fresh/capsule
 cd /tmp/fresh/capsule
 docker rmi -f $(docker images -q 'capsule*' ; docker images -q 'capsule-base') >/dev/null 2>&1 || true
 docker image prune -f >/dev/null
+if command -v podman >/dev/null; then podman rmi -af >/dev/null 2>&1 || true; fi
 export HOME=/tmp/fresh-home PATH=/usr/sbin:/usr/bin:/sbin:/bin PIP_CONFIG_FILE=/dev/null CI=true
 unset PIP_FIND_LINKS PIP_DEFAULT_TIMEOUT PIP_DISABLE_PIP_VERSION_CHECK
 start=$(date +%s)
