@@ -8,6 +8,7 @@ The docker SDK drives only the classic builder (no BuildKit), which is all the r
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import re
 import tempfile
@@ -168,7 +169,6 @@ class ApiEngine:
         from docker.errors import APIError
 
         image_id, last_step, stages = None, None, []
-        leftovers: list[str] = []  # removed when the build fails: every stage, the last step
         try:
             stream = self.api.build(
                 fileobj=io.BytesIO(context),
@@ -197,8 +197,8 @@ class ApiEngine:
             if image_id is None:
                 raise BadInput("image build finished without an image")
         except BaseException as error:
-            leftovers = [*stages, *([last_step] if last_step else [])]
-            for image in leftovers:  # a failed or interrupted build leaves no stage behind
+            # a failed or interrupted build leaves no stage behind, nor its last step's image
+            for image in [*stages, *([last_step] if last_step else [])]:
                 self.remove(image)
             if isinstance(error, APIError):
                 raise BadInput(f"image build failed: {error.explanation or error}") from None
@@ -224,8 +224,6 @@ class ApiEngine:
                 self.load(image_archive(config, layer, tag, self.oci_load))
         finally:
             self.api.remove_container(container, force=True)
-        import hashlib
-
         canonical = f"sha256:{hashlib.sha256(config).hexdigest()}"
         if self.has_image(canonical) is None:
             raise BadInput("build: the canonical image did not load")
