@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from builder.errors import BadInput
-from builder.records import RECORDS, json_schema, load
+from builder.records import json_schema, load, record_models
 from builder.records.audit import AuditRecord
 from builder.records.enums import RecordKind
 from builder.records.manifest import Manifest
@@ -65,10 +65,10 @@ def test_the_union_loads_each_kind_and_writes_it_as_before(path: Path) -> None:
 
 
 def test_every_stored_record_carries_kind_and_schema_version() -> None:
-    for kind, model in RECORDS.items():
+    for kind, model in record_models().items():
         assert model.model_fields["kind"].default == kind
         assert model.model_fields["schema_version"].default == 1
-    assert set(RECORDS) == set(RecordKind)
+    assert set(record_models()) == set(RecordKind)
 
 
 def test_field_order_of_manifest_and_replay_is_the_format() -> None:
@@ -132,6 +132,15 @@ def test_schema_lists_every_stored_record_kind() -> None:
         assert "schema_version" in definition["properties"]
     assert json.loads(ok(capsule("schema", "--kind", "audit")).stdout)["title"] == "AuditRecord"
     assert json_schema(RecordKind.capsule)["title"] == "Manifest"
+
+
+@pytest.mark.parametrize("kind", [None, *RecordKind], ids=lambda kind: kind or "records")
+def test_the_shipped_schema_files_are_what_the_models_generate(kind: RecordKind | None) -> None:
+    from builder.records.published import generated, schema_file
+
+    assert schema_file(kind).read_text() == generated(kind), (
+        f"{schema_file(kind)} is out of date: run `python -m builder.records.published`"
+    )
 
 
 def test_a_capsule_written_before_the_records_moved_still_verifies_and_diffs(

@@ -41,18 +41,24 @@ STYLED = {"FORCE_COLOR": "1", "COLORTERM": "truecolor", "TERM": "xterm-256color"
 
 
 def console(styled: bool = False) -> Console:
-    """What the CLI prints on (`Console(highlight=False, soft_wrap=True)`), into a string."""
+    """What the CLI prints on (configured as `builder.cli.common.out`), into a string."""
     if styled:
         return Console(
             file=io.StringIO(),
             width=WIDTH,
             highlight=False,
             soft_wrap=True,
+            emoji=False,
             force_terminal=True,
             color_system="truecolor",
         )
     return Console(
-        file=io.StringIO(), width=WIDTH, highlight=False, soft_wrap=True, force_terminal=False
+        file=io.StringIO(),
+        width=WIDTH,
+        highlight=False,
+        soft_wrap=True,
+        emoji=False,
+        force_terminal=False,
     )
 
 

@@ -1,7 +1,5 @@
 """Commands on one capsule: freeze, replay, verify, inspect, diff, schema."""
 
-from __future__ import annotations
-
 from pathlib import Path
 from typing import Annotated
 
@@ -266,12 +264,8 @@ def schema(
     replay: Annotated[bool, typer.Option("--replay", hidden=True)] = False,
 ) -> None:
     """Print the JSON schema of every record Capsule stores (schema_version 1), keyed on `kind`."""
-    import json
-
-    from builder.records import json_schema
     from builder.records.enums import RecordKind
+    from builder.records.published import schema_file
 
     chosen = RecordKind.replay if replay else (RecordKind(kind.value) if kind else None)
-    with reported():
-        document = json_schema(chosen)
-    print(json.dumps(document, indent=2))
+    print(schema_file(chosen).read_text(), end="")

@@ -1,7 +1,5 @@
 """Commands on a capsule's image: build, export, import."""
 
-from __future__ import annotations
-
 from pathlib import Path
 from typing import Annotated
 

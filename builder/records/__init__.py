@@ -1,64 +1,72 @@
 """Every model Capsule writes to disk or prints as JSON, in one tree.
 
 Stored records — a capsule's manifest, a replay record, the sweep and audits stored in a
-capsule, a matrix — each carry `kind` and `schema_version` and are read through one pydantic
-union discriminated on `kind` (`parse`, `load`): the document says what it is, not its file
-name. `json_schema` is what `capsule schema` prints. Importing this package imports pydantic
-and the models only (no NumPy, no framework, no engine SDK).
+capsule, a matrix — each carry `kind` and `schema_version` and are read by `parse`/`load`, which
+pick the model from the document's `kind`: the document says what it is, not its file name.
+`json_schema` is what `capsule schema` prints (shipped in schema/, see `schema_files`).
+
+Importing this package imports no model: `model_for(kind)` imports the one a document needs, so
+`inspect` of a capsule does not build the sweep's, the audit's or the matrix's classes
+(benchmarks/startup.py).
 """
 
 from __future__ import annotations
 
 import json
+from importlib import import_module
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Any
 
-from pydantic import Discriminator, Tag, TypeAdapter, ValidationError
-from pydantic.json_schema import models_json_schema
+from pydantic import ValidationError
 
 from builder.errors import BadInput
-from builder.model_base import Strict
-from builder.records.audit import AuditRecord
 from builder.records.enums import RecordKind
-from builder.records.manifest import Manifest
-from builder.records.matrix import MatrixRecord
-from builder.records.replay import ReplayRecord
-from builder.records.sweep import SweepRecord
 
-Record = Manifest | ReplayRecord | SweepRecord | AuditRecord | MatrixRecord
+if TYPE_CHECKING:
+    from builder.model_base import Strict
+    from builder.records.audit import AuditRecord
+    from builder.records.manifest import Manifest
+    from builder.records.matrix import MatrixRecord
+    from builder.records.replay import ReplayRecord
+    from builder.records.sweep import SweepRecord
 
-RECORDS: dict[RecordKind, type[Strict]] = {
-    RecordKind.capsule: Manifest,
-    RecordKind.replay: ReplayRecord,
-    RecordKind.sweep: SweepRecord,
-    RecordKind.audit: AuditRecord,
-    RecordKind.matrix: MatrixRecord,
+    Record = Manifest | ReplayRecord | SweepRecord | AuditRecord | MatrixRecord
+
+# each stored kind's model, as "module:class" so that only the one a document needs is imported
+_MODELS: dict[RecordKind, str] = {
+    RecordKind.capsule: "builder.records.manifest:Manifest",
+    RecordKind.replay: "builder.records.replay:ReplayRecord",
+    RecordKind.sweep: "builder.records.sweep:SweepRecord",
+    RecordKind.audit: "builder.records.audit:AuditRecord",
+    RecordKind.matrix: "builder.records.matrix:MatrixRecord",
 }
+KINDS: tuple[str, ...] = tuple(_MODELS)
 
 # matrix.json had no `kind` before records carried one; it is told by its own fields
 _UNKINDED_MATRIX = frozenset({"capsule", "configs", "rows", "cells"})
 
 
+def model_for(kind: RecordKind | str) -> type[Strict]:
+    """The model that reads and writes one stored kind (imported on first use)."""
+    module, name = _MODELS[RecordKind(kind)].split(":")
+    model: type[Strict] = getattr(import_module(module), name)
+    return model
+
+
+def record_models() -> dict[RecordKind, type[Strict]]:
+    """Every stored kind with its model (imports them all)."""
+    return {kind: model_for(kind) for kind in _MODELS}
+
+
 def record_kind(value: Any) -> str | None:
-    """The discriminator: a document's `kind` (a matrix written before `kind` existed is
-    recognised by its fields)."""
+    """A document's `kind` (a matrix written before `kind` existed is recognised by its
+    fields)."""
     if not isinstance(value, dict):
         return getattr(value, "kind", None)
     kind = value.get("kind")
     if kind is None and set(value) == _UNKINDED_MATRIX:
         return "matrix"
     return kind if isinstance(kind, str) else None
-
-
-StoredRecord = Annotated[
-    Annotated[Manifest, Tag("capsule")]
-    | Annotated[ReplayRecord, Tag("replay")]
-    | Annotated[SweepRecord, Tag("sweep")]
-    | Annotated[AuditRecord, Tag("audit")]
-    | Annotated[MatrixRecord, Tag("matrix")],
-    Discriminator(record_kind),
-]
-_STORED: TypeAdapter[Record] = TypeAdapter(StoredRecord, config={"defer_build": True})
 
 
 def describe_validation_error(source: str, error: ValidationError, skip: int = 0) -> str:
@@ -87,16 +95,17 @@ def parse(data: bytes, source: str) -> Record:
     if not isinstance(document, dict):
         raise BadInput(f"{source}: not a record (a JSON object with a 'kind')")
     kind = record_kind(document)
-    if kind not in RECORDS:
+    if kind not in KINDS:
         found = "required field is missing" if document.get("kind") is None else "unknown"
         raise BadInput(
             f"{source}: kind: {found} (got {document.get('kind')!r}; a stored record is one of "
-            f"{', '.join(RECORDS)})"
+            f"{', '.join(KINDS)})"
         )
     try:
-        return _STORED.validate_json(data)
+        record: Record = model_for(kind).model_validate_json(data)  # type: ignore[assignment]
     except ValidationError as error:
-        raise BadInput(describe_validation_error(source, error, skip=1)) from None
+        raise BadInput(describe_validation_error(source, error)) from None
+    return record
 
 
 def load(path: Path) -> Record:
@@ -111,20 +120,23 @@ def load(path: Path) -> Record:
 
 def kind_of(model: type[Strict]) -> RecordKind:
     """The `kind` a stored record's model writes."""
-    return next(kind for kind, known in RECORDS.items() if known is model)
+    return next(kind for kind in _MODELS if model_for(kind) is model)
 
 
 def json_schema(kind: RecordKind | None = None) -> dict[str, Any]:
     """The JSON schema of one stored record kind, or of all of them: one document whose
     `oneOf` is discriminated on `kind`."""
+    from pydantic.json_schema import models_json_schema
+
     if kind is not None:
-        return RECORDS[kind].model_json_schema()
+        return model_for(kind).model_json_schema()
+    models = record_models()
     refs, top = models_json_schema(
-        [(model, "validation") for model in RECORDS.values()],
+        [(model, "validation") for model in models.values()],
         title="Capsule stored records",
         description="Every record Capsule stores, told apart by `kind`.",
     )
-    chosen = {name: refs[(model, "validation")]["$ref"] for name, model in RECORDS.items()}
+    chosen = {name: refs[(model, "validation")]["$ref"] for name, model in models.items()}
     return {
         "title": top["title"],
         "description": top["description"],

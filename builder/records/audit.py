@@ -1,8 +1,6 @@
 """The library-upgrade audit stored in a capsule (artifact "audit/<sha12>"): the versions
 swapped, the verdict, and every environment tried."""
 
-from __future__ import annotations
-
 from typing import Literal
 
 from pydantic import Field
@@ -35,7 +33,7 @@ class Trial(Strict):
     """One replay in an environment with `changes` (names) applied."""
 
     changes: list[str]
-    added: dict[str, str] = Field(default_factory=dict, description="Newly required, added.")
+    added: dict[str, str] = Field(default={}, description="Newly required, added.")
     verdict: TrialVerdict
     reasons: list[str]
 
@@ -49,7 +47,7 @@ class AuditRecord(Strict):
     on: Where
     changes: list[Change]
     added: dict[str, str] = Field(
-        default_factory=dict, description="Distributions the new versions require, added."
+        default={}, description="Distributions the new versions require, added."
     )
     verdict: Tier
     reasons: list[str]

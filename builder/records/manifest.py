@@ -3,8 +3,6 @@
 Schema version 1. Fields are only ever added with defaults; anything else bumps the version.
 """
 
-from __future__ import annotations
-
 from typing import Literal
 
 from pydantic import Field
@@ -41,7 +39,7 @@ class SourceFile(Strict):
 class DataRecord(Strict):
     source: Literal["builtin", "files"]
     builtin: BuiltinRecipe | None = None
-    files: dict[Split, SourceFile] = Field(default_factory=dict)
+    files: dict[Split, SourceFile] = Field(default={})
     classes: int
     splits: dict[Split, SplitInfo]
 
@@ -73,4 +71,4 @@ class Manifest(RunRecord, _CapsuleData):
     """A capsule: its run (the shared base), its data and the images built for it."""
 
     kind: Literal["capsule"] = "capsule"
-    images: dict[Device, ImageRecord] = Field(default_factory=dict)
+    images: dict[Device, ImageRecord] = Field(default={})

@@ -1,8 +1,6 @@
 """The cross-device matrix (`OUT/matrix.json`): trained on by evaluated on, and whether each
 training's weights are the capsule's."""
 
-from __future__ import annotations
-
 from typing import Literal
 
 from builder.model_base import Strict

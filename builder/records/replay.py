@@ -10,8 +10,6 @@ fields sit on a layer of their own, which is what keeps `manifest.json` and `rep
 byte-for-byte as they were.
 """
 
-from __future__ import annotations
-
 from typing import Literal
 
 from pydantic import Field
@@ -54,8 +52,8 @@ class RunRecord(RunSetup):
     """The shared base of the manifest and the replay record: one run, with what it read,
     what the audit found, what came out and the files that hold it."""
 
-    inputs: dict[str, InputRecord] = Field(default_factory=dict)
-    audit: list[Finding] = Field(default_factory=list)
+    inputs: dict[str, InputRecord] = Field(default={})
+    audit: list[Finding] = Field(default=[])
     outcome: Outcome
     artifacts: dict[str, ArtifactRef]
 

@@ -1,9 +1,8 @@
 """What commands print as JSON (`--json`) and never store: one model per command result, so
 that the JSON and the text view are two renderings of the same thing (cli.common.emit)."""
 
-from __future__ import annotations
-
 from pathlib import Path
+from typing import Self
 
 from pydantic import Field
 
@@ -29,7 +28,7 @@ class RunSummary(Printed):
     artifacts: dict[str, str]  # name → sha256
 
     @classmethod
-    def of(cls, record: Manifest | ReplayRecord, where: Path) -> RunSummary:
+    def of(cls, record: Manifest | ReplayRecord, where: Path) -> Self:
         return cls(
             kind=record.kind,
             name=record.spec.name,

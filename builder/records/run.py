@@ -1,8 +1,6 @@
 """The parts of a run that a manifest and a replay record both hold: the tool, the applied
 controls, the machine's fingerprint, the outcome, findings, inputs and artifacts."""
 
-from __future__ import annotations
-
 from typing import Annotated, Literal
 
 from pydantic import Field
@@ -118,8 +116,8 @@ class Outcome(Strict):
     """Built-in experiments fill `final` and `epochs`; user code fills `metrics` (run.log)."""
 
     final: FinalMetrics | None = None
-    epochs: list[EpochMetrics] = Field(default_factory=list)
-    metrics: dict[str, list[MetricPoint]] = Field(default_factory=dict)
+    epochs: list[EpochMetrics] = Field(default=[])
+    metrics: dict[str, list[MetricPoint]] = Field(default={})
     trace: list[TracePoint]
     weights: dict[str, TensorDigest]
     steps: int

@@ -4,9 +4,7 @@ A manifest and a replay record carry the spec they ran, so these models are part
 on-disk format too. Reading `capsule.toml` with one-line errors is `builder.spec`'s job.
 """
 
-from __future__ import annotations
-
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Self
 
 from pydantic import Discriminator, Field, Tag, model_validator
 
@@ -27,10 +25,10 @@ class DataSpec(Strict):
     train: str | None = None
     dev: str | None = None
     eval: str | None = None
-    sha256: dict[Literal["train", "dev", "eval"], str] = Field(default_factory=dict)
+    sha256: dict[Literal["train", "dev", "eval"], str] = Field(default={})
 
     @model_validator(mode="after")
-    def _one_source(self) -> DataSpec:
+    def _one_source(self) -> Self:
         files = [self.train, self.dev, self.eval]
         if self.builtin is not None and any(files):
             raise ValueError("give either 'builtin' or files (train/dev/eval), not both")
@@ -127,7 +125,7 @@ class CodeSpec(Strict):
 
     include: Annotated[list[str], Field(min_length=1)]
     requires: list[Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")]] = Field(
-        default_factory=list,
+        default=[],
         description="Distributions the code imports beyond Capsule and its framework "
         "(e.g. scikit-learn); pinned from this machine and put in the image",
     )
@@ -141,7 +139,7 @@ class UserSpec(SpecBase):
     ]
     code: CodeSpec
     params: dict[str, ParamValue] = Field(
-        default_factory=dict, description="Free values handed to the code as run.params"
+        default={}, description="Free values handed to the code as run.params"
     )
 
     @property
@@ -153,7 +151,7 @@ class UserSpec(SpecBase):
         return self.entrypoint.split(":")[1]
 
     @model_validator(mode="after")
-    def _entry_included(self) -> UserSpec:
+    def _entry_included(self) -> Self:
         entry = self.module_file
         if not any(entry == i or entry.startswith(i.rstrip("/") + "/") for i in self.code.include):
             raise ValueError(f"entrypoint file '{entry}' is not among code.include")

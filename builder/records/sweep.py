@@ -1,8 +1,6 @@
 """The seed/order sweep stored in a capsule (artifact "sweep"), and the statistics printed
 over it (`capsule stats`, diff's equivalent tier)."""
 
-from __future__ import annotations
-
 from typing import Literal
 
 from builder.model_base import Printed, Strict

@@ -1,8 +1,6 @@
 """What `diff` prints (`--json`): the tier, the reasons, per-tensor and metric deltas, and
 the evidence of the equivalent tier. Printed, never stored; an audit keeps the reasons' words."""
 
-from __future__ import annotations
-
 from builder.model_base import Printed
 from builder.records.enums import Closed, Tier
 from builder.records.sweep import Tost

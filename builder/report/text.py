@@ -1,8 +1,8 @@
 """Text reports: what the command line prints for each result, with rich.
 
 One `render_<thing>(console, ...)` per result. Each prints onto the console it is given (the
-command line passes its stdout console, `Console(highlight=False, soft_wrap=True)`; progress
-and failures go to its stderr console) and does nothing else: every value it shows is handed
+command line passes its stdout console, `cli.common.out`; progress and failures go to its
+stderr console) and does nothing else: every value it shows is handed
 to it, loaded and computed by a service beforehand. Importing this module imports rich and
 the records only (no NumPy, SciPy, framework or engine SDK): the services' result types are
 named for type checking alone.
