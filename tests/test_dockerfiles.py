@@ -144,7 +144,8 @@ def test_capsules_own_wheel_holds_exactly_the_package_as_it_is(tmp_path: Path) -
         shipped = {n for n in archive.namelist() if n.startswith("builder/")}
     package = {
         p.relative_to(ROOT).as_posix()
-        for p in (ROOT / "builder").rglob("*.py")
+        for pattern in ("*.py", "records/schema/*.json")  # the modules and the shipped schemas
+        for p in (ROOT / "builder").rglob(pattern)
         if "__pycache__" not in p.parts
     }
     assert shipped == package

@@ -1,5 +1,7 @@
 """Commands on one capsule: freeze, replay, verify, inspect, diff, schema."""
 
+from __future__ import annotations
+
 from pathlib import Path
 from typing import Annotated
 

@@ -1,5 +1,7 @@
 """Commands on a capsule's image: build, export, import."""
 
+from __future__ import annotations
+
 from pathlib import Path
 from typing import Annotated
 

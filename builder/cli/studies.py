@@ -1,5 +1,7 @@
 """Commands that study a capsule with many runs: sweep, stats, evaluate, matrix, audit."""
 
+from __future__ import annotations
+
 import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
