@@ -28,9 +28,14 @@ def inspect(path: Path) -> tuple[Manifest | ReplayRecord, Studies | None]:
     return record, Studies(sweep=study, audits=load_audits(path, record))
 
 
-def as_document(record: Manifest | ReplayRecord, studies: Studies | None) -> dict[str, Any]:
-    """`inspect --json`: the record as stored, then (a capsule) `sweep` and `audits`."""
+def as_document(
+    record: Manifest | ReplayRecord, studies: Studies | None, digest: str | None = None
+) -> dict[str, Any]:
+    """`inspect --json`: the record as stored, then (a capsule) `sweep`, `audits` and
+    `digest` (builder.trust)."""
     document: dict[str, Any] = json.loads(record.model_dump_json())
     if studies is not None:
         document.update(json.loads(studies.model_dump_json()))
+    if digest is not None:
+        document["digest"] = digest
     return document

@@ -20,7 +20,15 @@ from builder.records.manifest import Manifest
 from builder.records.replay import CapsuleRef, ReplayRecord
 from builder.records.spec import Spec, UserSpec
 from builder.run import execute
-from builder.store import MANIFEST, Capsule, StagedDir, file_sha256, load_record, sha256_bytes
+from builder.store import (
+    MANIFEST,
+    Capsule,
+    StagedDir,
+    capsule_digest,
+    file_sha256,
+    load_record,
+    sha256_bytes,
+)
 from builder.usercode import CodeResult, execute_code
 
 IMAGE_ENV = "CAPSULE_IMAGE_ID"  # set by `replay --on ENGINE` inside the container it starts
@@ -88,6 +96,7 @@ def replay_on_host(
                 name=manifest.spec.name,
                 path=str(capsule.path.resolve()),
                 manifest_sha256=sha256_bytes((capsule.path / MANIFEST).read_bytes()),
+                source_digest=capsule_digest(manifest),
             ),
             on=Where(os.environ.get(ENGINE_ENV, Where.docker)) if image_id else Where.host,
             image_id=image_id,

@@ -105,7 +105,7 @@ class StagedDir:
         give the staging directory its final name."""
         if record is not None:
             name = MANIFEST if isinstance(record, Manifest) else REPLAY
-            text = _record_bytes(record)
+            text = record_bytes(record)
             (self.stage / name).write_bytes(text)
             _sidecar(self.stage / name).write_text(f"{sha256_bytes(text)}  {name}\n")
         trash = None
@@ -118,7 +118,7 @@ class StagedDir:
             shutil.rmtree(trash, ignore_errors=True)
 
 
-def _record_bytes(record: Record) -> bytes:
+def record_bytes(record: Record) -> bytes:
     return record.model_dump_json(indent=2).encode() + b"\n"
 
 
@@ -133,13 +133,13 @@ def capsule_digest(manifest: Manifest) -> str:
     its studies, so recording an image, a sweep or an audit does not relabel the image."""
     artifacts = {k: v for k, v in manifest.artifacts.items() if not is_study(k)}
     return sha256_bytes(
-        _record_bytes(manifest.model_copy(update={"images": {}, "artifacts": artifacts}))
+        record_bytes(manifest.model_copy(update={"images": {}, "artifacts": artifacts}))
     )
 
 
 def update_manifest(directory: Path, manifest: Manifest) -> None:
     """Replace a capsule's manifest and its digest sidecar, each by an atomic rename."""
-    text = _record_bytes(manifest)
+    text = record_bytes(manifest)
     target = directory / MANIFEST
     for path, data in (
         (target, text),

@@ -43,7 +43,12 @@ def export(
     engine_name: str = "docker",
 ) -> ExportResult:
     """Write the capsule (and its recorded images, saved from the named engine) to `out`."""
+    from builder.trust import SIGNATURE, content_digest
+
     manifest, where = capsule.manifest, capsule.path
+    digest = content_digest(manifest)
+    if out.is_dir():  # a folder: the file is named after the capsule and its digest
+        out = out / f"{manifest.spec.name}-{digest[:12]}.capsule.tar"
     if out.exists() and not force:
         raise BadInput(f"{out}: already exists (pass --force to replace it)")
     if with_image and not manifest.images:
@@ -51,6 +56,8 @@ def export(
     out.parent.mkdir(parents=True, exist_ok=True)
     partial = out.with_name(f".{out.name}.partial-{uuid.uuid4().hex[:8]}")
     names = [MANIFEST, "manifest.sha256", *sorted(ref.path for ref in manifest.artifacts.values())]
+    if (where / SIGNATURE).is_file() and not (where / SIGNATURE).is_symlink():
+        names.append(SIGNATURE)
     try:
         with tarfile.open(partial, "w", format=tarfile.PAX_FORMAT) as tar:
             for name in names:
@@ -62,7 +69,11 @@ def export(
         partial.unlink(missing_ok=True)
         raise
     return ExportResult(
-        path=str(out), files=len(names), with_image=with_image, bytes=out.stat().st_size
+        path=str(out),
+        files=len(names),
+        with_image=with_image,
+        bytes=out.stat().st_size,
+        digest=digest,
     )
 
 
@@ -109,7 +120,9 @@ def import_capsule(
     engine_name: str = "docker",
 ) -> ImportResult:
     """Unpack an export safely, verify every digest, load its images into the named engine;
-    write the capsule to `out`."""
+    write the capsule to `out`. A signature it carries must be over its digest."""
+    from builder.trust import check_signature_covers, content_digest
+
     if not source.is_file():
         raise BadInput(f"{source}: export file not found")
     if not tarfile.is_tarfile(source):
@@ -131,6 +144,7 @@ def import_capsule(
             raise BadInput(f"{source}: capsule/{MANIFEST}: missing; not a capsule export")
         images_dir = stage.stage / "images"
         manifest = verify_capsule(stage.stage)
+        check_signature_covers(stage.stage, content_digest(manifest))
         for image_file in images:
             _load_image(manifest, image_file, engine_name, observer.log)
         shutil.rmtree(images_dir, ignore_errors=True)

@@ -16,7 +16,7 @@ import numpy as np
 from builder.frameworks.layout import to_reference_layout
 from builder.records.enums import Tier
 from builder.records.manifest import Manifest
-from builder.records.replay import ReplayRecord
+from builder.records.replay import CapsuleRef, ReplayRecord
 from builder.records.run import AppliedControls, Fingerprint, InputRecord, Outcome
 from builder.records.spec import Spec
 from builder.records.sweep import SweepRecord
@@ -30,7 +30,7 @@ from builder.records.verdict import (
     Verdict,
 )
 from builder.stats import margin_value, tost
-from builder.store import load_record, load_sweep, read_tensors
+from builder.store import capsule_digest, load_record, load_sweep, read_tensors
 
 MAX_LISTED_PACKAGES = 8
 
@@ -49,6 +49,9 @@ class Side:
     inputs: dict[str, InputRecord] = dataclasses.field(default_factory=dict)
     code: dict[str, str] = dataclasses.field(default_factory=dict)  # capsules: file → sha256
     sweep: SweepRecord | None = None  # capsules: their seed/order sweep, if any
+    name: str = ""
+    frozen_digest: str | None = None  # capsules: store.capsule_digest of their manifest
+    source: CapsuleRef | None = None  # replays: the capsule they were made from
 
 
 def load_side(path: Path) -> Side:
@@ -78,6 +81,9 @@ def load_side(path: Path) -> Side:
         inputs=record.inputs,
         code=code,
         sweep=load_sweep(path, record) if isinstance(record, Manifest) else None,
+        name=record.spec.name,
+        frozen_digest=capsule_digest(record) if isinstance(record, Manifest) else None,
+        source=record.capsule if isinstance(record, ReplayRecord) else None,
     )
 
 
@@ -413,13 +419,36 @@ def compare(a: Side, b: Side, tol: Tolerances) -> Verdict:
         verdict=tier,
         baseline=str(a.path),
         replay=str(b.path),
-        reasons=overrides + head + environment,
+        reasons=_provenance_reasons(a, b) + overrides + head + environment,
         tensors=tensors,
         metrics=metrics,
         first_divergent_step=step,
         tolerances=tol,
         equivalence=equivalence,
     )
+
+
+def _provenance_reasons(a: Side, b: Side) -> list[Reason]:
+    """A capsule against a replay that records another frozen content than the capsule's now:
+    a replay of another capsule, or of this one before its baseline was changed."""
+    capsule, replay = (a, b) if a.source is None else (b, a)
+    if capsule.frozen_digest is None or replay.source is None:
+        return []
+    made_from = replay.source.source_digest
+    if made_from is None or made_from == capsule.frozen_digest:
+        return []
+    if replay.source.name == capsule.name:
+        message = (
+            f"the replay was made from {capsule.name} as it was (frozen digest "
+            f"{made_from[:12]}…); its frozen content is now {capsule.frozen_digest[:12]}…: "
+            "the capsule changed since, so its baseline is not the one replayed"
+        )
+    else:
+        message = (
+            f"the replay is of capsule {replay.source.name} (frozen digest {made_from[:12]}…), "
+            f"not of {capsule.name} ({capsule.frozen_digest[:12]}…)"
+        )
+    return [Reason(kind=ReasonKind.capsule, message=message)]
 
 
 def judge_equivalence(sweep: SweepRecord, outcome: Outcome, tol: Tolerances) -> Equivalence:

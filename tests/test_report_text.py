@@ -32,6 +32,7 @@ from builder.records.run import EpochMetrics
 from builder.records.sweep import Summary, SweepRecord
 from builder.records.verdict import Tolerances
 from builder.report import text
+from builder.trust import content_digest
 from tests.conftest import CAPSULE_BIN, CAPSULES, ROOT
 
 V1 = ROOT / "tests" / "fixtures" / "schema-v1"
@@ -149,7 +150,8 @@ def describe(directory: Path) -> str:
         sweep = sweep_of(directory, manifest) if "sweep" in manifest.artifacts else None
         stats = summaries(sweep) if sweep is not None else []
         audits = audits_of(directory, manifest)
-        return rendered(text.render_describe, manifest, sweep, stats, audits)
+        digest = content_digest(manifest)
+        return rendered(text.render_describe, manifest, sweep, stats, audits, digest)
     return rendered(text.render_describe, replay_of(directory))
 
 
@@ -262,7 +264,8 @@ def test_images_and_transfer_lines_are_what_the_cli_prints(tmp_path: Path) -> No
 
 def test_verify_line_is_what_verify_prints() -> None:
     capsule_artifacts = len(manifest_of(CAP).artifacts)
-    assert rendered(text.render_verify, CAP, capsule_artifacts) == stdout("verify", CAP)
+    digest = content_digest(manifest_of(CAP))
+    assert rendered(text.render_verify, CAP, capsule_artifacts, digest) == stdout("verify", CAP)
     words = rendered(text.render_verify, REP, len(replay_of(REP).artifacts))
     assert words == stdout("verify", REP)
     assert words == f"ok: {REP}: the record and 1 artifacts match their sha256\n"
@@ -465,7 +468,7 @@ def test_user_code_freeze_summary_findings_and_describe(tmp_path: Path) -> None:
     out = tmp_path / "numpy-softmax"
     printed = stdout("freeze", CAPSULES / "numpy-softmax", "--out", out)
     manifest = manifest_of(out)
-    words = rendered(text.render_summary, manifest, out, "froze")
+    words = rendered(text.render_summary, manifest, out, "froze", content_digest(manifest))
     assert words == printed
     assert words.startswith(f"froze numpy-softmax → {out}: ")
     described = describe(out)

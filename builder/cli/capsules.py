@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from builder.cli.common import (
+    BadUsage,
     DeviceChoice,
     JsonFlag,
     KindChoice,
@@ -58,6 +59,7 @@ def freeze(
     from builder.records.spec import UserSpec
     from builder.report.text import render_findings, render_summary
     from builder.spec import load_spec
+    from builder.trust import content_digest
 
     chosen = device.value if device else None
     with reported():
@@ -69,10 +71,11 @@ def freeze(
             )
     if isinstance(parsed, UserSpec) and manifest.audit and not as_json:
         render_findings(err, manifest.audit)
+    digest = content_digest(manifest)
     emit(
-        RunSummary.of(manifest, out_dir),
+        RunSummary.of(manifest, out_dir, digest),
         as_json,
-        lambda: render_summary(out, manifest, out_dir, "froze"),
+        lambda: render_summary(out, manifest, out_dir, "froze", digest),
     )
 
 
@@ -208,23 +211,84 @@ def diff(
 @app.command()
 def verify(
     capsule: Annotated[Path, typer.Argument(help="A capsule or replay directory.")],
+    digest: Annotated[
+        str | None,
+        typer.Option(
+            help="The capsule's digest as published (a paper, a README): exit 3 unless equal."
+        ),
+    ] = None,
+    key: Annotated[
+        Path | None,
+        typer.Option(help="A public key (PEM): exit 3 unless the capsule is signed by its owner."),
+    ] = None,
     as_json: JsonFlag = False,
 ) -> None:
-    """Re-hash the manifest and every artifact; exit 3 naming the first one that was altered."""
+    """Re-hash the manifest and every artifact; exit 3 naming the first one that was altered.
+
+    A capsule's digest is printed; a signature stored in it must be over that digest (exit 3
+    if the capsule changed since it was signed). See README, "Trust".
+    """
     from builder.errors import IntegrityError
+    from builder.records.manifest import Manifest
     from builder.records.results import VerifyResult
     from builder.report.text import render_verify
     from builder.store import verify as do_verify
+    from builder.trust import (
+        check_published,
+        check_signature_covers,
+        content_digest,
+        verify_signature,
+    )
 
     with reported():
         try:
             record = do_verify(capsule)
+            found = content_digest(record) if isinstance(record, Manifest) else None
+            if found is None and (digest or key):
+                raise BadUsage(f"{capsule}: is a replay; --digest and --key check capsules")
+            if found is not None:
+                check_signature_covers(capsule, found)
+                if digest is not None:
+                    check_published(found, digest)
+                if key is not None:
+                    verify_signature(capsule, found, key)
         except IntegrityError as error:
             failed = VerifyResult(ok=False, path=str(capsule), error=str(error))
             emit(failed, as_json, lambda: None)
             raise
-    result = VerifyResult(ok=True, path=str(capsule), artifacts=len(record.artifacts))
-    emit(result, as_json, lambda: render_verify(out, capsule, len(record.artifacts)))
+    result = VerifyResult(
+        ok=True,
+        path=str(capsule),
+        artifacts=len(record.artifacts),
+        digest=found,
+        signed=True if key is not None else None,
+    )
+    emit(result, as_json, lambda: render_verify(out, capsule, len(record.artifacts), found, key))
+
+
+@app.command()
+def sign(
+    capsule: Annotated[Path, typer.Argument(help="The capsule to sign.")],
+    key: Annotated[Path, typer.Option(help="Your elliptic-curve private key (PEM).")],
+    password: Annotated[
+        str | None,
+        typer.Option(envvar="CAPSULE_KEY_PASSWORD", help="The key's password, if it has one."),
+    ] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Sign the capsule's digest (Sigstore's model-signing, offline, with your key); the
+    signature is stored in the capsule as capsule.sig and checked by `verify --key PUB`."""
+    from builder.records.results import SignResult
+    from builder.report.text import render_sign
+    from builder.trust import content_digest
+    from builder.trust import sign as do_sign
+
+    with reported():
+        handle = open_capsule(capsule)
+        found = content_digest(handle.manifest)
+        signature = do_sign(capsule, found, key, password)
+    result = SignResult(path=str(capsule), digest=found, signature=str(signature))
+    emit(result, as_json, lambda: render_sign(out, result))
 
 
 @app.command()
@@ -239,10 +303,13 @@ def inspect(
     """
     from builder.inspection import as_document
     from builder.inspection import inspect as do_inspect
+    from builder.records.manifest import Manifest
     from builder.report.text import render_describe
+    from builder.trust import content_digest
 
     with reported():
         record, studies = do_inspect(capsule)
+    digest = content_digest(record) if isinstance(record, Manifest) else None
 
     def render() -> None:
         sweep = studies.sweep if studies else None
@@ -252,9 +319,10 @@ def inspect(
             sweep.record if sweep else None,
             sweep.stats if sweep else (),
             studies.audits if studies else (),
+            digest,
         )
 
-    emit(as_document(record, studies) if studies else record, as_json, render)
+    emit(as_document(record, studies, digest) if studies else record, as_json, render)
 
 
 @app.command()

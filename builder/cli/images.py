@@ -55,7 +55,13 @@ def build(
 @app.command()
 def export(
     capsule: Annotated[Path, typer.Argument(help="The capsule directory.")],
-    out_file: Annotated[Path, typer.Option("--out", help="The file to write (NAME.capsule.tar).")],
+    out_file: Annotated[
+        Path,
+        typer.Option(
+            "--out",
+            help="The file to write, or a folder to write NAME-DIGEST12.capsule.tar into.",
+        ),
+    ],
     with_image: Annotated[
         bool, typer.Option(help="Include the capsule's built images (docker save format, gzip).")
     ] = False,
@@ -74,7 +80,7 @@ def export(
         result,
         as_json,
         lambda: render_export(
-            out, capsule, out_file, result.files, result.with_image, result.bytes
+            out, capsule, Path(result.path), result.files, result.with_image, result.bytes
         ),
     )
 

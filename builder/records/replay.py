@@ -62,6 +62,9 @@ class CapsuleRef(Strict):
     name: str
     path: str
     manifest_sha256: Sha256
+    # the capsule's frozen content (store.capsule_digest: without images and studies), which
+    # `diff` compares with the capsule's; replays made before it was recorded have none
+    source_digest: Sha256 | None = Field(default=None, exclude_if=lambda v: v is None)
 
 
 class _ReplaySource(RecordHead):

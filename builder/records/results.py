@@ -26,9 +26,10 @@ class RunSummary(Printed):
     train_seconds: float
     audit: list[Finding]  # the nondeterminism findings (the manifest's field keeps its name)
     artifacts: dict[str, str]  # name → sha256
+    digest: str | None = Field(default=None, exclude_if=lambda v: v is None)  # a capsule's
 
     @classmethod
-    def of(cls, record: Manifest | ReplayRecord, where: Path) -> Self:
+    def of(cls, record: Manifest | ReplayRecord, where: Path, digest: str | None = None) -> Self:
         return cls(
             kind=record.kind,
             name=record.spec.name,
@@ -38,6 +39,7 @@ class RunSummary(Printed):
             train_seconds=record.outcome.train_seconds,
             audit=record.audit,
             artifacts={name: ref.sha256 for name, ref in record.artifacts.items()},
+            digest=digest,
         )
 
 
@@ -57,7 +59,17 @@ class VerifyResult(Printed):
     ok: bool
     path: str
     artifacts: int | None = Field(default=None, exclude_if=lambda v: v is None)
+    digest: str | None = Field(default=None, exclude_if=lambda v: v is None)  # capsules only
+    signed: bool | None = Field(default=None, exclude_if=lambda v: v is None)  # by --key
     error: str | None = Field(default=None, exclude_if=lambda v: v is None)
+
+
+class SignResult(Printed):
+    """`sign`: the digest signed and where the signature was stored."""
+
+    path: str
+    digest: str
+    signature: str
 
 
 class ExportResult(Printed):
@@ -65,6 +77,7 @@ class ExportResult(Printed):
     files: int
     with_image: bool
     bytes: int
+    digest: str  # the capsule's (builder.trust), also in the file's name when --out is a folder
 
 
 class ImportResult(Printed):

@@ -10,6 +10,7 @@ class ReasonKind(Closed):
     """The machine-readable `kind` of a reason (the README's `--json` section lists them)."""
 
     identical = "identical"  # every weight tensor and metric is bit-for-bit equal
+    capsule = "capsule"  # the replay was made from other content than this capsule's now
     override = "override"  # a `replay --set` what-if value
     framework = "framework"  # the framework or its version differs
     data = "data"  # a data input of the user's code differs, or only one side read it

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from builder.records.audit import AuditRecord
     from builder.records.matrix import MatrixRecord
     from builder.records.replay import ReplayRecord
-    from builder.records.results import BuildResult
+    from builder.records.results import BuildResult, SignResult
     from builder.records.run import EpochMetrics, Finding
     from builder.records.sweep import Summary, SweepRecord, SweepRun, Tost, Welch
     from builder.records.verdict import Verdict
@@ -75,10 +75,14 @@ def render_metric(console: Console, name: str, value: float, step: int | None) -
 
 
 def render_summary(
-    console: Console, record: Manifest | ReplayRecord, where: Path, verb: str
+    console: Console,
+    record: Manifest | ReplayRecord,
+    where: Path,
+    verb: str,
+    digest: str | None = None,
 ) -> None:
-    """The one line after `freeze` (verb "froze") and `replay` ("replayed", or "replayed in
-    docker"): the record written at `where` and its final figures."""
+    """The line after `freeze` (verb "froze") and `replay` ("replayed", or "replayed in
+    docker"): the record written at `where` and its final figures; then a capsule's digest."""
     final = record.outcome.final_values()
     if record.outcome.final is not None:
         f = record.outcome.final
@@ -92,6 +96,8 @@ def render_summary(
         f"{verb} {record.spec.name} → {where}: {figures} "
         f"({record.outcome.steps} steps, {record.outcome.train_seconds:.1f} s training)"
     )
+    if digest is not None:
+        console.print(f"digest: sha256:{digest}")
 
 
 def render_findings(console: Console, findings: Sequence[Finding]) -> None:
@@ -140,10 +146,25 @@ def render_import(console: Console, name: str, out_dir: Path, images: Mapping[st
     console.print(f"imported {name} → {out_dir}; verified; images recorded: {loaded}")
 
 
-def render_verify(console: Console, capsule: Path, artifacts: int) -> None:
+def render_verify(
+    console: Console,
+    capsule: Path,
+    artifacts: int,
+    digest: str | None = None,
+    key: Path | None = None,
+) -> None:
     """`verify`, when the record and its `artifacts` artifacts all matched their digests (a
-    mismatch is an error: the CLI prints it)."""
+    mismatch is an error: the CLI prints it), with a capsule's digest and whose key signed it."""
     console.print(f"ok: {capsule}: the record and {artifacts} artifacts match their sha256")
+    if digest is not None:
+        console.print(f"digest: sha256:{digest}")
+    if key is not None:
+        console.print(f"signed: by the owner of {key}")
+
+
+def render_sign(console: Console, result: SignResult) -> None:
+    """`sign`: the digest that was signed and where the signature went."""
+    console.print(f"signed {result.path}: sha256:{result.digest} → {result.signature}")
 
 
 # ---------------------------------------------------------------- diff, audit
@@ -324,6 +345,7 @@ def render_describe(
     sweep: SweepRecord | None = None,
     summaries: Sequence[Summary] = (),
     audits: Sequence[AuditRecord] = (),
+    digest: str | None = None,
 ) -> None:
     """`inspect`: what a capsule or replay holds — spec, controls, environment, outcome,
     findings, its sweep's statistics and its upgrade audits, and the artifacts.
@@ -340,6 +362,8 @@ def render_describe(
     )
     if spec.description:
         console.print(f"  {spec.description}", markup=False)
+    if digest is not None:
+        console.print(f"digest     sha256:{digest}")
     console.print(
         f"framework  {fp.framework} {fp.framework_version} on {ctl.device}, "
         f"{ctl.threads} thread(s), {ctl.dtype}, deterministic={ctl.deterministic}"
