@@ -3,7 +3,8 @@ imported or run). Its findings are stored with the runtime ones in the manifest'
 
 Each rule names a pattern the paper's remedies forbid: unseeded RNGs, data loading whose order
 depends on worker timing, autotuned kernels. The rules about one framework's API live in its
-wing (`frameworks/scan_rules.py`); this module walks the code and keeps NumPy's and Python's.
+wing (`frameworks/scan_rules.py`); this module walks the code and keeps NumPy's and Python's;
+RNGs seeded from the clock are `scan_clock.py`'s (names resolved through the imports).
 Findings carry the file and line, so `inspect` can point at them and `freeze --strict` can
 refuse to freeze.
 """
@@ -15,6 +16,9 @@ from pathlib import Path
 
 from builder.frameworks import scan_rules as framework_rules
 from builder.records.run import Finding
+from builder.scan_clock import RULE as CLOCK_RULE
+from builder.scan_clock import clock_seeds
+from builder.scan_names import dotted, import_aliases
 
 LEGACY_NUMPY = {
     "seed",
@@ -41,18 +45,6 @@ LEGACY_NUMPY = {
 }
 
 
-def _dotted(node: ast.AST) -> str:
-    """`np.random.seed` for the expression it names; '' for anything else."""
-    parts = []
-    while isinstance(node, ast.Attribute):
-        parts.append(node.attr)
-        node = node.value
-    if isinstance(node, ast.Name):
-        parts.append(node.id)
-        return ".".join(reversed(parts))
-    return ""
-
-
 def _keywords(call: ast.Call) -> dict[str, ast.expr]:
     return {k.arg: k.value for k in call.keywords if k.arg is not None}
 
@@ -76,7 +68,7 @@ class _Scanner(ast.NodeVisitor):
         )
 
     def visit_Call(self, node: ast.Call) -> None:
-        name = _dotted(node.func)
+        name = dotted(node.func)
         last = name.rsplit(".", 1)[-1]
         keywords = _keywords(node)
         found = framework_rules.call_rule(last, keywords)
@@ -93,22 +85,11 @@ class _Scanner(ast.NodeVisitor):
             self.initializers.append((node.lineno, name))
         if last in framework_rules.SEEDING_CALLS and self.first_seeding is None:
             self.first_seeding = node.lineno
-        if (
-            name == "random.seed"
-            and node.args
-            and isinstance(node.args[0], ast.Call)
-            and _dotted(node.args[0].func).startswith(("time.", "datetime."))
-        ):
-            self.add(
-                node,
-                "seed-from-clock",
-                "random.seed() from the clock: every run draws other numbers",
-            )
         self.generic_visit(node)
 
     def visit_Assign(self, node: ast.Assign) -> None:
         for target in node.targets:
-            found = framework_rules.assign_rule(_dotted(target), node.value)
+            found = framework_rules.assign_rule(dotted(target), node.value)
             if found is not None:
                 self.add(node, *found)
         self.generic_visit(node)
@@ -144,6 +125,8 @@ def scan_source(text: str, file: str) -> list[Finding]:
         ]
     scanner = _Scanner(file)
     scanner.visit(tree)
+    for call, message in clock_seeds(tree, import_aliases(tree)):
+        scanner.add(call, CLOCK_RULE, message)
     return scanner.finish()
 
 

@@ -1,5 +1,6 @@
 """The code scan's rules about the frameworks' own APIs (the scan itself is builder/scan.py):
-PyTorch's DataLoader workers and cuDNN autotuning, Keras initializers without a seed."""
+PyTorch's DataLoader workers and cuDNN autotuning, Keras initializers without a seed, and the
+frameworks' seeding calls (for the seed-from-clock rule, builder/scan_clock.py)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,21 @@ KERAS_INITIALIZERS = {
     "VarianceScaling",
 }
 SEEDING_CALLS = {"set_random_seed", "set_seed"}
+# Functions and constructors that seed a framework's RNG, by qualified name (the scan resolves
+# the code's import aliases, so `th.manual_seed` after `import torch as th` is torch's).
+SEEDING_FUNCTIONS = {
+    "torch.manual_seed",
+    "torch.random.manual_seed",
+    "torch.cuda.manual_seed",
+    "torch.cuda.manual_seed_all",
+    "torch.Generator.manual_seed",
+    "tensorflow.random.set_seed",
+    "tensorflow.random.Generator.from_seed",
+    "tensorflow.compat.v1.set_random_seed",
+    "tensorflow.keras.utils.set_random_seed",
+    "keras.utils.set_random_seed",
+    "keras.random.SeedGenerator",
+}
 
 
 def call_rule(last: str, keywords: dict[str, ast.expr]) -> tuple[str, str] | None:
