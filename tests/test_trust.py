@@ -67,9 +67,7 @@ def digest_of(directory: Path) -> str:
     return str(document["digest"])
 
 
-def test_freeze_verify_inspect_and_export_agree_on_the_digest(
-    frozen: Path, tmp_path: Path
-) -> None:
+def test_freeze_verify_inspect_and_export_agree_on_the_digest(frozen: Path, tmp_path: Path) -> None:
     digest = digest_of(frozen)
     assert len(digest) == 64
     assert json.loads(ok(capsule("inspect", frozen, "--json")).stdout)["digest"] == digest
