@@ -166,10 +166,11 @@ def test_describe_of_the_capsule_is_what_inspect_prints() -> None:
     assert lines[0] == (
         "tiny-v1 (capsule, schema 1, created 2026-11-27T14:52:36+00:00 by capsule 0.1.0)"
     )
-    assert lines[1] == (
+    assert lines[1] == f"digest     sha256:{content_digest(manifest_of(CAP))}"
+    assert lines[2] == (
         "framework  torch 2.13.0+cpu on cpu, 1 thread(s), float32, deterministic=True"
     )
-    assert lines[2] == (
+    assert lines[3] == (
         "model      mlp hidden=[8] tanh; adam lr=0.01 betas=[0.9, 0.999] eps=1e-08 (for-loop); "
         "3 epochs, batch 16"
     )
