@@ -23,6 +23,7 @@ from pathlib import Path
 
 from builder.errors import BadInput, IntegrityError
 from builder.records.manifest import Manifest
+from builder.records.replay import ReplayRecord
 from builder.store import MANIFEST, record_bytes
 
 SIGNATURE = "capsule.sig"  # the Sigstore bundle, beside manifest.json
@@ -133,6 +134,27 @@ def verify_signature(directory: Path, digest: str, public_key: Path) -> None:
             raise IntegrityError(
                 f"{path}: the signature does not verify with {public_key} ({_first_line(error)})"
             ) from None
+
+
+def check_trust(
+    directory: Path,
+    record: Manifest | ReplayRecord,
+    published: str | None = None,
+    public_key: Path | None = None,
+) -> str | None:
+    """`verify`'s checks after the re-hash: a capsule's digest (returned), its stored
+    signature over that digest, and the published digest and signer when given."""
+    if not isinstance(record, Manifest):
+        if published or public_key:
+            raise BadInput(f"{directory}: is a replay; --digest and --key check capsules")
+        return None
+    digest = content_digest(record)
+    check_signature_covers(directory, digest)
+    if published is not None:
+        check_published(digest, published)
+    if public_key is not None:
+        verify_signature(directory, digest, public_key)
+    return digest
 
 
 def _digest_file_sha(digest: str) -> str:

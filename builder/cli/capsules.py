@@ -8,7 +8,6 @@ from typing import Annotated
 import typer
 
 from builder.cli.common import (
-    BadUsage,
     DeviceChoice,
     JsonFlag,
     KindChoice,
@@ -229,29 +228,15 @@ def verify(
     if the capsule changed since it was signed). See README, "Trust".
     """
     from builder.errors import IntegrityError
-    from builder.records.manifest import Manifest
     from builder.records.results import VerifyResult
     from builder.report.text import render_verify
     from builder.store import verify as do_verify
-    from builder.trust import (
-        check_published,
-        check_signature_covers,
-        content_digest,
-        verify_signature,
-    )
+    from builder.trust import check_trust
 
     with reported():
         try:
             record = do_verify(capsule)
-            found = content_digest(record) if isinstance(record, Manifest) else None
-            if found is None and (digest or key):
-                raise BadUsage(f"{capsule}: is a replay; --digest and --key check capsules")
-            if found is not None:
-                check_signature_covers(capsule, found)
-                if digest is not None:
-                    check_published(found, digest)
-                if key is not None:
-                    verify_signature(capsule, found, key)
+            found = check_trust(capsule, record, digest, key)
         except IntegrityError as error:
             failed = VerifyResult(ok=False, path=str(capsule), error=str(error))
             emit(failed, as_json, lambda: None)
