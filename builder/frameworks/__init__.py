@@ -12,7 +12,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
@@ -70,8 +70,16 @@ class Framework(Protocol):
         ...
 
     def train(
-        self, spec: Spec, dataset: Dataset, order: np.ndarray, device: str, on_epoch: EpochCallback
-    ) -> Trained: ...
+        self,
+        spec: Spec,
+        dataset: Dataset,
+        order: Iterable[np.ndarray],
+        device: str,
+        on_epoch: EpochCallback,
+    ) -> Trained:
+        """Train in `order`: one int64 permutation of the training rows per epoch, taken an
+        epoch at a time (a 2-D array's rows, or a `data.Order`)."""
+        ...
 
     def evaluate(
         self, spec: Spec, dataset: Dataset, weights: dict[str, np.ndarray], device: str
