@@ -254,7 +254,7 @@ class DrawnOrder(Order):
     def __iter__(self) -> Iterator[np.ndarray]:
         rng = np.random.Generator(np.random.PCG64(self.seed))
         for _ in range(self.epochs):
-            yield rng.permutation(self.rows).astype(np.int64)
+            yield rng.permutation(self.rows).astype(np.int64, copy=False)
 
 
 class StoredOrder(Order):
@@ -318,12 +318,12 @@ def write_order(order: Order, target: Path) -> tuple[str, int]:
     size = 0
     target.parent.mkdir(parents=True, exist_ok=True)
     with target.open("wb") as f:
-        header = _order_header(order.rows, order.epochs)
-        epochs = (np.ascontiguousarray(perm, "<i8").tobytes() for perm in order)
+        header = memoryview(_order_header(order.rows, order.epochs))
+        epochs = (np.ascontiguousarray(perm, "<i8").data.cast("B") for perm in order)
         for data in itertools.chain([header], epochs):
             f.write(data)
             digest.update(data)
-            size += len(data)
+            size += data.nbytes
     return digest.hexdigest(), size
 
 

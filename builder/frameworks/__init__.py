@@ -217,6 +217,11 @@ def check_spec(spec: SpecBase, source: str) -> None:
             f"{source}: controls.device: 'cuda' needs a framework with GPU support "
             f"({_names(lambda e: e.cuda_requirement is not None)}), not '{spec.framework}'"
         )
+    if spec.framework == "tensorflow" and spec.seeds.init >= 2**32:
+        raise BadInput(
+            f"{source}: seeds.init: at most 2**32 - 1 = {2**32 - 1} with framework 'tensorflow' "
+            f"(keras.utils.set_random_seed seeds NumPy's global RNG with it; got {spec.seeds.init})"
+        )
     if isinstance(spec, Spec) and spec.framework == "tensorflow" and spec.train.weight_decay:
         raise BadInput(
             f"{source}: train.weight_decay: not supported with framework 'tensorflow' "
