@@ -7,6 +7,10 @@ fixed seed; a capsule stores the generated arrays themselves, so a replay never 
 from __future__ import annotations
 
 import hashlib
+import itertools
+import json
+import struct
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -224,7 +228,105 @@ def describe(
     )
 
 
+class Order:
+    """The training rows' order: one permutation per epoch, handed out an epoch at a time (as
+    int64 arrays), so no more than one epoch's permutation is ever held. Iterable again."""
+
+    def __init__(self, rows: int, epochs: int) -> None:
+        self.rows = rows
+        self.epochs = epochs
+
+    def __len__(self) -> int:
+        return self.epochs
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        raise NotImplementedError
+
+
+class DrawnOrder(Order):
+    """The order an order seed draws: the epochs' permutations in turn from one PCG64 stream
+    (the same numbers as drawing them all at once)."""
+
+    def __init__(self, rows: int, epochs: int, seed: int) -> None:
+        super().__init__(rows, epochs)
+        self.seed = seed
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        rng = np.random.Generator(np.random.PCG64(self.seed))
+        for _ in range(self.epochs):
+            yield rng.permutation(self.rows).astype(np.int64, copy=False)
+
+
+class StoredOrder(Order):
+    """A recorded order read an epoch at a time from its safetensors file (`order`: int64
+    [epochs, rows]). The caller has checked the file's digest; its layout is checked here."""
+
+    def __init__(self, path: Path, rows: int, epochs: int) -> None:
+        super().__init__(rows, epochs)
+        self.path = path
+        self.offset = _order_offset(path, rows, epochs)
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        with self.path.open("rb") as f:
+            f.seek(self.offset)
+            for _ in range(self.epochs):
+                perm = np.fromfile(f, dtype="<i8", count=self.rows)
+                if perm.shape[0] != self.rows:
+                    raise BadInput(f"{self.path}: the recorded order ends early")
+                yield perm.astype(np.int64, copy=False)
+
+
+ORDER_KEY = "order"
+ORDER_LIMIT = 2**30  # row indices in a recorded order (8 GiB): epochs times training rows
+
+
+def _order_header(rows: int, epochs: int) -> bytes:
+    """The safetensors header of an order, byte for byte as `safetensors.numpy.save` writes it
+    (JSON without spaces, padded with spaces to a multiple of 8, after its length)."""
+    info = {"dtype": "I64", "shape": [epochs, rows], "data_offsets": [0, epochs * rows * 8]}
+    text = json.dumps({ORDER_KEY: info}, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)
+    return struct.pack("<Q", len(text)) + text
+
+
+def _order_offset(path: Path, rows: int, epochs: int) -> int:
+    """Where the rows of a stored order start, after checking it holds `order` int64
+    [epochs, rows] and nothing else (BadInput naming the file if not)."""
+    problem = f"{path}: not the recorded order of {epochs} epochs of {rows} rows"
+    try:
+        with path.open("rb") as f:
+            (length,) = struct.unpack("<Q", f.read(8))
+            if length > 1 << 20:
+                raise BadInput(f"{problem} (a safetensors header of {length} bytes)")
+            header = json.loads(f.read(length))
+        size = path.stat().st_size
+    except (OSError, struct.error, ValueError, RecursionError) as error:
+        raise BadInput(f"{problem} (not a safetensors file: {error})") from None
+    info = header.get(ORDER_KEY) if isinstance(header, dict) else None
+    expected = {"dtype": "I64", "shape": [epochs, rows], "data_offsets": [0, epochs * rows * 8]}
+    if info != expected or set(header) - {ORDER_KEY, "__metadata__"}:
+        raise BadInput(f"{problem} (it holds {str(header)[:120]})")
+    if size != 8 + length + epochs * rows * 8:
+        raise BadInput(f"{problem} (the file is {size} bytes)")
+    return 8 + length
+
+
+def write_order(order: Order, target: Path) -> tuple[str, int]:
+    """Write an order as safetensors an epoch at a time (the same bytes as saving the whole
+    array at once); returns the file's sha256 and size."""
+    digest = hashlib.sha256()
+    size = 0
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with target.open("wb") as f:
+        header = memoryview(_order_header(order.rows, order.epochs))
+        epochs = (np.ascontiguousarray(perm, "<i8").data.cast("B") for perm in order)
+        for data in itertools.chain([header], epochs):
+            f.write(data)
+            digest.update(data)
+            size += data.nbytes
+    return digest.hexdigest(), size
+
+
 def make_order(rows: int, epochs: int, seed: int) -> np.ndarray:
-    """One permutation of the training rows per epoch, drawn once and then stored, never redrawn."""
-    rng = np.random.Generator(np.random.PCG64(seed))
-    return np.stack([rng.permutation(rows) for _ in range(epochs)]).astype(np.int64)
+    """The whole order as one array [epochs, rows] (for small orders: tests, benchmarks)."""
+    return np.stack(list(DrawnOrder(rows, epochs, seed)))

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from builder import __version__
-from builder.data import load_dataset, make_order
+from builder.data import ORDER_LIMIT, DrawnOrder, load_dataset, write_order
 from builder.errors import BadInput
 from builder.frameworks import check_spec
 from builder.observer import SILENT, Observer
@@ -18,7 +18,7 @@ from builder.records.spec import Spec, UserSpec
 from builder.run import RunResult, execute
 from builder.scan import scan_files
 from builder.spec import load_spec
-from builder.store import StagedDir
+from builder.store import SAFETENSORS, StagedDir
 
 if TYPE_CHECKING:
     from builder.usercode import CodeResult
@@ -58,13 +58,24 @@ def freeze(
 def freeze_builtin(spec: Spec, path: Path, out: Path, observer: Observer, force: bool) -> Manifest:
     """Generate or read the data, draw and record the order, train, write the capsule."""
     dataset, data_record = load_dataset(spec.data, path.parent, str(path))
-    order = make_order(data_record.splits["train"].rows, spec.train.epochs, spec.seeds.order)
+    rows = data_record.splits["train"].rows
+    if rows * spec.train.epochs > ORDER_LIMIT:
+        raise BadInput(
+            f"{path}: train.epochs: {spec.train.epochs:,} epochs of {rows:,} training rows make a "
+            f"recorded order of {rows * spec.train.epochs:,} row indices; at most "
+            f"{ORDER_LIMIT:,} (8 GiB)"
+        )
+    order = DrawnOrder(rows, spec.train.epochs, spec.seeds.order)
     with StagedDir(out, force=force) as stage:
         result = execute(spec, dataset, order, observer)
+        order_file = "artifacts/order.safetensors"
+        order_sha256, order_size = write_order(order, stage.stage / order_file)
         artifacts = {
             "spec": stage.add_bytes("capsule.toml", path.read_bytes(), "application/toml"),
             "data": stage.add_tensors("artifacts/data.safetensors", dataset.tensors()),
-            "order": stage.add_tensors("artifacts/order.safetensors", {"order": order}),
+            "order": ArtifactRef(
+                path=order_file, sha256=order_sha256, size=order_size, media_type=SAFETENSORS
+            ),
             "initial": stage.add_tensors("artifacts/initial.safetensors", result.initial),
             "weights": stage.add_tensors("artifacts/weights.safetensors", result.weights),
         }

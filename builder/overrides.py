@@ -23,7 +23,7 @@ def parse_value(raw: str) -> Any:
     """A TOML value (`0.01`, `true`, `[26, 26]`, `"relu"`); anything else is a plain string."""
     try:
         return tomllib.loads(f"value = {raw}")["value"]
-    except tomllib.TOMLDecodeError:
+    except (tomllib.TOMLDecodeError, RecursionError):
         return raw
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from builder.api import InputFile
-from builder.data import Dataset, make_order
+from builder.data import Dataset, DrawnOrder, Order, StoredOrder
 from builder.errors import BadInput, CapsuleError, EngineMissing, IntegrityError
 from builder.freeze import CODE_DIR, TOOL, now
 from builder.observer import SILENT, Observer
@@ -25,6 +25,7 @@ from builder.store import (
     Capsule,
     StagedDir,
     capsule_digest,
+    check_artifact,
     file_sha256,
     load_record,
     sha256_bytes,
@@ -51,18 +52,24 @@ def replay_spec(
     return spec, changed(manifest.spec, spec)
 
 
-def replay_order(capsule: Capsule, spec: Spec) -> np.ndarray:
+def replay_order(capsule: Capsule, spec: Spec) -> Order:
     """The recorded order, unless the replay changed what it was drawn from (the order seed
-    or the number of epochs): then the order those values draw."""
+    or the number of epochs): then the order those values draw. Either is read or drawn an
+    epoch at a time; the recorded one after checking its digest."""
     manifest = capsule.manifest
     assert isinstance(manifest.spec, Spec) and manifest.data is not None
+    rows = manifest.data.splits["train"].rows
     same = (spec.seeds.order, spec.train.epochs) == (
         manifest.spec.seeds.order,
         manifest.spec.train.epochs,
     )
-    if same:
-        return capsule.tensors("order")["order"]
-    return make_order(manifest.data.splits["train"].rows, spec.train.epochs, spec.seeds.order)
+    if not same:
+        return DrawnOrder(rows, spec.train.epochs, spec.seeds.order)
+    ref = manifest.artifacts.get("order")
+    if ref is None:
+        raise BadInput(f"{capsule.path}: artifacts.order: not in this record")
+    check_artifact(capsule.path, "order", ref)  # refuses a path that leaves the capsule
+    return StoredOrder(capsule.path / ref.path, rows, spec.train.epochs)
 
 
 def replay_on_host(

@@ -6,6 +6,7 @@ Shared by freeze, replay and (later) sweep, so every path applies controls the s
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -38,7 +39,7 @@ def tensor_digest(array: np.ndarray) -> TensorDigest:
 
 
 def execute(
-    spec: Spec, dataset: Dataset, order: np.ndarray, observer: Observer = SILENT
+    spec: Spec, dataset: Dataset, order: Iterable[np.ndarray], observer: Observer = SILENT
 ) -> RunResult:
     """Train `spec` on `dataset` in the recorded `order`, on the device and threads it names."""
     framework = get_framework(spec.framework)

@@ -48,4 +48,6 @@ def load_spec(path: Path) -> Spec | UserSpec:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:
         raise BadInput(f"{path}: malformed TOML: {error}") from None
+    except RecursionError:
+        raise BadInput(f"{path}: malformed TOML: nested too deeply") from None
     return parse_spec(data, str(path))

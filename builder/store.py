@@ -190,7 +190,7 @@ def load_record(directory: Path) -> Record:
     data = path.read_bytes()
     sidecar = _sidecar(path)
     if sidecar.is_file():
-        expected = (sidecar.read_text().split() or [""])[0]
+        expected = (sidecar.read_text(errors="replace").split() or [""])[0]
         if expected != sha256_bytes(data):
             raise IntegrityError(
                 f"{path}: record was altered (its sha256 does not match {sidecar.name})"
@@ -281,9 +281,18 @@ def load_audits(directory: Path, manifest: Manifest) -> list[AuditRecord]:
 def read_tensors(directory: Path, record: Record, name: str) -> dict[str, np.ndarray]:
     if name not in record.artifacts:
         raise BadInput(f"{directory}: artifacts.{name}: not in this record")
+    from safetensors import SafetensorError
     from safetensors.numpy import load as load_safetensors  # NumPy: only where tensors are read
 
-    return load_safetensors(read_artifact(directory, name, record.artifacts[name]))
+    data = read_artifact(directory, name, record.artifacts[name])
+    try:
+        return load_safetensors(data)
+    except (SafetensorError, ValueError, TypeError) as error:  # its digest matches: exit 2
+        reason = (str(error).splitlines() or [type(error).__name__])[0]
+        raise BadInput(
+            f"{directory / record.artifacts[name].path}: artifact '{name}' is not a safetensors "
+            f"file NumPy can read: {reason}"
+        ) from None
 
 
 def verify(directory: Path) -> Record:

@@ -8,6 +8,7 @@ Reasons list what changed between the two runs' environments and where the numbe
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -127,8 +128,9 @@ def compare_tensor(name: str, a: np.ndarray, b: np.ndarray, tol: Tolerances) -> 
             max_ulp=0,
             within_tolerance=equal,
         )
-    diff = np.abs(a.astype(np.float64) - b.astype(np.float64))
-    within = bool(np.all(diff <= tol.atol + tol.rtol * np.abs(a.astype(np.float64))))
+    with np.errstate(invalid="ignore", over="ignore"):  # inf - inf: NaN, and no warning
+        diff = np.abs(a.astype(np.float64) - b.astype(np.float64))
+        within = bool(np.all(diff <= tol.atol + tol.rtol * np.abs(a.astype(np.float64))))
     return TensorDelta(
         name=name,
         shape=list(a.shape),
@@ -139,13 +141,27 @@ def compare_tensor(name: str, a: np.ndarray, b: np.ndarray, tol: Tolerances) -> 
     )
 
 
+def same(a: object, b: object) -> bool:
+    """Equal, where NaN equals NaN: a metric is a value, and a run that diverged to NaN agrees
+    with a bit-identical replay of itself (+inf already equals +inf). Lists and dicts compare
+    item by item."""
+    if isinstance(a, float) and isinstance(b, float):
+        return a == b or (math.isnan(a) and math.isnan(b))
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b, strict=True))
+    return a == b
+
+
 def _metric_pairs(base: Outcome, other: Outcome) -> list[MetricDelta]:
     rows = []
     a, b = base.final_values(), other.final_values()
     for name in [*a, *(n for n in b if n not in a)]:
         x, y = a.get(name), b.get(name)
-        delta = None if x is None or y is None else y - x
-        rows.append(MetricDelta(name=name, baseline=x, replay=y, delta=delta, equal=x == y))
+        equal = same(x, y)
+        delta = None if x is None or y is None else 0.0 if equal else y - x
+        rows.append(MetricDelta(name=name, baseline=x, replay=y, delta=delta, equal=equal))
     return rows
 
 
@@ -354,7 +370,10 @@ def compare(a: Side, b: Side, tol: Tolerances) -> Verdict:
         compare_tensor(n, a.weights[n], b.weights[n], tol) for n in names if n not in missing
     ]
     metrics = _metric_pairs(a.outcome, b.outcome)
-    epochs_equal = (a.outcome.epochs, a.outcome.metrics) == (b.outcome.epochs, b.outcome.metrics)
+    epochs_equal = same(
+        a.outcome.model_dump(include={"epochs", "metrics"}),
+        b.outcome.model_dump(include={"epochs", "metrics"}),
+    )
     step = _first_divergent_step(
         a.outcome, b.outcome, a.fingerprint.framework == b.fingerprint.framework
     )

@@ -12,7 +12,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
@@ -70,8 +70,16 @@ class Framework(Protocol):
         ...
 
     def train(
-        self, spec: Spec, dataset: Dataset, order: np.ndarray, device: str, on_epoch: EpochCallback
-    ) -> Trained: ...
+        self,
+        spec: Spec,
+        dataset: Dataset,
+        order: Iterable[np.ndarray],
+        device: str,
+        on_epoch: EpochCallback,
+    ) -> Trained:
+        """Train in `order`: one int64 permutation of the training rows per epoch, taken an
+        epoch at a time (a 2-D array's rows, or a `data.Order`)."""
+        ...
 
     def evaluate(
         self, spec: Spec, dataset: Dataset, weights: dict[str, np.ndarray], device: str
@@ -208,6 +216,11 @@ def check_spec(spec: SpecBase, source: str) -> None:
         raise BadInput(
             f"{source}: controls.device: 'cuda' needs a framework with GPU support "
             f"({_names(lambda e: e.cuda_requirement is not None)}), not '{spec.framework}'"
+        )
+    if spec.framework == "tensorflow" and spec.seeds.init >= 2**32:
+        raise BadInput(
+            f"{source}: seeds.init: at most 2**32 - 1 = {2**32 - 1} with framework 'tensorflow' "
+            f"(keras.utils.set_random_seed seeds NumPy's global RNG with it; got {spec.seeds.init})"
         )
     if isinstance(spec, Spec) and spec.framework == "tensorflow" and spec.train.weight_decay:
         raise BadInput(

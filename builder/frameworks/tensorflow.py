@@ -11,7 +11,7 @@ import contextlib
 import hashlib
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 import keras
 import numpy as np
@@ -224,13 +224,18 @@ class TensorflowFramework:
         return _evaluate_weights(spec, dataset, weights, device)
 
     def train(
-        self, spec: Spec, dataset: Dataset, order: np.ndarray, device: str, on_epoch: EpochCallback
+        self,
+        spec: Spec,
+        dataset: Dataset,
+        order: Iterable[np.ndarray],
+        device: str,
+        on_epoch: EpochCallback,
     ) -> Trained:
         with tf.device("/GPU:0" if device == "cuda" else "/CPU:0"):
             return self._train(spec, dataset, order, on_epoch)
 
     def _train(
-        self, spec: Spec, dataset: Dataset, order: np.ndarray, on_epoch: EpochCallback
+        self, spec: Spec, dataset: Dataset, order: Iterable[np.ndarray], on_epoch: EpochCallback
     ) -> Trained:
         dtype = spec.train.dtype
         splits = {
@@ -269,8 +274,8 @@ class TensorflowFramework:
         epochs: list[EpochMetrics] = []
         step = 0
         started = time.perf_counter()
-        for epoch in range(spec.train.epochs):
-            losses, params = run_epoch(tf.constant(order[epoch]), tf.constant(step, tf.int64))
+        for epoch, permutation in zip(range(spec.train.epochs), order, strict=True):
+            losses, params = run_epoch(tf.constant(permutation), tf.constant(step, tf.int64))
             for k, (loss, flat) in enumerate(zip(losses.numpy(), params.numpy(), strict=True)):
                 trace.append(
                     TracePoint(
@@ -313,7 +318,10 @@ def _evaluate_weights(
 
 
 def fit_reference(
-    spec: Spec, dataset: Dataset, order: np.ndarray, on_epoch: Callable[[], None] = lambda: None
+    spec: Spec,
+    dataset: Dataset,
+    order: Iterable[np.ndarray],
+    on_epoch: Callable[[], None] = lambda: None,
 ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """The same training through Keras `fit` (one call per epoch on the rows in the recorded
     order, no shuffling): the reference the compiled loop is checked and timed against.
@@ -327,10 +335,10 @@ def fit_reference(
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
     )
     x, y = dataset.arrays["train"]
-    for epoch in range(spec.train.epochs):
+    for _, permutation in zip(range(spec.train.epochs), order, strict=True):
         model.fit(
-            x[order[epoch]],
-            y[order[epoch]],
+            x[permutation],
+            y[permutation],
             batch_size=spec.train.batch_size,
             epochs=1,
             shuffle=False,

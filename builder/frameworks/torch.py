@@ -11,6 +11,7 @@ import hashlib
 import shutil
 import subprocess
 import time
+from collections.abc import Iterable
 from itertools import pairwise
 
 import numpy as np
@@ -193,7 +194,12 @@ class TorchFramework:
         }
 
     def train(
-        self, spec: Spec, dataset: Dataset, order: np.ndarray, device: str, on_epoch: EpochCallback
+        self,
+        spec: Spec,
+        dataset: Dataset,
+        order: Iterable[np.ndarray],
+        device: str,
+        on_epoch: EpochCallback,
     ) -> Trained:
         dtype = DTYPES[spec.train.dtype]
         splits = {
@@ -211,14 +217,13 @@ class TorchFramework:
         optimizer = _optimizer(model, spec)
         x_train, y_train = splits["train"]
         batch, every = spec.train.batch_size, spec.train.checkpoint_every
-        perms = torch.from_numpy(order).to(device)
         trace: list[TracePoint] = []
         epochs: list[EpochMetrics] = []
         step = 0
         started = time.perf_counter()
-        for epoch in range(spec.train.epochs):
+        for epoch, permutation in zip(range(spec.train.epochs), order, strict=True):
             model.train()
-            perm = perms[epoch]
+            perm = torch.from_numpy(permutation).to(device)
             for start in range(0, perm.shape[0], batch):
                 idx = perm[start : start + batch]
                 optimizer.zero_grad(set_to_none=True)

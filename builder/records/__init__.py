@@ -80,8 +80,9 @@ def describe_validation_error(source: str, error: ValidationError, skip: int = 0
         reason = "required field is missing"
     else:
         reason = first["msg"].removeprefix("Value error, ")
-        if "input" in first and first["type"] not in ("value_error",):
-            reason += f" (got {first['input']!r})"
+        if "input" in first and first["type"] not in ("value_error", "json_invalid"):
+            got = repr(first["input"])
+            reason += f" (got {got if len(got) <= 80 else got[:79] + '…'})"
     return f"{source}: {field}: {reason}"
 
 
@@ -90,8 +91,10 @@ def parse(data: bytes, source: str) -> Record:
     one BadInput naming `source` and the field."""
     try:
         document = json.loads(data)
-    except ValueError as error:
+    except ValueError as error:  # UnicodeDecodeError too: the bytes are not UTF-8
         raise BadInput(f"{source}: not valid JSON: {error}") from None
+    except RecursionError:
+        raise BadInput(f"{source}: not valid JSON: nested too deeply") from None
     if not isinstance(document, dict):
         raise BadInput(f"{source}: not a record (a JSON object with a 'kind')")
     kind = record_kind(document)

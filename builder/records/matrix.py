@@ -3,7 +3,7 @@ training's weights are the capsule's."""
 
 from typing import Literal
 
-from builder.model_base import Strict
+from builder.model_base import Real, Strict
 from builder.records.enums import Device, Where
 
 
@@ -17,16 +17,16 @@ class Config(Strict):
 class Cell(Strict):
     trained_on: str
     evaluated_on: str
-    train_error: float
-    dev_error: float | None
-    eval_error: float | None
-    train_loss: float
+    train_error: Real
+    dev_error: Real | None
+    eval_error: Real | None
+    train_loss: Real
 
 
 class Row(Strict):
     trained_on: str
     weights_identical_to_baseline: bool
-    max_abs_to_baseline: float
+    max_abs_to_baseline: Real
 
 
 class MatrixRecord(Strict):

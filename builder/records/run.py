@@ -3,9 +3,9 @@ controls, the machine's fingerprint, the outcome, findings, inputs and artifacts
 
 from typing import Annotated, Literal
 
-from pydantic import Field
+from pydantic import AfterValidator, Field
 
-from builder.model_base import Strict
+from builder.model_base import Real, Strict
 from builder.records.enums import Device
 
 Sha256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
@@ -17,10 +17,16 @@ class ToolInfo(Strict):
     version: str
 
 
+def _file_name(path: str) -> str:
+    if not path or "\x00" in path:
+        raise ValueError("not a file name (empty, or it holds a NUL byte)")
+    return path
+
+
 class ArtifactRef(Strict):
     """A file of the capsule, relative to its root, named with the sha256 of its bytes."""
 
-    path: str
+    path: Annotated[str, AfterValidator(_file_name)]
     sha256: Sha256
     size: int
     media_type: str
@@ -77,24 +83,24 @@ class Fingerprint(Strict):
 
 class EpochMetrics(Strict):
     epoch: int
-    train_loss: float
-    train_error: float
-    dev_error: float | None
-    eval_error: float | None
+    train_loss: Real
+    train_error: Real
+    dev_error: Real | None
+    eval_error: Real | None
 
 
 class FinalMetrics(Strict):
-    train_loss: float
-    train_error: float
-    dev_error: float | None
-    eval_error: float | None
+    train_loss: Real
+    train_error: Real
+    dev_error: Real | None
+    eval_error: Real | None
 
 
 class TracePoint(Strict):
     """Every `checkpoint_every` steps: the batch loss, its exact bits, and a weights digest."""
 
     step: int
-    loss: float
+    loss: Real
     loss_bits: str
     params_sha256: str | None = Field(
         default=None, description="None where the user's checkpoint named no weights"
@@ -109,7 +115,7 @@ class TensorDigest(Strict):
 
 class MetricPoint(Strict):
     step: int | None
-    value: float
+    value: Real
 
 
 class Outcome(Strict):
@@ -121,7 +127,7 @@ class Outcome(Strict):
     trace: list[TracePoint]
     weights: dict[str, TensorDigest]
     steps: int
-    train_seconds: float
+    train_seconds: Real
 
     def final_values(self) -> dict[str, float | None]:
         """The built-in experiment's final metrics, or the last value of each metric the

@@ -4,9 +4,11 @@ A manifest and a replay record carry the spec they ran, so these models are part
 on-disk format too. Reading `capsule.toml` with one-line errors is `builder.spec`'s job.
 """
 
+import math
+from itertools import pairwise
 from typing import Annotated, Any, Literal, Self
 
-from pydantic import Discriminator, Field, Tag, model_validator
+from pydantic import Discriminator, Field, Tag, field_validator, model_validator
 
 from builder.model_base import Strict
 from builder.records.enums import Device
@@ -14,8 +16,21 @@ from builder.records.enums import Device
 BUILTIN_DATASETS = ("gaussian-2d", "gaussian-5d", "eeg-26d")
 SPLITS = ("train", "dev", "eval")
 
-Seed = Annotated[int, Field(ge=0, lt=2**63)]
-Positive = Annotated[int, Field(ge=1)]
+# Bounds: what a real experiment needs, so that a typo cannot hang, exhaust memory or crash
+# a framework (README, "Writing a spec"). Every float is finite.
+MAX_SEED = 2**63 - 1  # TensorFlow's seeds stop at 2**32 - 1 (frameworks.check_spec)
+MAX_EPOCHS = 100_000
+MAX_BATCH_SIZE = 2**20
+MAX_CHECKPOINT_EVERY = 10**9  # steps
+MAX_WIDTH = 65_536  # units in one hidden layer
+MAX_LAYERS = 64  # hidden layers
+MAX_HIDDEN_WEIGHTS = 2**28  # weights between consecutive hidden layers, all together
+MAX_LR = 10.0
+MAX_WEIGHT_DECAY = 10.0
+MAX_EPS = 1.0
+MAX_THREADS = 1024
+
+Seed = Annotated[int, Field(ge=0, le=MAX_SEED)]
 
 
 class DataSpec(Strict):
@@ -49,24 +64,40 @@ class ModelSpec(Strict):
     the init seed), so PyTorch and TensorFlow start from the very same point."""
 
     kind: Literal["mlp"] = "mlp"
-    hidden: list[Positive] = Field(default_factory=lambda: [26], min_length=1)
+    hidden: list[Annotated[int, Field(ge=1, le=MAX_WIDTH)]] = Field(
+        default_factory=lambda: [26], min_length=1, max_length=MAX_LAYERS
+    )
     activation: Literal["relu", "tanh", "sigmoid"] = "relu"
     init: Literal["framework", "shared"] = "framework"
+
+    @field_validator("hidden")
+    @classmethod
+    def _weights_fit(cls, hidden: list[int]) -> list[int]:
+        between = sum(a * b for a, b in pairwise(hidden))
+        if between > MAX_HIDDEN_WEIGHTS:
+            raise ValueError(
+                f"{between:,} weights between the hidden layers; at most {MAX_HIDDEN_WEIGHTS:,} "
+                "(2**28)"
+            )
+        return hidden
 
 
 class TrainSpec(Strict):
     """Every optimizer hyperparameter is required: a capsule never depends on a library default."""
 
     optimizer: Literal["adam"]
-    lr: Annotated[float, Field(gt=0)]
-    betas: Annotated[list[Annotated[float, Field(ge=0, lt=1)]], Field(min_length=2, max_length=2)]
-    eps: Annotated[float, Field(gt=0)]
-    weight_decay: Annotated[float, Field(ge=0)] = 0.0
+    lr: Annotated[float, Field(gt=0, le=MAX_LR, allow_inf_nan=False)]
+    betas: Annotated[
+        list[Annotated[float, Field(ge=0, lt=1, allow_inf_nan=False)]],
+        Field(min_length=2, max_length=2),
+    ]
+    eps: Annotated[float, Field(gt=0, le=MAX_EPS, allow_inf_nan=False)]
+    weight_decay: Annotated[float, Field(ge=0, le=MAX_WEIGHT_DECAY, allow_inf_nan=False)] = 0.0
     loss: Literal["cross_entropy"]
-    epochs: Positive
-    batch_size: Positive
+    epochs: Annotated[int, Field(ge=1, le=MAX_EPOCHS)]
+    batch_size: Annotated[int, Field(ge=1, le=MAX_BATCH_SIZE)]
     dtype: Literal["float32", "float64"] = "float32"
-    checkpoint_every: Positive = 100
+    checkpoint_every: Annotated[int, Field(ge=1, le=MAX_CHECKPOINT_EVERY)] = 100
     adam_variant: Literal["torch", "keras"] | None = Field(
         default=None,
         description="Whose Adam update formula to use (eps sits elsewhere in each); "
@@ -83,7 +114,7 @@ class ControlSpec(Strict):
     """Switches that pin nondeterminism; all of them end up in the manifest."""
 
     deterministic: bool = True
-    threads: Positive = 1
+    threads: Annotated[int, Field(ge=1, le=MAX_THREADS)] = 1
     device: Device = Device.cpu
     adam_impl: Literal["for-loop", "foreach", "fused"] = "for-loop"
     onednn: bool = Field(
@@ -141,6 +172,15 @@ class UserSpec(SpecBase):
     params: dict[str, ParamValue] = Field(
         default={}, description="Free values handed to the code as run.params"
     )
+
+    @field_validator("params")
+    @classmethod
+    def _finite_params(cls, params: dict[str, ParamValue]) -> dict[str, ParamValue]:
+        for key, value in params.items():
+            for item in value if isinstance(value, list) else [value]:
+                if isinstance(item, float) and not math.isfinite(item):
+                    raise ValueError(f"{key!r} is {item}; a value must be a finite number")
+        return params
 
     @property
     def module_file(self) -> str:

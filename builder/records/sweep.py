@@ -3,7 +3,7 @@ over it (`capsule stats`, diff's equivalent tier)."""
 
 from typing import Literal
 
-from builder.model_base import Printed, Strict
+from builder.model_base import Printed, Real, Strict
 
 
 class SweepRun(Strict):
@@ -11,9 +11,9 @@ class SweepRun(Strict):
 
     init: int
     order: int
-    final: dict[str, float | None]
+    final: dict[str, Real | None]
     weights_sha256: str
-    seconds: float
+    seconds: Real
 
 
 class SweepRecord(Strict):
