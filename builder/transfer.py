@@ -23,6 +23,7 @@ Import takes exactly what the manifest lists, read member by member (never tar's
   failure, the staged capsule is verified again as `capsule verify` would, and images are loaded
   only if loading gives the image ID the manifest records.
 """
+
 from __future__ import annotations
 
 import gzip
@@ -133,9 +134,12 @@ def _show(name: str) -> str:
     return repr(name) if len(name) <= 80 else f"{name[:80]!r}… ({len(name)} characters)"
 
 
+def _reason(error: BaseException) -> str:
+    return str(error).splitlines()[0][:200] if str(error).strip() else type(error).__name__
+
+
 def _unreadable(source: Path, error: BaseException) -> BadInput:
-    reason = str(error).splitlines()[0][:200] if str(error) else type(error).__name__
-    return BadInput(f"{source}: truncated or unreadable export ({reason})")
+    return BadInput(f"{source}: truncated or unreadable export ({_reason(error)})")
 
 
 def _safe_name(member: tarfile.TarInfo, source: Path) -> PurePosixPath:
@@ -183,8 +187,7 @@ def _open_export(source: Path) -> tarfile.TarFile:
         return tarfile.open(source, "r:")
     except UNREADABLE as error:
         raise BadInput(
-            f"{source}: not a capsule export (not a readable tar file: "
-            f"{str(error)[:200] or type(error).__name__})"
+            f"{source}: not a capsule export (not a tar file: {_reason(error)})"
         ) from None
 
 
@@ -196,8 +199,15 @@ def _members(tar: tarfile.TarFile, source: Path) -> Iterator[tarfile.TarInfo]:
         except UNREADABLE as error:
             raise _unreadable(source, error) from None
         if member is None:
-            return
+            break
         yield member
+    try:  # tarfile takes a cut-off header for the end: a real end is a block of zeros
+        tar.fileobj.seek(tar.offset)  # type: ignore[union-attr]
+        end = tar.fileobj.read(tarfile.BLOCKSIZE)  # type: ignore[union-attr]
+    except UNREADABLE as error:
+        raise _unreadable(source, error) from None
+    if end != bytes(tarfile.BLOCKSIZE):
+        raise BadInput(f"{source}: truncated or unreadable export (no end-of-archive marker)")
 
 
 def _read_member(tar: tarfile.TarFile, member: tarfile.TarInfo, source: Path, limit: int) -> bytes:
