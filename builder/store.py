@@ -8,7 +8,9 @@ unpickled or executed when loading.
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
+import stat
 import uuid
 from pathlib import Path, PurePosixPath
 from types import TracebackType
@@ -30,6 +32,8 @@ REPLAY = "replay.json"
 SAFETENSORS = "application/vnd.safetensors"
 SWEEP = "sweep"  # the artifact name of a capsule's sweep record
 AUDIT_PREFIX = "audit/"  # audits are artifacts audit/<sha12>
+MAX_RECORD_BYTES = 64 << 20  # a manifest or replay record (a few KiB to a few MiB in practice)
+MAX_SIDECAR_BYTES = 4096  # "<sha256>  manifest.json\n"
 
 Record = Manifest | ReplayRecord
 Stored = TypeVar("Stored", SweepRecord, AuditRecord)
@@ -187,10 +191,11 @@ def load_record(directory: Path) -> Record:
     """The capsule's manifest or the replay's record, after checking its own digest. The
     record's `kind` picks its model; it must be the one its file holds."""
     path = record_file(directory)
-    data = path.read_bytes()
+    data = _read_record_file(path, "record", MAX_RECORD_BYTES)
     sidecar = _sidecar(path)
     if sidecar.is_file():
-        expected = (sidecar.read_text(errors="replace").split() or [""])[0]
+        sidecar_text = _read_record_file(sidecar, "digest sidecar", MAX_SIDECAR_BYTES)
+        expected = (sidecar_text.decode(errors="replace").split() or [""])[0]
         if expected != sha256_bytes(data):
             raise IntegrityError(
                 f"{path}: record was altered (its sha256 does not match {sidecar.name})"
@@ -202,6 +207,14 @@ def load_record(directory: Path) -> Record:
     if not isinstance(record, model):
         raise BadInput(f"{path}: kind: {record.kind!r} does not belong in {path.name}")
     return record
+
+
+def _read_record_file(path: Path, what: str, limit: int) -> bytes:
+    """A record or its sidecar: a regular file (no symlink, FIFO or device) of bounded size."""
+    _, data, longer = _read_inside(path.parent, PurePosixPath(path.name), what, limit, True)
+    if longer:
+        raise IntegrityError(f"{path}: {what} is larger than {limit} bytes; refused")
+    return data
 
 
 def load_manifest(directory: Path) -> Manifest:
@@ -216,38 +229,107 @@ def _capsule_only(record: Record, directory: Path) -> Manifest:
 
 def _artifact_path(directory: Path, ref: ArtifactRef) -> Path:
     rel = PurePosixPath(ref.path)
-    if rel.is_absolute() or ".." in rel.parts or not rel.parts:
+    if rel.is_absolute() or ".." in rel.parts or not rel.parts or "\x00" in ref.path:
         raise IntegrityError(f"{directory}: artifact path {ref.path!r} leaves the capsule")
     return directory / rel
 
 
-def check_artifact(directory: Path, name: str, ref: ArtifactRef) -> None:
-    """Re-hash one artifact in chunks; IntegrityError naming it if missing or altered."""
-    path = _artifact_path(directory, ref)
+def _open_inside(directory: Path, rel: PurePosixPath, what: str) -> int:
+    """A read-only descriptor of the regular file `rel` under `directory`, reached without
+    following any symlink (every directory on the way is opened with O_NOFOLLOW) and checked
+    with lstat before it is opened, so a FIFO or a device is never opened; O_NONBLOCK as well,
+    in case one is swapped in between. IntegrityError naming `what` otherwise."""
+    path = directory / rel
     try:
-        digest = file_sha256(path)
+        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     except OSError:
-        raise IntegrityError(f"{path}: artifact '{name}' is missing") from None
+        raise IntegrityError(f"{path}: {what} is missing") from None
+    try:
+        for part in rel.parts[:-1]:
+            info = os.stat(part, dir_fd=fd, follow_symlinks=False)
+            if not stat.S_ISDIR(info.st_mode):
+                kind = "a symlink" if stat.S_ISLNK(info.st_mode) else "not a directory"
+                raise IntegrityError(f"{path}: {what}: {part!r} on its path is {kind}; refused")
+            inner = os.open(
+                part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd
+            )
+            os.close(fd)
+            fd = inner
+        info = os.stat(rel.name, dir_fd=fd, follow_symlinks=False)
+        if stat.S_ISLNK(info.st_mode):
+            raise IntegrityError(f"{path}: {what} is a symlink; refused (never followed)")
+        if not stat.S_ISREG(info.st_mode):
+            raise IntegrityError(
+                f"{path}: {what} is not a regular file (FIFO, device or directory); refused"
+            )
+        flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+        handle = os.open(rel.name, flags, dir_fd=fd)
+        opened = os.fstat(handle)
+        if (opened.st_dev, opened.st_ino) != (info.st_dev, info.st_ino):
+            os.close(handle)
+            raise IntegrityError(f"{path}: {what} was replaced while it was opened; refused")
+        return handle
+    except (FileNotFoundError, NotADirectoryError):
+        raise IntegrityError(f"{path}: {what} is missing") from None
+    except OSError as error:
+        raise IntegrityError(f"{path}: {what} cannot be read ({error.strerror})") from None
+    finally:
+        os.close(fd)
+
+
+def _read_inside(
+    directory: Path, rel: PurePosixPath, what: str, limit: int, keep: bool
+) -> tuple[str, bytes, bool]:
+    """sha256 of a file of the capsule (and its bytes, when `keep`), opened by `_open_inside`
+    and read to at most `limit` + 1 bytes; the flag says it held more than `limit`."""
+    handle = _open_inside(directory, rel, what)
+    h, chunks, left = hashlib.sha256(), [], limit + 1
+    try:
+        with os.fdopen(handle, "rb", buffering=0) as f:
+            while left > 0:
+                chunk = f.read(min(left, 1 << 20))
+                if not chunk:
+                    break
+                left -= len(chunk)
+                h.update(chunk)
+                if keep:
+                    chunks.append(chunk)
+    except OSError as error:
+        raise IntegrityError(
+            f"{directory / rel}: {what} cannot be read ({error.strerror})"
+        ) from None
+    return h.hexdigest(), b"".join(chunks), left <= 0
+
+
+def _read_bounded(directory: Path, name: str, ref: ArtifactRef, keep: bool) -> bytes:
+    """An artifact checked against its ref, reading at most its recorded size plus one byte:
+    a longer file is altered and is not read further."""
+    path = _artifact_path(directory, ref)
+    digest, data, longer = _read_inside(
+        directory, PurePosixPath(ref.path), f"artifact '{name}'", ref.size, keep
+    )
+    if longer:
+        raise IntegrityError(
+            f"{path}: artifact '{name}' was altered (longer than its recorded {ref.size} bytes)"
+        )
     if digest != ref.sha256:
         raise IntegrityError(
             f"{path}: artifact '{name}' was altered "
             f"(sha256 {digest[:12]}…, recorded {ref.sha256[:12]}…)"
         )
+    return data
+
+
+def check_artifact(directory: Path, name: str, ref: ArtifactRef) -> None:
+    """Re-hash one artifact in chunks; IntegrityError naming it if missing, altered, a symlink
+    or not a regular file. Reads at most its recorded size plus one byte."""
+    _read_bounded(directory, name, ref, keep=False)
 
 
 def read_artifact(directory: Path, name: str, ref: ArtifactRef) -> bytes:
-    """An artifact's bytes, refused unless they still hash to the recorded sha256."""
-    path = _artifact_path(directory, ref)
-    try:
-        data = path.read_bytes()
-    except OSError:
-        raise IntegrityError(f"{path}: artifact '{name}' is missing") from None
-    if sha256_bytes(data) != ref.sha256:
-        raise IntegrityError(
-            f"{path}: artifact '{name}' was altered (sha256 {sha256_bytes(data)[:12]}…, "
-            f"recorded {ref.sha256[:12]}…)"
-        )
-    return data
+    """An artifact's bytes, refused unless they still hash to the recorded sha256 (the same
+    checks as `check_artifact`: no symlink, regular files only, bounded by the recorded size)."""
+    return _read_bounded(directory, name, ref, keep=True)
 
 
 def read_record(directory: Path, name: str, ref: ArtifactRef, model: type[Stored]) -> Stored:

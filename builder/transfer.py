@@ -3,27 +3,72 @@
 The file is a plain tar: `capsule/…` (the manifest, its digest and every artifact) and, with
 `--with-image`, `images/<variant>.tar.gz` (`docker save`'s format, gzip: `docker load` and
 `podman load` read it as is).
-Import never calls tar's extractall: it writes only regular files under the target, refuses any
-other member (absolute paths, `..`, links, devices), re-verifies every digest, and loads the
-image only if its ID is the one the manifest records.
+
+Import takes exactly what the manifest lists, read member by member (never tar's extractall):
+
+- the file must be a plain tar: a gzip/xz/bzip2/zstd-compressed, empty, truncated or otherwise
+  unreadable file is refused (exit 2, one line naming it);
+- `capsule/manifest.json` comes first, `capsule/manifest.sha256` right after it, each once; the
+  manifest must match its sidecar (exit 3) and parse as a capsule before anything else is read;
+- then each artifact the manifest lists (`capsule/<ArtifactRef.path>`), exactly once, of exactly
+  its recorded size (checked on the member's header, before a byte is written) and sha256
+  (exit 3), each recorded image `images/<variant>.tar.gz` at most once, and the signature
+  `capsule/capsule.sig` at most once (up to 1 MiB; it must sign the capsule's digest, exit 3);
+- anything else is refused (exit 2): unlisted members (a pickle in artifacts/, a
+  code/sitecustomize.py), duplicates (a second manifest.json), links, devices, FIFOs, sparse
+  members, absolute or `..` paths, names over 1024 bytes (or a part over 255), directories
+  other than the listed files' parents, more members than the manifest lists, and artifacts
+  that add up to more than the file holds (a truncated export or a forged size);
+- modes are not taken from the archive: files are written 0644, directories 0755 (no setuid);
+- everything is written into a staging directory next to `--out` that is removed on any
+  failure, the staged capsule is verified again as `capsule verify` would, and images are loaded
+  only if loading gives the image ID the manifest records.
 """
 
 from __future__ import annotations
 
 import gzip
+import hashlib
+import os
 import shutil
+import stat
 import tarfile
 import tempfile
 import uuid
+from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 
 from builder.errors import BadInput, IntegrityError
 from builder.observer import SILENT, Log, Observer
+from builder.records import parse
 from builder.records.manifest import Manifest
 from builder.records.results import ExportResult, ImportResult
-from builder.store import MANIFEST, Capsule, StagedDir, verify_capsule
+from builder.records.run import ArtifactRef
+from builder.store import (
+    MANIFEST,
+    MAX_RECORD_BYTES,
+    REPLAY,
+    Capsule,
+    StagedDir,
+    sha256_bytes,
+    verify_capsule,
+)
+from builder.trust import SIGNATURE, check_signature_covers, content_digest
 
 GZIP_LEVEL = 1  # the image is mostly compressed wheels and binaries: higher levels buy little
+MAX_NAME_BYTES = 1024  # a member's whole name; each of its parts at most NAME_PART_BYTES
+NAME_PART_BYTES = 255
+MAX_SIDECAR_BYTES = 4096
+MAX_SIGNATURE_BYTES = 1 << 20  # a Sigstore bundle is a few KiB; a keyless one carries a cert chain
+COMPRESSED = {
+    b"\x1f\x8b": "gzip",
+    b"\xfd7zXZ\x00": "xz",
+    b"BZh": "bzip2",
+    b"\x28\xb5\x2f\xfd": "zstd",
+}
+SIDECAR = "manifest.sha256"
+# what tarfile raises on a damaged or crafted archive (a bad sparse map is a ValueError)
+UNREADABLE = (tarfile.TarError, EOFError, ValueError, OverflowError, UnicodeError, OSError)
 
 
 def _add_file(tar: tarfile.TarFile, source: Path, name: str) -> None:
@@ -43,8 +88,6 @@ def export(
     engine_name: str = "docker",
 ) -> ExportResult:
     """Write the capsule (and its recorded images, saved from the named engine) to `out`."""
-    from builder.trust import SIGNATURE, content_digest
-
     manifest, where = capsule.manifest, capsule.path
     digest = content_digest(manifest)
     if out.is_dir():  # a folder: the file is named after the capsule and its digest
@@ -55,7 +98,7 @@ def export(
         raise BadInput(f"{where}: images: none recorded; run `capsule build {where}` first")
     out.parent.mkdir(parents=True, exist_ok=True)
     partial = out.with_name(f".{out.name}.partial-{uuid.uuid4().hex[:8]}")
-    names = [MANIFEST, "manifest.sha256", *sorted(ref.path for ref in manifest.artifacts.values())]
+    names = [MANIFEST, SIDECAR, *sorted({ref.path for ref in manifest.artifacts.values()})]
     if (where / SIGNATURE).is_file() and not (where / SIGNATURE).is_symlink():
         names.append(SIGNATURE)
     try:
@@ -98,18 +141,190 @@ def _add_images(
             _add_file(tar, Path(tmp.name), f"images/{variant}.tar.gz")
 
 
+def _show(name: str) -> str:
+    """A member's name for a one-line message: quoted (no raw newlines), at most 80 characters."""
+    return repr(name) if len(name) <= 80 else f"{name[:80]!r}… ({len(name)} characters)"
+
+
+def _reason(error: BaseException) -> str:
+    return str(error).splitlines()[0][:200] if str(error).strip() else type(error).__name__
+
+
+def _unreadable(source: Path, error: BaseException) -> BadInput:
+    return BadInput(f"{source}: truncated or unreadable export ({_reason(error)})")
+
+
 def _safe_name(member: tarfile.TarInfo, source: Path) -> PurePosixPath:
     """The member's path if it is a plain file or directory inside capsule/ or images/."""
-    path = PurePosixPath(member.name)
-    if path.is_absolute() or ".." in path.parts or not path.parts:
-        raise BadInput(f"{source}: member {member.name!r}: path leaves the archive; refused")
+    name = member.name
+    encoded = name.encode("utf-8", "surrogateescape")
+    if len(encoded) > MAX_NAME_BYTES or any(
+        len(part.encode("utf-8", "surrogateescape")) > NAME_PART_BYTES for part in name.split("/")
+    ):
+        raise BadInput(f"{source}: member {_show(name)}: name too long; refused")
+    path = PurePosixPath(name)
+    if path.is_absolute() or ".." in path.parts or not path.parts or "\x00" in name:
+        raise BadInput(f"{source}: member {_show(name)}: path leaves the archive; refused")
     if not (member.isfile() or member.isdir()):
-        raise BadInput(f"{source}: member {member.name!r}: links and devices are refused")
+        raise BadInput(f"{source}: member {_show(name)}: links and devices are refused")
+    if member.isfile() and (
+        member.type not in (tarfile.REGTYPE, tarfile.AREGTYPE) or member.issparse()
+    ):
+        raise BadInput(f"{source}: member {_show(name)}: sparse and contiguous files are refused")
     if path.parts[0] not in ("capsule", "images"):
-        raise BadInput(f"{source}: member {member.name!r}: not part of a capsule export")
+        raise BadInput(f"{source}: member {_show(name)}: not part of a capsule export")
     if path.parts[0] == "images" and (len(path.parts) != 2 or not path.name.endswith(".tar.gz")):
-        raise BadInput(f"{source}: member {member.name!r}: unexpected file under images/")
+        raise BadInput(f"{source}: member {_show(name)}: unexpected file under images/")
     return path
+
+
+def _open_export(source: Path) -> tarfile.TarFile:
+    """The export as a plain tar; a compressed, empty or unreadable file is refused."""
+    try:
+        if not stat.S_ISREG(source.stat().st_mode):
+            raise BadInput(f"{source}: not a regular file; an export is one tar file")
+        with source.open("rb") as f:
+            head = f.read(8)
+    except FileNotFoundError:
+        raise BadInput(f"{source}: export file not found") from None
+    except OSError as error:
+        raise BadInput(f"{source}: cannot read: {error.strerror or error}") from None
+    for magic, kind in COMPRESSED.items():
+        if head.startswith(magic):
+            raise BadInput(
+                f"{source}: {kind}-compressed; `capsule export` writes a plain tar "
+                "(decompress it first)"
+            )
+    try:
+        return tarfile.open(source, "r:")
+    except UNREADABLE as error:
+        raise BadInput(
+            f"{source}: not a capsule export (not a tar file: {_reason(error)})"
+        ) from None
+
+
+def _members(tar: tarfile.TarFile, source: Path) -> Iterator[tarfile.TarInfo]:
+    """The members one by one, as the archive is read (never all of them up front)."""
+    while True:
+        try:
+            member = tar.next()
+        except UNREADABLE as error:
+            raise _unreadable(source, error) from None
+        if member is None:
+            break
+        yield member
+    try:  # tarfile takes a cut-off header for the end: a real end is a block of zeros
+        tar.fileobj.seek(tar.offset)  # type: ignore[union-attr]
+        end = tar.fileobj.read(tarfile.BLOCKSIZE)  # type: ignore[union-attr]
+    except UNREADABLE as error:
+        raise _unreadable(source, error) from None
+    if end != bytes(tarfile.BLOCKSIZE):
+        raise BadInput(f"{source}: truncated or unreadable export (no end-of-archive marker)")
+
+
+def _read_member(tar: tarfile.TarFile, member: tarfile.TarInfo, source: Path, limit: int) -> bytes:
+    if member.size > limit:
+        raise BadInput(
+            f"{source}: member {_show(member.name)}: {member.size} bytes, over the "
+            f"{limit}-byte limit; refused"
+        )
+    try:
+        data = tar.extractfile(member).read(member.size)  # type: ignore[union-attr]
+    except UNREADABLE as error:
+        raise _unreadable(source, error) from None
+    if len(data) != member.size:
+        raise BadInput(f"{source}: member {_show(member.name)}: truncated export")
+    return data
+
+
+def _copy_member(tar: tarfile.TarFile, member: tarfile.TarInfo, source: Path, target: Path) -> str:
+    """Write exactly the member's bytes to a new file (mode 0644, whatever the member says);
+    their sha256."""
+    try:
+        reader = tar.extractfile(member)
+    except UNREADABLE as error:
+        raise _unreadable(source, error) from None
+    assert reader is not None  # a regular file
+    h, left = hashlib.sha256(), member.size
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    with os.fdopen(os.open(target, flags, 0o644), "wb") as f:
+        os.fchmod(f.fileno(), 0o644)
+        while left > 0:
+            try:
+                chunk = reader.read(min(left, 1 << 20))
+            except UNREADABLE as error:
+                raise _unreadable(source, error) from None
+            if not chunk:
+                raise BadInput(f"{source}: member {_show(member.name)}: truncated export")
+            h.update(chunk)
+            f.write(chunk)
+            left -= len(chunk)
+    return h.hexdigest()
+
+
+def _write_new(target: Path, data: bytes) -> None:
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    with os.fdopen(os.open(target, flags, 0o644), "wb") as f:
+        os.fchmod(f.fileno(), 0o644)
+        f.write(data)
+
+
+def _make_dirs(root: Path, rel: PurePosixPath) -> None:
+    """The directories of `rel` under `root` (a fresh staging directory), each mode 0755."""
+    here = root
+    for part in rel.parts:
+        here = here / part
+        if not here.is_dir():
+            here.mkdir(mode=0o755)
+            here.chmod(0o755)
+
+
+def _check_manifest(record: bytes, sidecar: bytes, source: Path) -> Manifest:
+    where = f"{source}: capsule/{MANIFEST}"
+    expected = (sidecar.decode(errors="replace").split() or [""])[0]
+    if expected != sha256_bytes(record):
+        raise IntegrityError(f"{where}: record was altered (its sha256 does not match {SIDECAR})")
+    manifest = parse(record, where)
+    if not isinstance(manifest, Manifest):
+        raise BadInput(f"{where}: kind: {manifest.kind!r}; an export carries a capsule")
+    return manifest
+
+
+def _listed(manifest: Manifest, source: Path) -> dict[str, ArtifactRef]:
+    """Member name → ArtifactRef for every artifact the manifest lists, each path checked:
+    relative, normalised, inside the capsule, not the record itself, never both a file and
+    the directory of another."""
+    where = f"{source}: capsule/{MANIFEST}"
+    listed: dict[str, ArtifactRef] = {}
+    for name, ref in sorted(manifest.artifacts.items()):
+        rel = PurePosixPath(ref.path)
+        field = f"{where}: artifacts.{name}.path"
+        encoded = ref.path.encode("utf-8", "surrogateescape")
+        if (
+            rel.is_absolute()
+            or not rel.parts
+            or ".." in rel.parts
+            or str(rel) != ref.path
+            or "\x00" in ref.path
+        ):
+            raise BadInput(f"{field}: {_show(ref.path)} is not a plain path inside the capsule")
+        if len(encoded) + len("capsule/") > MAX_NAME_BYTES or any(
+            len(part.encode("utf-8", "surrogateescape")) > NAME_PART_BYTES for part in rel.parts
+        ):
+            raise BadInput(f"{field}: {_show(ref.path)}: name too long")
+        if ref.path in (MANIFEST, SIDECAR, REPLAY) or ref.size < 0:
+            raise BadInput(f"{field}: {_show(ref.path)} cannot be an artifact")
+        member = f"capsule/{ref.path}"
+        if member in listed and listed[member] != ref:
+            raise BadInput(f"{field}: {_show(ref.path)} is listed twice with different digests")
+        listed[member] = ref
+    for member in listed:
+        for parent in PurePosixPath(member).parents:
+            if str(parent) in listed:
+                raise BadInput(
+                    f"{where}: artifacts: {_show(str(parent))} is a file and a directory"
+                )
+    return listed
 
 
 def import_capsule(
@@ -119,31 +334,15 @@ def import_capsule(
     force: bool = False,
     engine_name: str = "docker",
 ) -> ImportResult:
-    """Unpack an export safely, verify every digest, load its images into the named engine;
-    write the capsule to `out`. A signature it carries must be over its digest."""
-    from builder.trust import check_signature_covers, content_digest
-
-    if not source.is_file():
-        raise BadInput(f"{source}: export file not found")
-    if not tarfile.is_tarfile(source):
-        raise BadInput(f"{source}: not a capsule export (not a tar file)")
-    with tarfile.open(source, "r:") as tar, StagedDir(out, force=force) as stage:
-        images: list[Path] = []
-        for member in tar:
-            path = _safe_name(member, source)
-            if member.isdir():
-                continue
-            rel = PurePosixPath(*path.parts[1:])
-            target = stage.stage / ("images" if path.parts[0] == "images" else "") / rel
-            target.parent.mkdir(parents=True, exist_ok=True)
-            with tar.extractfile(member) as data, target.open("wb") as f:  # type: ignore[union-attr]
-                shutil.copyfileobj(data, f, 1 << 20)
-            if path.parts[0] == "images":
-                images.append(target)
-        if not (stage.stage / MANIFEST).is_file():
-            raise BadInput(f"{source}: capsule/{MANIFEST}: missing; not a capsule export")
-        images_dir = stage.stage / "images"
-        manifest = verify_capsule(stage.stage)
+    """Unpack an export (exactly what its manifest lists, see the module's docstring), verify
+    every digest, load its images into the named engine; write the capsule to `out`. A
+    signature it carries must be over the capsule's digest."""
+    tar = _open_export(source)
+    with tar, StagedDir(out, force=force) as stage:
+        stage.stage.chmod(0o755)
+        images_dir = stage.stage / f".images-{uuid.uuid4().hex[:8]}"
+        manifest, images = _unpack(tar, source, stage.stage, images_dir)
+        verify_capsule(stage.stage)
         check_signature_covers(stage.stage, content_digest(manifest))
         for image_file in images:
             _load_image(manifest, image_file, engine_name, observer.log)
@@ -155,6 +354,104 @@ def import_capsule(
         verified=True,
         images={variant: image.image_id for variant, image in manifest.images.items()},
     )
+
+
+def _unpack(
+    tar: tarfile.TarFile, source: Path, root: Path, images_dir: Path
+) -> tuple[Manifest, list[Path]]:
+    """Stage the capsule's members under `root` and its images under `images_dir`, refusing
+    any member the manifest does not list (see the module's docstring)."""
+    record: bytes | None = None
+    manifest: Manifest | None = None
+    listed: dict[str, ArtifactRef] = {}
+    images_listed: set[str] = set()
+    directories = {"capsule"}
+    limit = 3  # before the manifest: capsule/, manifest.json, manifest.sha256
+    seen: set[str] = set()
+    images: list[Path] = []
+    for count, member in enumerate(_members(tar, source), start=1):
+        path = _safe_name(member, source)
+        name = str(path)
+        if count > limit:
+            raise BadInput(
+                f"{source}: member {_show(name)}: more members than the manifest lists "
+                f"({limit}); refused"
+            )
+        if name in seen:
+            raise BadInput(f"{source}: member {_show(name)}: appears twice; refused")
+        seen.add(name)
+        if member.isdir():
+            if name not in directories:
+                raise BadInput(
+                    f"{source}: member {_show(name)}: a directory the manifest does not list; "
+                    "refused"
+                )
+            continue
+        if record is None:
+            if name != f"capsule/{MANIFEST}":
+                raise BadInput(
+                    f"{source}: member {_show(name)}: capsule/{MANIFEST} must come first; refused"
+                )
+            record = _read_member(tar, member, source, MAX_RECORD_BYTES)
+            continue
+        if manifest is None:
+            if name != f"capsule/{SIDECAR}":
+                raise BadInput(
+                    f"{source}: member {_show(name)}: capsule/{SIDECAR} must follow "
+                    f"capsule/{MANIFEST}; refused"
+                )
+            sidecar = _read_member(tar, member, source, MAX_SIDECAR_BYTES)
+            manifest = _check_manifest(record, sidecar, source)
+            listed = _listed(manifest, source)
+            images_listed = {f"images/{variant}.tar.gz" for variant in manifest.images}
+            directories |= {"images"} | {
+                str(parent)
+                for member_name in listed
+                for parent in PurePosixPath(member_name).parents
+            }
+            directories.discard(".")
+            limit = count + len(listed) + len(images_listed) + len(directories) + 1  # + .sig
+            total = sum(ref.size for ref in listed.values())
+            if total > source.stat().st_size:
+                raise BadInput(
+                    f"{source}: truncated export: the manifest lists {total} bytes of artifacts, "
+                    f"the file holds {source.stat().st_size}"
+                )
+            _write_new(root / MANIFEST, record)
+            _write_new(root / SIDECAR, sidecar)
+            continue
+        if name in listed:
+            ref = listed[name]
+            if member.size != ref.size:
+                raise IntegrityError(
+                    f"{source}: member {_show(name)}: {member.size} bytes, the manifest records "
+                    f"{ref.size}; refused"
+                )
+            rel = PurePosixPath(ref.path)
+            _make_dirs(root, rel.parent)
+            digest = _copy_member(tar, member, source, root / rel)
+            if digest != ref.sha256:
+                raise IntegrityError(
+                    f"{source}: member {_show(name)}: was altered (sha256 {digest[:12]}…, "
+                    f"recorded {ref.sha256[:12]}…)"
+                )
+        elif name == f"capsule/{SIGNATURE}":
+            _write_new(root / SIGNATURE, _read_member(tar, member, source, MAX_SIGNATURE_BYTES))
+        elif name in images_listed:
+            _make_dirs(images_dir.parent, PurePosixPath(images_dir.name))
+            images.append(images_dir / path.name)
+            _copy_member(tar, member, source, images[-1])
+        else:
+            raise BadInput(f"{source}: member {_show(name)}: not listed in the manifest; refused")
+    if record is None or manifest is None:
+        missing = MANIFEST if record is None else SIDECAR
+        raise BadInput(f"{source}: capsule/{missing}: missing; not a capsule export")
+    absent = sorted(set(listed) - seen)
+    if absent:
+        raise IntegrityError(
+            f"{source}: member {_show(absent[0])}: listed in the manifest, missing from the export"
+        )
+    return manifest, images
 
 
 def _load_image(manifest: Manifest, image_file: Path, engine_name: str, log: Log) -> None:
