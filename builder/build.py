@@ -57,6 +57,16 @@ def wheelhouse(capsule: Capsule, variant: str, log: Log) -> list[str]:
         if variant == "cuda":
             _require_cuda_build(staging, manifest.spec.framework)
         build_tool_wheel(staging, log)
+        wheels = sorted(p.name for p in staging.glob("*.whl"))
+        refs = {
+            f"{folder}/{name}": ArtifactRef(
+                path=f"{folder}/{name}",
+                sha256=file_sha256(staging / name),
+                size=(staging / name).stat().st_size,
+                media_type="application/x-wheel+zip",
+            )
+            for name in wheels
+        }
         final = capsule.path / folder
         with capsule.writing() as manifest:  # as it is now: another build may have stored it
             stored = _stored_wheels(manifest.artifacts, folder)
@@ -66,16 +76,7 @@ def wheelhouse(capsule: Capsule, variant: str, log: Log) -> list[str]:
             if final.exists():
                 shutil.rmtree(final)  # left by an interrupted build; not named by the manifest
             staging.rename(final)
-            wheels = sorted(p.name for p in final.glob("*.whl"))
-            artifacts = dict(manifest.artifacts)
-            for name in wheels:
-                path = final / name
-                artifacts[f"{folder}/{name}"] = ArtifactRef(
-                    path=f"{folder}/{name}",
-                    sha256=file_sha256(path),
-                    size=path.stat().st_size,
-                    media_type="application/x-wheel+zip",
-                )
+            artifacts = {**manifest.artifacts, **refs}
             capsule.update(manifest.model_copy(update={"artifacts": artifacts}))
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
