@@ -36,11 +36,7 @@ def wheelhouse(capsule: Capsule, variant: str, log: Log) -> list[str]:
     artifacts (one sha256 per wheel), so every later build installs the very same files."""
     manifest = capsule.manifest
     folder = WHEELHOUSE_DIR[variant]
-    stored = sorted(
-        ref.path.split("/", 1)[1]
-        for name, ref in manifest.artifacts.items()
-        if name.startswith(f"{folder}/")
-    )
+    stored = _stored_wheels(manifest.artifacts, folder)
     if stored:
         return stored
     requires = manifest.spec.code.requires if isinstance(manifest.spec, UserSpec) else []
@@ -61,26 +57,40 @@ def wheelhouse(capsule: Capsule, variant: str, log: Log) -> list[str]:
         if variant == "cuda":
             _require_cuda_build(staging, manifest.spec.framework)
         build_tool_wheel(staging, log)
+        wheels = sorted(p.name for p in staging.glob("*.whl"))
+        refs = {
+            f"{folder}/{name}": ArtifactRef(
+                path=f"{folder}/{name}",
+                sha256=file_sha256(staging / name),
+                size=(staging / name).stat().st_size,
+                media_type="application/x-wheel+zip",
+            )
+            for name in wheels
+        }
         final = capsule.path / folder
-        if final.exists():
-            shutil.rmtree(final)  # left by an interrupted build; not named by the manifest
-        staging.rename(final)
+        with capsule.writing() as manifest:  # as it is now: another build may have stored it
+            stored = _stored_wheels(manifest.artifacts, folder)
+            if stored:
+                shutil.rmtree(staging, ignore_errors=True)
+                return stored
+            if final.exists():
+                shutil.rmtree(final)  # left by an interrupted build; not named by the manifest
+            staging.rename(final)
+            artifacts = {**manifest.artifacts, **refs}
+            capsule.update(manifest.model_copy(update={"artifacts": artifacts}))
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    wheels = sorted(p.name for p in final.glob("*.whl"))
-    artifacts = dict(manifest.artifacts)
-    for name in wheels:
-        path = final / name
-        artifacts[f"{folder}/{name}"] = ArtifactRef(
-            path=f"{folder}/{name}",
-            sha256=file_sha256(path),
-            size=path.stat().st_size,
-            media_type="application/x-wheel+zip",
-        )
-    capsule.update(manifest.model_copy(update={"artifacts": artifacts}))
     log(f"wheelhouse: {len(wheels)} wheels stored in {final}")
     return wheels
+
+
+def _stored_wheels(artifacts: dict[str, ArtifactRef], folder: str) -> list[str]:
+    return sorted(
+        ref.path.split("/", 1)[1]
+        for name, ref in artifacts.items()
+        if name.startswith(f"{folder}/")
+    )
 
 
 def build(
@@ -167,7 +177,8 @@ def build(
         wheels=wheels,
         built=now(),
     )
-    capsule.update(manifest.model_copy(update={"images": {**manifest.images, variant: record}}))
+    with capsule.writing() as latest:  # the manifest as it is now: what others recorded stays
+        capsule.update(latest.model_copy(update={"images": {**latest.images, variant: record}}))
     return BuildResult(variant=variant, checked=False, matches=None, rebuilt_id=None, image=record)
 
 

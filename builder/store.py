@@ -12,6 +12,8 @@ import os
 import shutil
 import stat
 import uuid
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager, nullcontext
 from pathlib import Path, PurePosixPath
 from types import TracebackType
 from typing import TYPE_CHECKING, TypeVar
@@ -19,6 +21,7 @@ from typing import TYPE_CHECKING, TypeVar
 if TYPE_CHECKING:
     import numpy as np
 
+from builder import locks
 from builder.errors import BadInput, IntegrityError
 from builder.records import kind_of, parse
 from builder.records.audit import AuditRecord
@@ -59,24 +62,42 @@ def _sidecar(record_file: Path) -> Path:
 class StagedDir:
     """Builds a capsule in a hidden sibling directory; only `commit` gives it its final name.
 
-    A crash, Ctrl-C or error before `commit` removes the staging directory, so nothing that
-    looks like a complete capsule is ever left behind.
+    Entering claims the final path (`locks.claimed`) before any work: a second command for the
+    same path is refused (exit 2) at once, not after its own work. A crash, Ctrl-C or error
+    before `commit` removes the staging directory, so nothing that looks like a complete capsule
+    is ever left behind; what a killed command left (SIGKILL runs no cleanup) is removed by the
+    next command that writes into the same parent (`locks.clean_stale`).
     """
 
     def __init__(self, final: Path, force: bool = False) -> None:
         self.final = final
-        if final.exists() and not force:
+        self.force = force
+        self._check()  # before any work; again under the claim
+        self.stage = final.parent / f".{final.name}.partial-{uuid.uuid4().hex[:8]}"
+        self.committed = False
+        self._claim = ExitStack()
+
+    def _check(self) -> None:
+        final = self.final
+        if final.exists() and not self.force:
             raise BadInput(f"{final}: already exists (pass --force to replace it)")
         if final.exists() and not (final / MANIFEST).exists() and not (final / REPLAY).exists():
             raise BadInput(
                 f"{final}: exists and is not a capsule or replay; refusing to replace it"
             )
-        self.stage = final.parent / f".{final.name}.partial-{uuid.uuid4().hex[:8]}"
-        self.committed = False
 
     def __enter__(self) -> StagedDir:
-        self.final.parent.mkdir(parents=True, exist_ok=True)
-        self.stage.mkdir()
+        parent = self.final.parent
+        parent.mkdir(parents=True, exist_ok=True)
+        self._claim.enter_context(locks.claimed(self.final))
+        try:
+            self._check()  # another command may have made it since
+            locks.remove_leftovers(parent, self.final.name)  # ours to clean: we hold its claim
+            locks.clean_stale(parent, keep=self.final.name)
+            self.stage.mkdir()
+        except BaseException:
+            self._claim.close()
+            raise
         return self
 
     def __exit__(
@@ -85,8 +106,11 @@ class StagedDir:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if not self.committed:
-            shutil.rmtree(self.stage, ignore_errors=True)
+        try:
+            if not self.committed:
+                shutil.rmtree(self.stage, ignore_errors=True)
+        finally:
+            self._claim.close()
 
     def add_bytes(self, relpath: str, data: bytes, media_type: str) -> ArtifactRef:
         target = self.stage / relpath
@@ -106,18 +130,24 @@ class StagedDir:
 
     def commit(self, record: Record | None) -> None:
         """Write the record (or keep the one already staged, when `record` is None), then
-        give the staging directory its final name."""
+        give the staging directory its final name. A capsule gets its lock file from birth;
+        a capsule it replaces (--force) is swapped out under that capsule's write lock, so
+        no command is writing into it meanwhile."""
         if record is not None:
             name = MANIFEST if isinstance(record, Manifest) else REPLAY
             text = record_bytes(record)
             (self.stage / name).write_bytes(text)
             _sidecar(self.stage / name).write_text(f"{sha256_bytes(text)}  {name}\n")
+        if (self.stage / MANIFEST).is_file():
+            (self.stage / locks.LOCK).touch()
         trash = None
-        if self.final.exists():
-            trash = self.final.parent / f".{self.final.name}.old-{uuid.uuid4().hex[:8]}"
-            self.final.rename(trash)
-        self.stage.rename(self.final)
-        self.committed = True
+        replacing = (self.final / MANIFEST).is_file()
+        with locks.writing(self.final) if replacing else nullcontext():
+            if self.final.exists():
+                trash = self.final.parent / f".{self.final.name}.old-{uuid.uuid4().hex[:8]}"
+                self.final.rename(trash)
+            self.stage.rename(self.final)
+            self.committed = True
         if trash is not None:
             shutil.rmtree(trash, ignore_errors=True)
 
@@ -159,21 +189,23 @@ def store_json(
 ) -> ArtifactRef | None:
     """Write `data` as artifact `name` at FOLDER/STEM-<sha12>.json (a name of its own digest,
     written by atomic rename), then point the manifest at it: a crash at any point leaves a
-    capsule that verifies. Returns the artifact it replaced."""
-    directory, manifest = capsule.path, capsule.manifest
-    digest = sha256_bytes(data)
-    relpath = f"{folder}/{stem}-{digest[:12]}.json"
-    target = directory / relpath
-    target.parent.mkdir(exist_ok=True)
-    temporary = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}")
-    temporary.write_bytes(data)
-    temporary.replace(target)
-    previous = manifest.artifacts.get(name)
-    artifacts = dict(manifest.artifacts)
-    artifacts[name] = ArtifactRef(
-        path=relpath, sha256=digest, size=len(data), media_type="application/json"
-    )
-    capsule.update(manifest.model_copy(update={"artifacts": artifacts}))
+    capsule that verifies. Under the capsule's write lock, on the manifest as it is now.
+    Returns the artifact it replaced."""
+    with capsule.writing():
+        directory, manifest = capsule.path, capsule.manifest
+        digest = sha256_bytes(data)
+        relpath = f"{folder}/{stem}-{digest[:12]}.json"
+        target = directory / relpath
+        target.parent.mkdir(exist_ok=True)
+        temporary = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}")
+        temporary.write_bytes(data)
+        temporary.replace(target)
+        previous = manifest.artifacts.get(name)
+        artifacts = dict(manifest.artifacts)
+        artifacts[name] = ArtifactRef(
+            path=relpath, sha256=digest, size=len(data), media_type="application/json"
+        )
+        capsule.update(manifest.model_copy(update={"artifacts": artifacts}))
     return previous
 
 
@@ -191,17 +223,19 @@ def load_record(directory: Path) -> Record:
     """The capsule's manifest or the replay's record, after checking its own digest. The
     record's `kind` picks its model; it must be the one its file holds."""
     path = record_file(directory)
-    data = _read_record_file(path, "record", MAX_RECORD_BYTES)
     sidecar = _sidecar(path)
-    if sidecar.is_file():
-        sidecar_text = _read_record_file(sidecar, "digest sidecar", MAX_SIDECAR_BYTES)
-        expected = (sidecar_text.decode(errors="replace").split() or [""])[0]
-        if expected != sha256_bytes(data):
-            raise IntegrityError(
-                f"{path}: record was altered (its sha256 does not match {sidecar.name})"
-            )
-    else:
+    with locks.reading(directory):  # never a manifest half replaced by a writer
+        data = _read_record_file(path, "record", MAX_RECORD_BYTES)
+        expected = None
+        if sidecar.is_file():
+            sidecar_text = _read_record_file(sidecar, "digest sidecar", MAX_SIDECAR_BYTES)
+            expected = (sidecar_text.decode(errors="replace").split() or [""])[0]
+    if expected is None:
         raise IntegrityError(f"{sidecar}: missing; the record's digest cannot be checked")
+    if expected != sha256_bytes(data):
+        raise IntegrityError(
+            f"{path}: record was altered (its sha256 does not match {sidecar.name})"
+        )
     record = parse(data, str(path))
     model = Manifest if path.name == MANIFEST else ReplayRecord
     if not isinstance(record, model):
@@ -379,9 +413,10 @@ def read_tensors(directory: Path, record: Record, name: str) -> dict[str, np.nda
 
 def verify(directory: Path) -> Record:
     """Re-hash the record and every artifact; the first mismatch raises IntegrityError."""
-    record = load_record(directory)
-    for name, ref in sorted(record.artifacts.items()):
-        check_artifact(directory, name, ref)
+    with locks.reading(directory):  # no writer swaps a study out while it is re-hashed
+        record = load_record(directory)
+        for name, ref in sorted(record.artifacts.items()):
+            check_artifact(directory, name, ref)
     return record
 
 
@@ -412,7 +447,32 @@ class Capsule:
     def tensors(self, name: str) -> dict[str, np.ndarray]:
         return read_tensors(self.path, self.manifest, name)
 
+    @contextmanager
+    def writing(self) -> Iterator[Manifest]:
+        """Hold the capsule's write lock (`locks.writing`: a second writer waits), with the
+        manifest re-read under it, for a read-modify-write: what another command recorded
+        meanwhile is kept. Refused if the capsule was replaced (freeze --force) meanwhile.
+        Nests: an inner `writing` of the same capsule re-reads nothing."""
+        with locks.writing(self.path) as fresh:
+            if fresh:
+                now = load_manifest(self.path)
+                if _identity(now) != _identity(self.manifest):
+                    raise BadInput(
+                        f"{self.path}: was replaced by another capsule while this command ran; "
+                        "nothing was written"
+                    )
+                self.manifest = now
+            yield self.manifest
+
     def update(self, manifest: Manifest) -> None:
-        """Record a new manifest (an image, a wheelhouse, a study) on disk and in the handle."""
+        """Record a new manifest (an image, a wheelhouse, a study) on disk and in the handle;
+        only inside `writing()`, on the manifest it re-read."""
+        if not locks.holds(self.path):
+            raise RuntimeError(f"{self.path}: Capsule.update outside Capsule.writing()")
         update_manifest(self.path, manifest)
         self.manifest = manifest
+
+
+def _identity(manifest: Manifest) -> tuple[object, ...]:
+    """What tells one freeze from another: its time, spec and trained weights."""
+    return manifest.created, manifest.spec, manifest.artifacts.get("weights")

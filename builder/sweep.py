@@ -1,23 +1,27 @@
 """Seed and data-order sweeps: the capsule's experiment run again under many init and order
 seeds, each run's outcome stored in the capsule (artifact "sweep").
 
-Finished runs are appended to a journal in the capsule directory as they complete, so an
-interrupted sweep (Ctrl-C, a killed worker) keeps them, and the next sweep — with the same or
-more seeds — runs only what is missing. Where the runs execute is an executor's business
-(`builder.executors`); this module plans, journals and stores.
+Finished runs are appended to the sweep's own journal in the capsule directory as they complete,
+so an interrupted sweep (Ctrl-C, SIGTERM, a killed worker or even a killed command) keeps them,
+and the next sweep — with the same or more seeds — runs only what is missing. The record is
+stored under the capsule's write lock, merged with the record and journals as they are then:
+two sweeps of one capsule at once end with the union of their runs. Where the runs execute is an
+executor's business (`builder.executors`); this module plans, journals and stores.
 """
 
 from __future__ import annotations
 
 from builder.errors import BadInput
 from builder.executors import Executor, Failure, Key, get_executor
-from builder.executors.journal import journals, read_journal
+from builder.executors.journal import OwnJournal, ended, read_journal
 from builder.observer import SILENT, Observer
 from builder.records.enums import Where
 from builder.records.manifest import Manifest
 from builder.records.results import RunFailure, SweepResult
 from builder.records.sweep import SweepRecord, SweepRun
 from builder.store import SWEEP, Capsule, load_sweep, store_json
+
+Runs = dict[Key, SweepRun]
 
 PRIME_FLOOR = 1_000_000
 SWEEP_DIR = "sweeps"
@@ -75,13 +79,30 @@ def plan(manifest: Manifest, seeds: list[int] | None, orders: list[int] | None) 
 
 
 def store_sweep(capsule: Capsule, record: SweepRecord) -> None:
-    """Store the record as artifact "sweep", then remove the previous one and the journals."""
+    """Store the record as artifact "sweep", then remove the previous one."""
     data = (record.model_dump_json(indent=1) + "\n").encode()
-    previous = store_json(capsule, SWEEP, SWEEP_DIR, "sweep", data)
-    if previous is not None and previous.path != capsule.manifest.artifacts[SWEEP].path:
-        (capsule.path / previous.path).unlink(missing_ok=True)
-    for path in journals(capsule.path):
-        path.unlink(missing_ok=True)
+    with capsule.writing():
+        previous = store_json(capsule, SWEEP, SWEEP_DIR, "sweep", data)
+        if previous is not None and previous.path != capsule.manifest.artifacts[SWEEP].path:
+            (capsule.path / previous.path).unlink(missing_ok=True)
+
+
+def store_union(capsule: Capsule, finished: Runs, journal: str) -> None:
+    """Read-modify-write under the capsule's write lock: the stored record and every journal as
+    they are now, with this sweep's runs (`finished`, updated to the union); then the journals
+    of this sweep and of sweeps that ended go (their runs are stored)."""
+    with capsule.writing():
+        stored = load_sweep(capsule.path, capsule.manifest)
+        union = stored.by_key() if stored else {}
+        union.update({(r.init, r.order): r for r in read_journal(capsule.path)})
+        union.update(finished)
+        finished.update(union)
+        done = ended(capsule.path, journal)
+        runs = sorted(union.values(), key=lambda r: (r.init, r.order))
+        if runs and (stored is None or runs != stored.runs):
+            store_sweep(capsule, SweepRecord(runs=runs))
+        for path in done:
+            path.unlink(missing_ok=True)
 
 
 # ---------------------------------------------------------------- the sweep
@@ -111,24 +132,22 @@ def sweep(
 
         runner = ContainerRuns(on.value)
     wanted = plan(capsule.manifest, seeds, orders)
-    stored = load_sweep(capsule.path, capsule.manifest)
-    finished = stored.by_key() if stored else {}
-    finished.update({(r.init, r.order): r for r in read_journal(capsule.path)})
-    todo = [key for key in wanted if key not in finished]
-    observer.planned(len(todo), len(wanted) - len(todo))
-
-    def keep(run: SweepRun) -> None:
-        finished[(run.init, run.order)] = run  # the executor has journalled it
-        observer.run_done(run)
-
-    failures: list[Failure] = []
-    try:
-        failures = runner.run(capsule, todo, jobs, keep)
-    finally:
+    with OwnJournal(capsule.path) as journal:
+        stored = load_sweep(capsule.path, capsule.manifest)
+        finished = stored.by_key() if stored else {}
         finished.update({(r.init, r.order): r for r in read_journal(capsule.path)})
-        runs = sorted(finished.values(), key=lambda r: (r.init, r.order))
-        if runs and (stored is None or runs != stored.runs):
-            store_sweep(capsule, SweepRecord(runs=runs))
+        todo = [key for key in wanted if key not in finished]
+        observer.planned(len(todo), len(wanted) - len(todo))
+
+        def keep(run: SweepRun) -> None:
+            finished[(run.init, run.order)] = run  # the executor has journalled it
+            observer.run_done(run)
+
+        failures: list[Failure] = []
+        try:
+            failures = runner.run(capsule, todo, jobs, keep, journal.name)
+        finally:
+            store_union(capsule, finished, journal.name)  # also after Ctrl-C or SIGTERM
     from builder.stats import summaries
 
     record = SweepRecord(runs=sorted(finished.values(), key=lambda r: (r.init, r.order)))

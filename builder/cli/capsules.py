@@ -270,8 +270,9 @@ def sign(
 
     with reported():
         handle = open_capsule(capsule)
-        found = content_digest(handle.manifest)
-        signature = do_sign(capsule, found, key, password)
+        with handle.writing() as manifest:  # no study lands between digest and signature
+            found = content_digest(manifest)
+            signature = do_sign(capsule, found, key, password)
     result = SignResult(path=str(capsule), digest=found, signature=str(signature))
     emit(result, as_json, lambda: render_sign(out, result))
 

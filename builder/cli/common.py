@@ -109,10 +109,18 @@ def _interrupt(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt
 
 
+def _notice(line: str) -> None:
+    err.print(line, markup=False)
+
+
 @contextmanager
 def reported() -> Iterator[None]:
-    """Turn CapsuleError into its exit code; SIGTERM and Ctrl-C unwind cleanly (no half capsule)."""
+    """Turn CapsuleError into its exit code; SIGTERM and Ctrl-C unwind cleanly (no half capsule).
+    A wait for another command's write lock is said on stderr."""
+    from builder import locks
+
     signal.signal(signal.SIGTERM, _interrupt)
+    locks.notify = _notice
     try:
         yield
     except CapsuleError as error:

@@ -34,14 +34,17 @@ class Executor(Protocol):
     """Runs a sweep's missing runs somewhere.
 
     `run` calls `on_done` in the calling process once for every finished run, only after that
-    run is in one of the capsule's journals (`sweep.journals`), so an interrupted sweep keeps it;
-    the runs that did not finish come back as failures. Ctrl-C propagates, after the executor
-    has stopped what it started.
+    run is in the sweep's journal `journal` or one of its parts (`journal.part_name`), so an
+    interrupted sweep keeps it; the runs that did not finish come back as failures. Ctrl-C
+    (and SIGTERM, which the command line turns into it) propagates, after the executor has
+    stopped what it started — within seconds, not after the runs in flight.
     """
 
     name: str
 
-    def run(self, capsule: Capsule, todo: list[Key], jobs: int, on_done: OnDone) -> list[Failure]:
+    def run(
+        self, capsule: Capsule, todo: list[Key], jobs: int, on_done: OnDone, journal: str
+    ) -> list[Failure]:
         """Run `todo` with up to `jobs` runs at a time."""
         ...
 

@@ -36,7 +36,9 @@ class ContainerRuns:
     def __init__(self, engine_name: str) -> None:
         self.engine_name = engine_name
 
-    def run(self, capsule: Capsule, todo: list[Key], jobs: int, on_done: OnDone) -> list[Failure]:
+    def run(
+        self, capsule: Capsule, todo: list[Key], jobs: int, on_done: OnDone, journal: str
+    ) -> list[Failure]:
         from builder.engines import Job, Mount, open_engine
         from builder.engines.recipe import CODE_IN_IMAGE, IMAGE_TREE
         from builder.records.spec import UserSpec
@@ -98,7 +100,7 @@ class ContainerRuns:
                         key = (run.init, run.order)
                         if key not in seen:
                             seen[key] = run
-                            append_journal(capsule.path, run)
+                            append_journal(capsule.path, run, journal)
                             on_done(run)
 
             try:

@@ -14,7 +14,7 @@ import uuid
 
 from builder.errors import EngineMissing
 from builder.executors import Executor, Failure, Key, OnDone
-from builder.executors.journal import read_journal
+from builder.executors.journal import part_name, read_journal
 from builder.executors.work import run_chunk, worker_error
 from builder.store import Capsule
 
@@ -44,7 +44,9 @@ class SlurmArray:
     name = "slurm"
     poll = 0.5  # seconds between looks at the journals and the queue
 
-    def run(self, capsule: Capsule, todo: list[Key], jobs: int, on_done: OnDone) -> list[Failure]:
+    def run(
+        self, capsule: Capsule, todo: list[Key], jobs: int, on_done: OnDone, journal: str
+    ) -> list[Failure]:
         if shutil.which("sbatch") is None or shutil.which("squeue") is None:
             raise EngineMissing("executor slurm: sbatch/squeue not found (no Slurm here)")
         import submitit
@@ -59,7 +61,7 @@ class SlurmArray:
         # but at least four runs per task where there are enough (each task pays its imports once)
         count = min(len(todo), jobs * max(1, min(4, len(todo) // (4 * jobs))))
         chunks = [todo[i::count] for i in range(count)]
-        names = [f".sweep-journal.task{i}.jsonl" for i in range(count)]
+        names = [part_name(journal, f"task{i}") for i in range(count)]
         try:
             tasks = executor.map_array(run_chunk, [str(capsule.path)] * count, chunks, names)
         except Exception as error:  # sbatch refused, or Slurm is down
@@ -70,7 +72,7 @@ class SlurmArray:
 
         def report_new() -> set[Key]:
             """Report the runs the tasks' journals gained; return every finished key."""
-            done = {(r.init, r.order): r for r in read_journal(capsule.path)}
+            done = {(r.init, r.order): r for r in read_journal(capsule.path, journal)}
             for key, run in done.items():
                 if key in wanted and key not in seen:
                     seen.add(key)

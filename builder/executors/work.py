@@ -8,7 +8,10 @@ arises.
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
+import os
+import signal
 import sys
 from collections.abc import Callable
 from concurrent.futures.process import BrokenProcessPool
@@ -17,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from builder.executors import Failure, Key
-from builder.executors.journal import append_journal
+from builder.executors.journal import append_journal, part_name
 from builder.observer import SILENT
 from builder.records.run import Outcome
 from builder.records.spec import Spec, UserSpec
@@ -77,6 +80,27 @@ def _run_code(capsule: Capsule, spec: Spec | UserSpec) -> tuple[Outcome, dict[st
             del sys.modules[name]
     result = replay_code(capsule, spec, SILENT)
     return result.outcome, result.weights
+
+
+def worker_start(parent: int) -> None:
+    """A pool worker's first act: die with the command that started it (Linux: the parent's
+    death sends it SIGKILL), so a killed sweep leaves no worker running on."""
+    if sys.platform.startswith("linux"):
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            pass
+    if os.getppid() != parent:  # the parent died before the line above
+        os._exit(1)
+
+
+def run_journalled(capsule: str, init: int, order: int, journal: str) -> SweepRun:
+    """`run_one` in a pool worker, journalled by the worker itself (its part of `journal`)
+    before the command hears of it."""
+    run = run_one(capsule, init, order)
+    append_journal(Path(capsule), run, part_name(journal, f"w{os.getpid()}"))
+    return run
 
 
 def worker_error(error: BaseException) -> str:
