@@ -139,7 +139,7 @@ class StagedDir:
             (self.stage / name).write_bytes(text)
             _sidecar(self.stage / name).write_text(f"{sha256_bytes(text)}  {name}\n")
         if (self.stage / MANIFEST).is_file():
-            (self.stage / locks.LOCK).touch()
+            (self.stage / locks.LOCK).touch(mode=0o644)
         trash = None
         replacing = (self.final / MANIFEST).is_file()
         with locks.writing(self.final) if replacing else nullcontext():
