@@ -30,6 +30,7 @@ REPLAY = "replay.json"
 SAFETENSORS = "application/vnd.safetensors"
 SWEEP = "sweep"  # the artifact name of a capsule's sweep record
 AUDIT_PREFIX = "audit/"  # audits are artifacts audit/<sha12>
+PROVENANCE_PREFIX = "provenance/"  # an image's build provenance: provenance/<variant>
 
 Record = Manifest | ReplayRecord
 Stored = TypeVar("Stored", SweepRecord, AuditRecord)
@@ -123,9 +124,9 @@ def _record_bytes(record: Record) -> bytes:
 
 
 def is_study(artifact: str) -> bool:
-    """Studies made after the freeze (a sweep, audits): stored in the capsule, yet not part of
-    what its image is built from."""
-    return artifact == SWEEP or artifact.startswith(AUDIT_PREFIX)
+    """Studies made after the freeze (a sweep, audits) and the images' build provenance:
+    stored in the capsule, yet not part of what its image is built from."""
+    return artifact == SWEEP or artifact.startswith((AUDIT_PREFIX, PROVENANCE_PREFIX))
 
 
 def capsule_digest(manifest: Manifest) -> str:

@@ -20,6 +20,7 @@ from builder.errors import BadInput
 from builder.observer import Log
 
 TOOL_DISTRIBUTION = "capsule-builder"
+WHEELHOUSE_DIR = {"cpu": "wheelhouse", "cuda": "wheelhouse-cuda"}  # folder in the capsule
 
 
 def requirement_closure(root: str, extras: set[str]) -> list[str]:
