@@ -16,19 +16,23 @@ from builder.engines.recipe import (
     code_in_image,
     render_dockerfile,
 )
-from builder.engines.wheelhouse import build_tool_wheel, download_wheels, pinned_distributions
+from builder.engines.wheelhouse import (
+    WHEELHOUSE_DIR,
+    build_tool_wheel,
+    download_wheels,
+    pinned_distributions,
+)
 from builder.errors import BadInput, IntegrityError
 from builder.frameworks import FRAMEWORKS
 from builder.freeze import now
 from builder.observer import SILENT, Log, Observer
+from builder.provenance import ensure_provenance, record_provenance
 from builder.records.enums import Device
 from builder.records.manifest import ImageRecord
 from builder.records.results import BuildResult
 from builder.records.run import ArtifactRef
 from builder.records.spec import UserSpec
 from builder.store import Capsule, capsule_digest, file_sha256, sha256_bytes
-
-WHEELHOUSE_DIR = {"cpu": "wheelhouse", "cuda": "wheelhouse-cuda"}
 
 
 def wheelhouse(capsule: Capsule, variant: str, log: Log) -> list[str]:
@@ -141,6 +145,7 @@ def build(
             f"build: {tag} is built already in {engine.label} (same base, Dockerfile and "
             "wheels); --check rebuilds"
         )
+        ensure_provenance(capsule, variant)  # an image recorded before statements were written
         return BuildResult(
             variant=variant, checked=False, matches=None, rebuilt_id=None, image=recorded
         )
@@ -152,6 +157,7 @@ def build(
         "org.capsule.name": manifest.spec.name,
         "org.capsule.variant": variant,
     }
+    started = now()
     log(f"build: {tag} from {base_ref} with {engine.name}{' (no cache)' if check else ''}")
     image_id = engine.build(context, None if check else tag, labels, base_ref, check, log)
     if check:
@@ -179,6 +185,7 @@ def build(
     )
     with capsule.writing() as latest:  # the manifest as it is now: what others recorded stays
         capsule.update(latest.model_copy(update={"images": {**latest.images, variant: record}}))
+        record_provenance(capsule, variant, started)  # provenance/<variant>: in-toto, SLSA v1
     return BuildResult(variant=variant, checked=False, matches=None, rebuilt_id=None, image=record)
 
 

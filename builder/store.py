@@ -37,6 +37,7 @@ SWEEP = "sweep"  # the artifact name of a capsule's sweep record
 AUDIT_PREFIX = "audit/"  # audits are artifacts audit/<sha12>
 MAX_RECORD_BYTES = 64 << 20  # a manifest or replay record (a few KiB to a few MiB in practice)
 MAX_SIDECAR_BYTES = 4096  # "<sha256>  manifest.json\n"
+PROVENANCE_PREFIX = "provenance/"  # an image's build provenance: provenance/<variant>
 
 Record = Manifest | ReplayRecord
 Stored = TypeVar("Stored", SweepRecord, AuditRecord)
@@ -157,9 +158,9 @@ def record_bytes(record: Record) -> bytes:
 
 
 def is_study(artifact: str) -> bool:
-    """Studies made after the freeze (a sweep, audits): stored in the capsule, yet not part of
-    what its image is built from."""
-    return artifact == SWEEP or artifact.startswith(AUDIT_PREFIX)
+    """Studies made after the freeze (a sweep, audits) and the images' build provenance:
+    stored in the capsule, yet not part of what its image is built from."""
+    return artifact == SWEEP or artifact.startswith((AUDIT_PREFIX, PROVENANCE_PREFIX))
 
 
 def capsule_digest(manifest: Manifest) -> str:

@@ -3,8 +3,9 @@ one a paper cites, and that its author vouched for it.
 
 The digest is one sha256 over the sorted `sha256  path` lines of the manifest and of every
 artifact it lists (a Merkle-style list: each line can be checked against a file). The manifest
-enters without its image records: an image is derived from the capsule (and recording one must
-not change the capsule's identity, nor the label written into that image). Studies stored
+enters without its image records and their build statements (`provenance/<variant>`): an image
+is derived from the capsule (and recording one must not change the capsule's identity, nor the
+label written into that image). Studies stored
 after the freeze (a sweep, audits) are artifacts and do change it.
 
 A signature signs that digest with Sigstore's model-signing library: the signed "model" is a
@@ -24,7 +25,7 @@ from pathlib import Path
 from builder.errors import BadInput, IntegrityError
 from builder.records.manifest import Manifest
 from builder.records.replay import ReplayRecord
-from builder.store import MANIFEST, record_bytes
+from builder.store import MANIFEST, PROVENANCE_PREFIX, record_bytes
 
 SIGNATURE = "capsule.sig"  # the Sigstore bundle, beside manifest.json
 DIGEST_FILE = "capsule.digest"  # the one file of the signed folder
@@ -32,10 +33,16 @@ _HEX = frozenset("0123456789abcdef")
 
 
 def capsule_digest_lines(manifest: Manifest) -> list[str]:
-    """The `sha256  path` lines the digest is taken over, sorted by path."""
-    unimaged = hashlib.sha256(record_bytes(manifest.model_copy(update={"images": {}})))
-    lines = {MANIFEST: unimaged.hexdigest()}
-    lines.update({ref.path: ref.sha256 for ref in manifest.artifacts.values()})
+    """The `sha256  path` lines the digest is taken over, sorted by path: neither an image
+    record nor its build statement (`provenance/<variant>`) enters; both derive from it."""
+    artifacts = {
+        name: ref
+        for name, ref in manifest.artifacts.items()
+        if not name.startswith(PROVENANCE_PREFIX)
+    }
+    unimaged = manifest.model_copy(update={"images": {}, "artifacts": artifacts})
+    lines = {MANIFEST: hashlib.sha256(record_bytes(unimaged)).hexdigest()}
+    lines.update({ref.path: ref.sha256 for ref in artifacts.values()})
     return [f"{sha}  {path}" for path, sha in sorted(lines.items())]
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -52,6 +53,11 @@ def build(
     emit(result, as_json, lambda: render_build(out, result, capsule))
 
 
+class ExportFormat(StrEnum):
+    tar = "tar"
+    ro_crate = "ro-crate"
+
+
 @app.command()
 def export(
     capsule: Annotated[Path, typer.Argument(help="The capsule directory.")],
@@ -59,7 +65,8 @@ def export(
         Path,
         typer.Option(
             "--out",
-            help="The file to write, or a folder to write NAME-DIGEST12.capsule.tar into.",
+            help="The file to write, or a folder to write NAME-DIGEST12.capsule.tar into; "
+            "for ro-crate a directory, or NAME.zip.",
         ),
     ],
     with_image: Annotated[
@@ -67,6 +74,14 @@ def export(
     ] = False,
     force: Annotated[bool, typer.Option(help="Replace an existing file at --out.")] = False,
     engine: EngineOption = EngineChoice.docker,
+    format_: Annotated[
+        ExportFormat,
+        typer.Option(
+            "--format",
+            help="tar: Capsule's own, for `capsule import`; ro-crate: a Workflow Run RO-Crate "
+            "(Process Run Crate) for archives such as Zenodo and WorkflowHub.",
+        ),
+    ] = ExportFormat.tar,
     as_json: JsonFlag = False,
 ) -> None:
     """Write the capsule, and optionally its image (from --engine), into one file."""
@@ -75,7 +90,14 @@ def export(
     from builder.transfer import export as do_export
 
     with reported():
-        result = do_export(open_capsule(capsule), out_file, with_image, LINES, force, engine.value)
+        if format_ is ExportFormat.ro_crate:
+            from builder.crate import export_crate
+
+            result = export_crate(open_capsule(capsule), out_file, with_image, force)
+        else:
+            result = do_export(
+                open_capsule(capsule), out_file, with_image, LINES, force, engine.value
+            )
     emit(
         result,
         as_json,

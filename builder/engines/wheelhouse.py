@@ -20,12 +20,19 @@ from builder.errors import BadInput
 from builder.observer import Log
 
 TOOL_DISTRIBUTION = "capsule-builder"
+WHEELHOUSE_DIR = {"cpu": "wheelhouse", "cuda": "wheelhouse-cuda"}  # folder in the capsule
+# Capsule's dependencies that only the host's commands use (sign, verify --key, export
+# --format ro-crate): an image replays and verifies without them, so neither they nor what only
+# they require enter its wheelhouse (Capsule is installed there with --no-deps).
+HOST_ONLY = frozenset({"model-signing", "pyopenssl", "rocrate"})
 
 
-def requirement_closure(root: str, extras: set[str]) -> list[str]:
+def requirement_closure(
+    root: str, extras: set[str], skip: frozenset[str] = frozenset()
+) -> list[str]:
     """Canonical names of `root` and everything it requires (with `extras`), from installed
-    metadata: the distributions a run of this Capsule actually imports, no dev tools."""
-    seen: dict[str, None] = {}
+    metadata, not descending into `skip`: the distributions a run of this Capsule imports."""
+    seen: dict[str, None] = dict.fromkeys(skip)
     pending: list[tuple[str, set[str]]] = [(root, extras)]
     while pending:
         name, wanted = pending.pop()
@@ -45,7 +52,7 @@ def requirement_closure(root: str, extras: set[str]) -> list[str]:
             )
             if applies and str(canonicalize_name(req.name)) not in seen:
                 pending.append((req.name, set(req.extras)))
-    return sorted(seen)
+    return sorted(name for name in seen if name not in skip)
 
 
 def pinned_distributions(
@@ -56,7 +63,7 @@ def pinned_distributions(
 
     A distribution the fingerprint lacks (a dependency Capsule gained after the freeze) is
     taken at the version installed here, and said so."""
-    names = [*requirement_closure(TOOL_DISTRIBUTION, {framework}), "pip"]
+    names = [*requirement_closure(TOOL_DISTRIBUTION, {framework}, HOST_ONLY), "pip"]
     for extra in requires or []:
         names += [n for n in requirement_closure(extra, set()) if n not in names]
     from builder.frameworks import FRAMEWORKS
