@@ -21,6 +21,7 @@ from builder.records.enums import Device
 from builder.records.manifest import ImageRecord
 from builder.records.run import ArtifactRef
 from builder.store import Capsule, capsule_digest, file_sha256, is_study, load_manifest
+from builder.trust import content_digest
 from tests.conftest import capsule, ok
 
 IMAGE_ID = "sha256:" + "1" * 64
@@ -66,7 +67,8 @@ def with_fake_image(frozen: Path, into: Path) -> Path:
         wheels=WHEELS,
         built="2026-01-02T03:04:05+00:00",
     )
-    handle.update(manifest.model_copy(update={"images": {Device.cpu: image}}))
+    with handle.writing():
+        handle.update(manifest.model_copy(update={"images": {Device.cpu: image}}))
     return copy
 
 
@@ -231,10 +233,13 @@ def test_a_stored_statement_is_a_study_and_keeps_the_capsule_digest(
     handle = Capsule.open(copy)
     before = capsule_digest(handle.manifest)
     assert before == handle.manifest.images[Device.cpu].capsule_digest
+    published = content_digest(handle.manifest)
     first = record_provenance(handle, "cpu", "2026-01-02T03:00:00+00:00")
     assert re.fullmatch(r"provenance/cpu-[0-9a-f]{12}\.json", first.path)
     assert is_study("provenance/cpu")
     assert capsule_digest(load_manifest(copy)) == before
+    # nor the published digest (a signature survives a build, as it survives the image record)
+    assert content_digest(load_manifest(copy)) == published
     second = record_provenance(handle, "cpu", "2026-01-02T03:00:01+00:00")  # a rebuild
     assert second.path != first.path and not (copy / first.path).exists()
     assert list((copy / "provenance").iterdir()) == [copy / second.path]
