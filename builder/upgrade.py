@@ -28,6 +28,7 @@ from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name, parse_wheel_filename
 from packaging.version import InvalidVersion, Version
 
+from builder.engines.wheelhouse import HOST_ONLY
 from builder.engines.wheelhouse import TOOL_DISTRIBUTION as TOOL
 from builder.errors import BadInput
 from builder.freeze import now
@@ -212,9 +213,14 @@ def prepare(
         requires = {
             n: wheel_requires(wheels[n]) if n in wheels else installed_requires(n) for n in env
         }
-        # Capsule's own base requirements count; its framework extra only pins the version it
-        # is tested with, which is what an audit changes
-        requires[TOOL] = installed_requires(TOOL)
+        # Capsule's own base requirements count (but not those only the host's commands use:
+        # HOST_ONLY stays out of every audit environment, as of every image); its framework
+        # extra only pins the version it is tested with, which is what an audit changes
+        requires[TOOL] = [
+            text
+            for text in installed_requires(TOOL)
+            if str(canonicalize_name(Requirement(text).name)) not in HOST_ONLY
+        ]
         problems, missing = check(env, requires)
         if problems:
             more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
