@@ -13,7 +13,7 @@ from builder.engines.recipe import (
     deterministic_tar,
     render_dockerfile,
 )
-from builder.engines.wheelhouse import requirement_closure
+from builder.engines.wheelhouse import HOST_ONLY, requirement_closure
 
 
 def test_cuda_template_asks_for_the_nvidia_runtime() -> None:
@@ -58,6 +58,16 @@ def test_wheelhouse_closure_holds_the_framework_and_no_dev_tools() -> None:
     names = requirement_closure("capsule-builder", {"torch"})
     assert {"torch", "numpy", "pydantic", "safetensors", "typer"} <= set(names)
     assert not {"pytest", "ruff", "hypothesis"} & set(names)
+
+
+def test_host_only_dependencies_stay_out_of_the_image_wheelhouse() -> None:
+    """sign / verify --key / ro-crate run on the host: their libraries (and what only they
+    require: sigstore, cryptography, …) are not installed into images."""
+    everything = set(requirement_closure("capsule-builder", {"torch"}))
+    pinned = set(requirement_closure("capsule-builder", {"torch"}, HOST_ONLY))
+    assert HOST_ONLY <= everything and not HOST_ONLY & pinned
+    assert {"sigstore", "cryptography"} <= everything - pinned
+    assert {"torch", "numpy", "pydantic", "typer"} <= pinned
 
 
 def _engine_archive(path: Path, owner_names: bool, order: list[str]) -> None:

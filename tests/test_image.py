@@ -356,11 +356,14 @@ def read(*paths):
         except OSError:
             pass
 status = dict(line.split(":", 1) for line in open("/proc/self/status") if ":" in line)
-try:
-    open("/capsule/probe", "w")
-    capsule_write = "allowed"
-except OSError as error:
-    capsule_write = errno.errorcode[error.errno]
+def write(path):
+    try:
+        with open(path, "w") as f:
+            f.write("x")
+        return "allowed"
+    except OSError as error:
+        return errno.errorcode[error.errno]
+mounts = {line.split()[1]: line.split() for line in open("/proc/self/mounts")}
 print(json.dumps({
     "uid": os.getuid(),
     "cap_eff": int(status["CapEff"].strip(), 16),
@@ -370,7 +373,12 @@ print(json.dumps({
     "memory_max": read("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"),
     "nofile": resource.getrlimit(resource.RLIMIT_NOFILE),
     "nproc": resource.getrlimit(resource.RLIMIT_NPROC),
-    "capsule_write": capsule_write,
+    "capsule_write": write("/capsule/probe"),
+    "root_write": write("/probe"),
+    "opt_write": write("/opt/capsule/probe"),
+    "tmp_write": write("/tmp/probe"),
+    "tmp_fs": mounts["/tmp"][2],
+    "tmp_mode": oct(os.stat("/tmp").st_mode & 0o7777),
 }))
 """
 
@@ -378,7 +386,8 @@ print(json.dumps({
 def test_the_confinement_is_the_same_on_both_engines(podman_image: Path, tmp_path: Path) -> None:
     """A probe in the running container (the replay's own path: Engine.run under CONFINEMENT)
     reports what it may do: no network, not root, no capabilities, no new privileges, bounded
-    processes, memory and open files, the capsule read-only."""
+    processes, memory and open files, the capsule and the root file system read-only, /tmp a
+    private tmpfs."""
     from builder.engines import CONFINEMENT, Job, Mount, open_engine
 
     image_id = manifest(podman_image)["images"]["cpu"]["image_id"]
@@ -396,10 +405,39 @@ def test_the_confinement_is_the_same_on_both_engines(podman_image: Path, tmp_pat
     assert int(probe["memory_max"]) == CONFINEMENT.memory_bytes() // 4096 * 4096
     assert probe["nofile"] == [CONFINEMENT.open_files] * 2
     assert probe["nproc"] == [CONFINEMENT.processes] * 2
-    assert probe["capsule_write"] == "EROFS"
+    assert probe["capsule_write"] == probe["root_write"] == probe["opt_write"] == "EROFS"
+    assert probe["tmp_write"] == "allowed" and probe["tmp_fs"] == "tmpfs"
+    assert probe["tmp_mode"] == "0o1777"
     gpu = Job(job.argv, job.mounts, gpu=True)
     with pytest.raises(EngineMissing, match="CDI"):
         open_engine("podman").run(image_id, gpu, lambda line: None)
+
+
+def test_container_limits_are_overridable_and_bad_values_refused(
+    podman_image: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """CAPSULE_CONTAINER_MEMORY / _PIDS set the limits a running container gets (both
+    engines); a value that is not one is refused before any container starts (exit 2)."""
+    from builder.engines import Job, Mount, open_engine
+
+    image_id = manifest(podman_image)["images"]["cpu"]["image_id"]
+    job = Job(["/opt/capsule/venv/bin/python", "-c", PROBE], [Mount(podman_image, "/capsule")])
+    monkeypatch.setenv("CAPSULE_CONTAINER_MEMORY", "512m")
+    monkeypatch.setenv("CAPSULE_CONTAINER_PIDS", "128")
+    for name in ("docker", "podman"):
+        code, last = open_engine(name).run(image_id, job, lambda line: None)
+        assert code == 0, last
+        probe = json.loads(last)
+        assert (probe["memory_max"], probe["pids_max"]) == (str(512 << 20), "128"), name
+    before = set(podman("ps", "-aq").split())
+    for variable, value in (("CAPSULE_CONTAINER_MEMORY", "lots"), ("CAPSULE_CONTAINER_PIDS", "0")):
+        monkeypatch.setenv(variable, value)
+        result = capsule("replay", podman_image, "--on", "podman", "--out", tmp_path / "r")
+        assert result.returncode == 2, result.stderr
+        assert result.stderr.strip().count("\n") == 0 and variable in result.stderr
+        assert not (tmp_path / "r").exists()
+        monkeypatch.delenv(variable)
+    assert set(podman("ps", "-aq").split()) == before
 
 
 def test_podman_export_and_import_keep_the_image_id(podman_image: Path, tmp_path: Path) -> None:

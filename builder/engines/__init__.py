@@ -3,7 +3,8 @@
 Services reach an engine only through `open_engine(name)` and the `Engine` protocol; adding an
 engine is one module here and one entry in ENGINES. Every engine builds the same image (the
 recipe in recipe.py: the capsule's layer and config are written by Capsule, so the image ID does
-not depend on the engine) and runs jobs under the same confinement (CONFINEMENT).
+not depend on the engine) and runs jobs under the same confinement (`confinement()`:
+CONFINEMENT with the limits this command's environment overrides).
 """
 
 from __future__ import annotations
@@ -25,26 +26,88 @@ ENGINES: dict[str, str] = {
 }
 
 
+MEMORY_ENV = "CAPSULE_CONTAINER_MEMORY"  # e.g. 8g, 512m, 50% (of this machine's memory)
+PIDS_ENV = "CAPSULE_CONTAINER_PIDS"
+_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+MIN_MEMORY = 64 << 20  # below this not even Python starts
+
+
+def machine_memory() -> int:
+    import os
+
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
 @dataclass(frozen=True)
 class Confinement:
     """What every container of a job gets, on every engine: no network, not root (the job's
-    user), no new privileges, no capabilities, bounded processes, memory and open files."""
+    user), no new privileges, no capabilities, a read-only root file system with a private
+    tmpfs at /tmp (HOME), bounded processes, memory and open files."""
 
     network: str = "none"
     capabilities: tuple[str, ...] = ()  # all dropped
     no_new_privileges: bool = True
+    read_only_root: bool = True  # the job writes only to /tmp and its /out mount
     pids: int = 4096
-    memory_fraction: float = 0.75  # of this machine's memory
+    memory: int | None = None  # bytes; None: memory_fraction of this machine's
+    memory_fraction: float = 0.75
     open_files: int = 4096
     processes: int = 4096  # RLIMIT_NPROC; set explicitly: without CAP_SYS_RESOURCE it cannot rise
 
     def memory_bytes(self) -> int:
-        import os
+        if self.memory is not None:
+            return self.memory
+        return int(machine_memory() * self.memory_fraction)
 
-        return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") * self.memory_fraction)
+    def tmpfs(self) -> dict[str, str]:
+        """/tmp as a tmpfs, sticky and world-writable as /tmp is; its pages count against the
+        container's memory limit, so it is bounded by it (size: a quarter of it)."""
+        return {"/tmp": f"rw,nosuid,nodev,mode=1777,size={self.memory_bytes() // 4}"}
 
 
 CONFINEMENT = Confinement()
+
+
+def _parse_memory(text: str) -> int:
+    from builder.errors import BadInput
+
+    value = text.strip().lower().removesuffix("b")
+    try:
+        if value.endswith("%"):
+            percent = float(value[:-1])
+            if not 0 < percent <= 100:
+                raise ValueError
+            amount = int(machine_memory() * percent / 100)
+        else:
+            unit = value[-1:] if value[-1:] in _UNITS else ""
+            amount = int(float(value[: len(value) - len(unit)]) * _UNITS[unit])
+    except (ValueError, OverflowError):
+        amount = -1
+    if amount < MIN_MEMORY:
+        raise BadInput(
+            f"{MEMORY_ENV}={text!r}: expected a size of at least 64m (e.g. 8g, 512m) or a "
+            "percentage of this machine's memory (e.g. 50%)"
+        )
+    return amount
+
+
+def confinement() -> Confinement:
+    """CONFINEMENT, with the memory and pids limits `CAPSULE_CONTAINER_MEMORY` and
+    `CAPSULE_CONTAINER_PIDS` set for this command (exit 2 on a value that is not one)."""
+    import dataclasses
+    import os
+
+    from builder.errors import BadInput
+
+    memory = os.environ.get(MEMORY_ENV, "").strip()
+    pids = os.environ.get(PIDS_ENV, "").strip()
+    if pids and (not pids.isdigit() or not 16 <= int(pids) <= 1 << 22):
+        raise BadInput(f"{PIDS_ENV}={pids!r}: expected a whole number from 16 to 4194304")
+    return dataclasses.replace(
+        CONFINEMENT,
+        memory=_parse_memory(memory) if memory else CONFINEMENT.memory,
+        pids=int(pids) if pids else CONFINEMENT.pids,
+    )
 
 
 @dataclass(frozen=True)
@@ -100,7 +163,7 @@ class Engine(Protocol):
     def tag(self, image_id: str, tag: str) -> None: ...
 
     def run(self, image_id: str, job: Job, log: Log) -> tuple[int, str]:
-        """Run the job to its end under CONFINEMENT, streaming its output to `log`; the
+        """Run the job to its end under `confinement()`, streaming its output to `log`; the
         container is removed whatever happens. Returns (exit code, last output line)."""
         ...
 
@@ -120,6 +183,7 @@ def open_engine(name: str) -> Engine:
         from builder.errors import BadInput
 
         raise BadInput(f"--engine {name!r}: expected one of {', '.join(ENGINES)}")
+    confinement()  # a bad CAPSULE_CONTAINER_* value is refused before any work
     module, _, cls = ENGINES[name].partition(":")
     engine: Engine = getattr(importlib.import_module(module), cls)()
     return engine

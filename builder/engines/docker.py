@@ -16,7 +16,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from builder.engines import CONFINEMENT, Job, Log
+from builder.engines import Job, Log, confinement
 from builder.engines.recipe import (
     IMAGE_TREE,
     canonical_config,
@@ -236,7 +236,7 @@ class ApiEngine:
     def _host_config(self, job: Job) -> dict[str, Any]:
         from docker.types import DeviceRequest, Ulimit
 
-        c = CONFINEMENT
+        c = confinement()
         return self.api.create_host_config(  # type: ignore[no-any-return]
             binds={
                 str(m.source.resolve()): {"bind": m.target, "mode": "rw" if m.writable else "ro"}
@@ -248,6 +248,8 @@ class ApiEngine:
             cap_add=list(c.capabilities) or None,
             pids_limit=c.pids,
             mem_limit=c.memory_bytes(),
+            read_only=c.read_only_root,
+            tmpfs=c.tmpfs(),
             ulimits=[
                 Ulimit(name="nofile", soft=c.open_files, hard=c.open_files),
                 Ulimit(name="nproc", soft=c.processes, hard=c.processes),
