@@ -6,6 +6,7 @@ it as one JSON document (`--json`) or renders it as text (builder.report.text).
 
 from __future__ import annotations
 
+import gc
 import json
 import signal
 from collections.abc import Callable, Iterator
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
 
     from builder.store import Capsule
 
+DEFAULT_GC_THRESHOLD = (700, 10, 10)  # CPython's
 app = typer.Typer(
     name="capsule",
     help="Freeze an ML experiment into a reproducibility capsule, replay it, and judge the replay.",
@@ -119,6 +121,7 @@ def reported() -> Iterator[None]:
     A wait for another command's write lock is said on stderr."""
     from builder import locks
 
+    gc.set_threshold(*DEFAULT_GC_THRESHOLD)  # start-up is over (see builder/cli/__init__.py)
     signal.signal(signal.SIGTERM, _interrupt)
     locks.notify = _notice
     try:
