@@ -156,9 +156,9 @@ def check_trust(
             raise BadInput(f"{directory}: is a replay; --digest and --key check capsules")
         return None
     digest = content_digest(record)
-    check_signature_covers(directory, digest)
-    if published is not None:
+    if published is not None:  # asked for first: its message names both digests
         check_published(digest, published)
+    check_signature_covers(directory, digest)
     if public_key is not None:
         verify_signature(directory, digest, public_key)
     return digest
