@@ -54,11 +54,11 @@ def _rc(kind: ImageKind, name: str) -> dict[Any, Any]:
         "svg.hashsalt": f"capsule-report-{name}",
         "svg.fonttype": "path",  # glyphs as paths: no font is needed to read the figure
         "font.family": "DejaVu Sans",
-        "font.size": 9,
+        "font.size": 10.5,
         "text.color": ink,
         "axes.labelcolor": ink,
         "axes.edgecolor": ink,
-        "axes.titlesize": 10,
+        "axes.titlesize": 11.5,
         "axes.titleweight": "bold",
         "axes.spines.top": False,
         "axes.spines.right": False,
@@ -68,7 +68,7 @@ def _rc(kind: ImageKind, name: str) -> dict[Any, Any]:
         "xtick.color": ink,
         "ytick.color": ink,
         "legend.frameon": False,
-        "legend.fontsize": 8,
+        "legend.fontsize": 9,
         "figure.facecolor": "none" if kind == "svg" else "white",
         "axes.facecolor": "none" if kind == "svg" else "white",
         "savefig.facecolor": "none" if kind == "svg" else "white",
@@ -142,7 +142,7 @@ def _divergence(axes: Axes, curves: list[Curve], per_step: bool) -> None:
             xycoords=("data", "axes fraction"),
             xytext=(3, -3 - 11 * index),
             textcoords="offset points",
-            fontsize=7,
+            fontsize=8.5,
             color=colour(index),
             va="top",
         )
@@ -267,7 +267,7 @@ def drift_figures(data: ReportData) -> Iterator[tuple[str, str, str, Canvas]]:
                     xytext=(6, 0),
                     textcoords="offset points",
                     va="center",
-                    fontsize=7,
+                    fontsize=8.5,
                     color=colour(index + 1),
                 )
         axes.set_xscale("log")
@@ -298,10 +298,22 @@ def variance_figures(
             continue
         error = metric.endswith("_error")
         number = _percent_text if error else _number_text
-        canvas, axes = _new(WIDTH, 3.0, right=1.9)
+        canvas, axes = _new(WIDTH, 3.2, right=2.2)
         values = axis.values[metric]
+        marked = [m.value for m in variance.marks if m.metric == metric]
+        low, high = min(values), max(values)
+        pad = (high - low) * 0.05 or max(abs(low) * 0.02, 1e-4)  # equal values: a narrow range
         bins = max(4, min(20, len(values) // 2))
-        axes.hist(values, bins=bins, color=PALETTE[0], alpha=0.35, edgecolor=PALETTE[0])
+        axes.hist(
+            values,
+            bins=bins,
+            range=(low - pad / 5, high + pad / 5),
+            color=PALETTE[0],
+            alpha=0.35,
+            edgecolor=PALETTE[0],
+        )
+        span = [*values, *marked, summary.ci_low, summary.ci_high]
+        axes.set_xlim(min(span) - pad, max(span) + pad)
         axes.axvspan(
             summary.ci_low,
             summary.ci_high,
@@ -349,8 +361,11 @@ def matrix_figure(study: MatrixStudy, index: int) -> tuple[str, str, str, Canvas
     labels = [c.label for c in record.configs]
     values = [[getattr(record.cell(t, e), study.metric) for e in labels] for t in labels]
     label_room = 0.35 + 0.066 * max(len(label) for label in labels)  # inches
-    cell, bar = 1.05, 1.2  # inches: one cell, the colour bar and its labels
-    width, height = label_room + cell * len(labels) + bar, 0.5 + label_room + cell * len(labels)
+    bar = 1.3  # inches: the colour bar and its labels
+    cell = max(1.05, (5.2 - label_room - bar) / len(labels))  # the title needs 5 inches
+    width = label_room + cell * len(labels) + bar
+    rows = min(cell, 1.3) * len(labels)  # inches: the grid's height
+    height = 0.5 + label_room + rows
     canvas, axes = _new(width, height, left=label_room, right=bar, top=0.5, bottom=label_room)
     axes.grid(False)
     image = axes.imshow(values, cmap="viridis", aspect="auto")
@@ -367,7 +382,7 @@ def matrix_figure(study: MatrixStudy, index: int) -> tuple[str, str, str, Canvas
                 f"{100 * value:.2f} %" + ("\n≡ baseline" if same else ""),
                 ha="center",
                 va="center",
-                fontsize=8,
+                fontsize=9.5,
                 color="#111111" if light else "#ffffff",
             )
             if same:
@@ -382,7 +397,7 @@ def matrix_figure(study: MatrixStudy, index: int) -> tuple[str, str, str, Canvas
     axes.set_ylabel("trained on")
     title = f"{study.metric.replace('_', ' ')}: trained on x evaluated on"
     axes.set_title(title, loc="left")
-    box = (1 - (bar - 0.15) / width, label_room / height, 0.15 / width, cell * len(labels) / height)
+    box = (1 - (bar - 0.15) / width, label_room / height, 0.15 / width, rows / height)
     colour_bar = canvas.colorbar(image, cax=canvas.add_axes(box))
     _percent(colour_bar.ax)
     caption = f"{title} ({study.path}); {len(identical)} cell(s) bit-identical to the baseline"

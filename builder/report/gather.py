@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import os
 import stat
+import warnings
 import zipfile
 from dataclasses import dataclass
 from email.parser import HeaderParser
@@ -398,10 +399,18 @@ def gather(capsule: Path, others: list[Path], tol: Tolerances | None = None) -> 
     """The page's data: the capsule's facts, a verdict and the environments side by side for
     each replay or capsule given, curves, drift, the sweep's variance, matrices, audits and
     the reproducibility checklist."""
+    tol = tol or Tolerances()
+    with warnings.catch_warnings():
+        # scipy warns (on stderr) of precision loss over runs with equal values; the numbers
+        # are the ones `capsule stats` prints, and a page has no place for the warning
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return _gather(capsule, others, tol)
+
+
+def _gather(capsule: Path, others: list[Path], tol: Tolerances) -> ReportData:
     from builder.store import load_audits
     from builder.verdict import compare, judge_equivalence, load_side
 
-    tol = tol or Tolerances()
     manifest = load_manifest(capsule)  # a replay as CAPSULE is refused here, exit 2
     chosen = classify(others)
     base = load_side(capsule)
