@@ -14,6 +14,7 @@ from __future__ import annotations
 import io
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from itertools import chain
 from typing import TYPE_CHECKING, Any, Literal
 
 from builder.records.report import Curve, MatrixStudy, ReportData, Variance
@@ -26,7 +27,9 @@ ImageKind = Literal["svg", "png"]
 INK = "#010203"  # placeholder for text and axes: currentColor in SVG, dark grey in PNG
 PNG_INK = "#1f2328"
 PALETTE = ("#2f6fd6", "#e8710a", "#14a05a", "#d6336c", "#8e44ad", "#0f9fb1", "#b8860b")
+NEUTRAL = "#7d8ba1"  # the sweep's own runs and interval: no run's colour
 WIDTH, HEIGHT = 6.4, 3.4  # inches; the page scales them to its width
+CHAR = 0.085  # inches: the width of a tick label's character, at most, at font.size
 Points = Sequence[Sequence[tuple[float, float]]]  # one (x, y) series per curve
 
 
@@ -48,10 +51,10 @@ def colour(index: int) -> str:
     return PALETTE[index % len(PALETTE)]
 
 
-def _rc(kind: ImageKind, name: str) -> dict[Any, Any]:
+def _rc(kind: ImageKind) -> dict[Any, Any]:
     ink = INK if kind == "svg" else PNG_INK
     return {
-        "svg.hashsalt": f"capsule-report-{name}",
+        "svg.hashsalt": "capsule-report",
         "svg.fonttype": "path",  # glyphs as paths: no font is needed to read the figure
         "font.family": "DejaVu Sans",
         "font.size": 10.5,
@@ -138,13 +141,13 @@ def _divergence(axes: Axes, curves: list[Curve], per_step: bool) -> None:
         axes.axvline(x, color=colour(index), linestyle=":", linewidth=1.2)
         axes.annotate(
             f"{c.label}: first divergent step {step}",
-            xy=(x, 1.0),
+            xy=(x, 0.0),
             xycoords=("data", "axes fraction"),
-            xytext=(3, -3 - 11 * index),
+            xytext=(4, 4 + 12 * (index - 1)),
             textcoords="offset points",
             fontsize=8.5,
             color=colour(index),
-            va="top",
+            va="bottom",
         )
 
 
@@ -232,7 +235,7 @@ def drift_figures(data: ReportData) -> Iterator[tuple[str, str, str, Canvas]]:
         top = max(positive) * 10 if positive else floor * 1e4
         longest = max((len(n) for n in names), default=4)
         height = max(2.2, 0.32 * len(names) * max(1, len(compared)) + 1.0)
-        canvas, axes = _new(WIDTH, height, left=0.25 + 0.066 * longest)
+        canvas, axes = _new(WIDTH, height, left=0.3 + CHAR * longest)
         height = 0.8 / max(1, len(compared))  # of one tensor's row
         for index, (c, row) in enumerate(zip(compared, values, strict=True)):
             for position, tensor in enumerate(names):
@@ -290,6 +293,8 @@ def variance_figures(
 ) -> Iterator[tuple[str, str, str, Canvas]]:
     """A histogram of each error rate over seeds and over orders (side by side), its 95 % CI
     of the mean shaded, the baseline and every compared run marked."""
+    from matplotlib.ticker import MaxNLocator
+
     order = {label: i for i, label in enumerate(labels)}
     metrics = dict.fromkeys(m.metric for m in variance.marks)  # the judged ones, in order
     for metric, axis in ((m, a) for m in metrics for a in variance.axes):
@@ -308,20 +313,20 @@ def variance_figures(
             values,
             bins=bins,
             range=(low - pad / 5, high + pad / 5),
-            color=PALETTE[0],
-            alpha=0.35,
-            edgecolor=PALETTE[0],
+            color=NEUTRAL,
+            alpha=0.45,
+            edgecolor=NEUTRAL,
         )
         span = [*values, *marked, summary.ci_low, summary.ci_high]
         axes.set_xlim(min(span) - pad, max(span) + pad)
         axes.axvspan(
             summary.ci_low,
             summary.ci_high,
-            color=PALETTE[2],
-            alpha=0.2,
+            color=NEUTRAL,
+            alpha=0.18,
             label="95 % CI of the mean",
         )
-        axes.axvline(summary.mean, color=PALETTE[2], linewidth=1)
+        axes.axvline(summary.mean, color=NEUTRAL, linewidth=1, linestyle=":")
         for m in (m for m in variance.marks if m.metric == metric):
             index = order.get(m.label, 0)
             shown = f"{100 * m.value:.2f} %" if error else number(m.value)
@@ -332,6 +337,7 @@ def variance_figures(
                 linestyle="-" if index == 0 else "--",
                 label=f"{_short(m.label, 14)} {shown}",
             )
+        axes.xaxis.set_major_locator(MaxNLocator(nbins=5))
         if error:
             _percent(axes, "x")
         over = {"seeds": "init seeds", "orders": "data orders", "runs": "runs"}[axis.axis]
@@ -360,7 +366,7 @@ def matrix_figure(study: MatrixStudy, index: int) -> tuple[str, str, str, Canvas
     record = study.record
     labels = [c.label for c in record.configs]
     values = [[getattr(record.cell(t, e), study.metric) for e in labels] for t in labels]
-    label_room = 0.35 + 0.066 * max(len(label) for label in labels)  # inches
+    label_room = 0.4 + CHAR * max(len(label) for label in labels)  # inches
     bar = 1.3  # inches: the colour bar and its labels
     cell = max(1.05, (5.2 - label_room - bar) / len(labels))  # the title needs 5 inches
     width = label_room + cell * len(labels) + bar
@@ -408,25 +414,30 @@ def matrix_figure(study: MatrixStudy, index: int) -> tuple[str, str, str, Canvas
 
 
 def draw(data: ReportData, kind: ImageKind) -> list[Figure]:
-    """Every figure the page's sections call for, in page order, as SVG or PNG bytes."""
+    """Every figure the page's sections call for, in page order, as SVG or PNG bytes: each
+    saved as soon as it is drawn, under one rc context (entering one per figure copied all
+    of matplotlib's settings each time)."""
     import matplotlib
 
     matplotlib.use("Agg")
-    made: list[tuple[str, tuple[str, str, str, Canvas]]] = []
     labels = ["baseline", *(c.facts.label for c in data.compared)]
     sections = set(data.sections)
-    with matplotlib.rc_context(_rc(kind, "report")):
-        if "curves" in sections:
-            made += [("curves", f) for f in curve_figures(data.curves)]
-        if "drift" in sections:
-            made += [("drift", f) for f in drift_figures(data)]
-        if "variance" in sections and data.variance is not None:
-            made += [("variance", f) for f in variance_figures(data.variance, labels)]
-        if "matrix" in sections:
-            made += [("matrix", matrix_figure(m, i)) for i, m in enumerate(data.matrices)]
-    figures = []
     media = "image/svg+xml" if kind == "svg" else "image/png"
-    for section, (name, title, caption, canvas) in made:
-        with matplotlib.rc_context(_rc(kind, name)):
-            figures.append(Figure(name, section, title, caption, media, _save(canvas, kind)))
+    figures = []
+    with matplotlib.rc_context(_rc(kind)):
+        drawn: Iterator[tuple[str, tuple[str, str, str, Canvas]]] = iter(())
+        if "curves" in sections:
+            drawn = chain(drawn, (("curves", f) for f in curve_figures(data.curves)))
+        if "drift" in sections:
+            drawn = chain(drawn, (("drift", f) for f in drift_figures(data)))
+        if "variance" in sections and data.variance is not None:
+            variance = variance_figures(data.variance, labels)
+            drawn = chain(drawn, (("variance", f) for f in variance))
+        if "matrix" in sections:
+            matrices = (matrix_figure(m, i) for i, m in enumerate(data.matrices))
+            drawn = chain(drawn, (("matrix", f) for f in matrices))
+        for section, (name, title, caption, canvas) in drawn:
+            matplotlib.rcParams["svg.hashsalt"] = f"capsule-report-{name}"  # ids unique per page
+            content = _save(canvas, kind)
+            figures.append(Figure(name, section, title, caption, media, content))
     return figures

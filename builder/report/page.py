@@ -65,6 +65,19 @@ def _write(out: Path, rendered: Rendered) -> None:
         raise
 
 
+def _need_host_libraries() -> None:
+    """matplotlib and jinja2 are host-only (engines.wheelhouse.HOST_ONLY): an image or an
+    audit environment has neither, and says so instead of failing with a traceback."""
+    from importlib.util import find_spec
+
+    missing = [name for name in ("matplotlib", "jinja2") if find_spec(name) is None]
+    if missing:
+        raise BadInput(
+            f"capsule report needs {' and '.join(missing)}, which Capsule installs on the host "
+            "only (not in images): run it where Capsule was installed with pip"
+        )
+
+
 def report(
     capsule: Path,
     others: list[Path],
@@ -79,6 +92,7 @@ def report(
 
     if fmt not in FORMATS:
         raise BadInput(f"--format {fmt!r}: expected one of {', '.join(FORMATS)}")
+    _need_host_libraries()
     chosen = get_format(fmt)
     folders = chosen.folders(out.name)
     _refuse_existing(out, folders, force)  # before any work; again under the claim
