@@ -213,7 +213,10 @@ def curve_figures(curves: list[Curve]) -> Iterator[tuple[str, str, str, Canvas]]
         axes.set_title(title, loc="left")
         axes.set_xlabel(xlabel)
         axes.legend(loc="upper right")
-        caption = f"{title}: baseline (solid) and {len(curves) - 1} compared run(s) (dashed)"
+        others = len(curves) - 1
+        caption = f"{title}: " + (
+            f"baseline (solid) and {others} compared run(s) (dashed)" if others else "baseline"
+        )
         yield name, title, caption, canvas
 
 
