@@ -36,14 +36,14 @@ def report(
     force: Annotated[bool, typer.Option(help="Replace an existing report at --out.")] = False,
     as_json: JsonFlag = False,
 ) -> None:
-    """Write the study's report: what was frozen, a verdict for each replay or capsule
-    compared, environments side by side, training curves, per-layer drift, the sweep's
-    variance, cross-device matrices, upgrade audits and a reproducibility checklist — each
-    section present when the capsules hold its data.
+    """Write the study's report: one self-contained page (or Markdown) from the capsules.
 
-    Read only: nothing is trained or run, and no code from a capsule is executed; the same
-    capsules give the same file. --json prints the sections, the figure count and the
-    page's data (also embedded in the page as JSON, #capsule-data).
+    Sections, each present when the capsules hold its data: summary with a verdict per OTHER,
+    environments side by side, training curves, per-layer drift, the sweep's variance,
+    cross-device matrices, upgrade audits, reproducibility checklist. Read only: nothing is
+    trained or run, no code from a capsule is executed, and the same capsules give the same
+    file. --json prints the sections, the figure count and the page's data (also embedded in
+    the page as JSON, #capsule-data).
     """
     from builder.report.page import report as do_report
     from builder.report.text import render_report

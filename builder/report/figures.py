@@ -341,6 +341,7 @@ def variance_figures(
                 label=f"{_short(m.label, 14)} {shown}",
             )
         axes.xaxis.set_major_locator(MaxNLocator(nbins=5))
+        axes.yaxis.set_major_locator(MaxNLocator(integer=True))  # counts of runs
         if error:
             _percent(axes, "x")
         over = {"seeds": "init seeds", "orders": "data orders", "runs": "runs"}[axis.axis]

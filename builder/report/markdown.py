@@ -60,7 +60,7 @@ class MarkdownFormat:
                 ["frozen", f"`{c.path}`, {c.created}"],
                 ["framework", f"{c.framework} {c.framework_version}, {c.python}"],
                 ["device", f"{c.device}, {c.threads} thread(s), deterministic {c.deterministic}"],
-                ["machine", f"{c.cpu_model} ({c.cores} cores) {', '.join(c.gpus)}, {c.os}"],
+                ["machine", ", ".join([f"{c.cpu_model} ({c.cores} cores)", *c.gpus, c.os])],
                 ["seeds", f"init {c.seeds['init']}, order {c.seeds['order']}"],
                 ["training", f"{c.epochs} epochs, {c.steps} steps, {seconds(c.train_seconds)}"],
             ],
@@ -79,7 +79,8 @@ class MarkdownFormat:
                     if rows
                     else [f"No difference in the {len(x.environment)} facts recorded.", ""]
                 )
-                out += [f"{len(x.environment) - len(differ)} other facts agree.", ""]
+                if differ:
+                    out += [f"{len(x.environment) - len(differ)} other facts agree.", ""]
         if "curves" in data.sections:
             section("curves")
         if "drift" in data.sections:
