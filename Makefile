@@ -19,13 +19,19 @@ demo: install
 	$(BIN)/capsule verify $(DEMO)/paper-2d-torch
 	$(BIN)/capsule replay $(DEMO)/paper-2d-torch --out $(DEMO)/replay
 	$(BIN)/capsule diff $(DEMO)/paper-2d-torch $(DEMO)/replay --require identical
+	$(BIN)/capsule sweep $(DEMO)/paper-2d-torch --seeds 4 --jobs 2
+	$(BIN)/capsule sweep $(DEMO)/paper-2d-torch --orders 4 --jobs 2
+	$(BIN)/capsule replay $(DEMO)/paper-2d-torch --set train.lr=0.005 --out $(DEMO)/replay-lr
+	$(BIN)/capsule report $(DEMO)/paper-2d-torch $(DEMO)/replay $(DEMO)/replay-lr --out $(DEMO)/report.html
+	@echo "report: $(abspath $(DEMO)/report.html)"
 
 # The engines the tests talk to for real (a Docker daemon, Podman's API service, a single-node
-# Slurm), started once and then reused.
+# Slurm), started once and then reused; and the browser the report tests open pages in.
 engines:
 	scripts/docker-up.sh
 	scripts/podman-up.sh
 	scripts/slurm-up.sh
+	scripts/chromium-up.sh
 
 test: install engines
 	$(BIN)/ruff check builder tests benchmarks scripts

@@ -67,6 +67,18 @@ def test_every_registered_engine_executor_and_framework_implements_its_protocol(
             assert f"def {method}(" in source, (name, method)
 
 
+def test_every_report_format_implements_its_protocol() -> None:
+    """A report page format is one module of builder/report/ with a `FORMAT`, named in
+    `FORMATS`; the service asks it only for what the protocol says."""
+    from builder.report.formats import FORMATS, get_format
+
+    for name, module in FORMATS.items():
+        fmt = get_format(name)
+        assert fmt is importlib.import_module(module).FORMAT
+        assert fmt.name == name and fmt.suffix.startswith(".") and fmt.figures in ("svg", "png")
+        assert callable(fmt.render) and callable(fmt.folders)
+
+
 def test_the_command_line_choices_are_the_records_closed_sets() -> None:
     """cli/common.py keeps its own StrEnums (so --help needs no pydantic models): they must
     hold exactly the values of the records' enums and registries."""
@@ -74,6 +86,7 @@ def test_the_command_line_choices_are_the_records_closed_sets() -> None:
     from builder.engines import ENGINES
     from builder.executors import EXECUTORS
     from builder.records.enums import Device, RecordKind, Tier, Where
+    from builder.report.formats import FORMATS
 
     pairs = [
         (common.DeviceChoice, [d.value for d in Device]),
@@ -82,6 +95,7 @@ def test_the_command_line_choices_are_the_records_closed_sets() -> None:
         (common.KindChoice, [k.value for k in RecordKind]),
         (common.EngineChoice, list(ENGINES)),
         (common.ExecutorChoice, list(EXECUTORS)),
+        (common.FormatChoice, list(FORMATS)),
     ]
     for choice, values in pairs:
         assert [c.value for c in choice] == values, choice

@@ -50,7 +50,7 @@ def root(
 
 
 # the command groups register themselves on `app` (their services load when a command runs)
-from builder.cli import capsules, images, studies  # noqa: E402, F401
+from builder.cli import capsules, images, reports, studies  # noqa: E402, F401
 
 __all__ = ["app", "main"]
 

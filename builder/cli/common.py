@@ -84,6 +84,11 @@ class KindChoice(StrEnum):
     matrix = "matrix"
 
 
+class FormatChoice(StrEnum):
+    html = "html"
+    md = "md"
+
+
 class ExecutorChoice(StrEnum):
     local = "local"
     slurm = "slurm"

@@ -22,17 +22,20 @@ from builder.observer import Log
 TOOL_DISTRIBUTION = "capsule-builder"
 WHEELHOUSE_DIR = {"cpu": "wheelhouse", "cuda": "wheelhouse-cuda"}  # folder in the capsule
 # Capsule's dependencies that only the host's commands use (sign, verify --key, export
-# --format ro-crate): an image replays and verifies without them, so neither they nor what only
-# they require enter its wheelhouse (Capsule is installed there with --no-deps).
-HOST_ONLY = frozenset({"model-signing", "pyopenssl", "rocrate"})
+# --format ro-crate, report): an image replays and verifies without them, so neither they nor
+# what only they require enter its wheelhouse (Capsule is installed there with --no-deps). One
+# that the framework requires too (PyTorch requires jinja2) stays, as the framework's.
+HOST_ONLY = frozenset({"model-signing", "pyopenssl", "rocrate", "matplotlib", "jinja2"})
 
 
 def requirement_closure(
     root: str, extras: set[str], skip: frozenset[str] = frozenset()
 ) -> list[str]:
     """Canonical names of `root` and everything it requires (with `extras`), from installed
-    metadata, not descending into `skip`: the distributions a run of this Capsule imports."""
-    seen: dict[str, None] = dict.fromkeys(skip)
+    metadata: the distributions a run of this Capsule imports. `root`'s own requirements named
+    in `skip` are not followed; reached through another distribution, they are."""
+    root_key = str(canonicalize_name(root))
+    seen: dict[str, None] = {}
     pending: list[tuple[str, set[str]]] = [(root, extras)]
     while pending:
         name, wanted = pending.pop()
@@ -50,9 +53,12 @@ def requirement_closure(
             applies = req.marker is None or any(
                 req.marker.evaluate({"extra": e}) for e in env_extras
             )
-            if applies and str(canonicalize_name(req.name)) not in seen:
+            child = str(canonicalize_name(req.name))
+            if key == root_key and child in skip:
+                continue
+            if applies and child not in seen:
                 pending.append((req.name, set(req.extras)))
-    return sorted(name for name in seen if name not in skip)
+    return sorted(seen)
 
 
 def pinned_distributions(

@@ -1,8 +1,9 @@
-"""The report wing: rendering only.
+"""The report wing: rendering, one module per format, and `capsule report`'s service.
 
-Each module here renders the results Capsule's services return (the records of
-`builder.records` and the services' result objects) in one report format, one module per
-format: `text` (rich, what the command line prints) now; `html` and `md` (the study report)
-later. Nothing here loads, computes or decides anything: a renderer is handed everything it
-shows, and the services stay the only place that reads capsules or runs statistics.
+`text` renders what the command line prints (rich). The study report is `page` (the service:
+gather → draw → render → write), `gather` (the page's data, read from the capsules through
+`store`, `verdict` and `stats`, which stay the only places that judge or compute statistics),
+`checklist`, `figures` (matplotlib), and one module per page format behind `formats`
+(`html`, `markdown`). Importing this package imports nothing: matplotlib and jinja2 load only
+when a report is made.
 """

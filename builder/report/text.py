@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from builder.records.audit import AuditRecord
     from builder.records.matrix import MatrixRecord
     from builder.records.replay import ReplayRecord
+    from builder.records.report import ReportResult
     from builder.records.results import BuildResult, SignResult
     from builder.records.run import EpochMetrics, Finding
     from builder.records.sweep import Summary, SweepRecord, SweepRun, Tost, Welch
@@ -334,6 +335,20 @@ def render_matrix(console: Console, matrix: MatrixRecord) -> None:
         )
         table.add_row(row.trained_on, *cells, same)
     console.print(table)
+
+
+def render_report(console: Console, result: ReportResult) -> None:
+    """`report`: the file written, its sections and figures, and each compared run's verdict."""
+    beside = f" and {len(result.files)} file(s) beside it" if result.files else ""
+    console.print(
+        f"wrote {result.path}{beside}: {len(result.sections)} sections "
+        f"({', '.join(result.sections)}), {result.figures} figure(s)",
+        markup=False,
+    )
+    for compared in result.data.compared:
+        verdict = compared.verdict.verdict
+        colour = VERDICT_COLOURS.get(verdict, "red")
+        console.print(f"  {compared.facts.label}: [{colour}]{verdict}[/]", highlight=False)
 
 
 # ---------------------------------------------------------------- inspect
