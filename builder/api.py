@@ -1,5 +1,5 @@
-"""The `Run` object a user's `main(run)` receives: seeds, device, recorded data order, metrics,
-the checksum trace, weights and data inputs.
+"""The `Run` object a user's `main(run)` receives (a plain script asks `current_run()`):
+seeds, device, recorded data order, metrics, the checksum trace, weights and data inputs.
 
 On freeze it records; on replay it hands back what was recorded (the same permutations, the
 capsule's copies of the data files). It never imports a framework itself: the capsule's
@@ -9,7 +9,9 @@ framework (builder.frameworks) turns its tensors and models into NumPy arrays.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Mapping
+import sys
+from collections.abc import Callable, Iterator, Mapping, Sized
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -54,6 +56,7 @@ class Recorder:
     weights: dict[str, np.ndarray] | None = None
     inputs: dict[str, InputRecord] = field(default_factory=dict)
     files: dict[str, Path] = field(default_factory=dict)  # artifact path → file to store
+    arguments: dict[str, object] | None = None  # the script's parsed argparse namespace
 
 
 class Run:
@@ -63,6 +66,9 @@ class Run:
       global RNG and the framework are already seeded with `seeds.init`.
     - `run.device`: "cpu" or "cuda"; `run.params`: the spec's [params] table.
     - `run.order(n, epoch)`: a permutation of range(n), recorded on freeze, returned on replay.
+    - `run.sampler(dataset)`: PyTorch: a Sampler drawing `run.order` per epoch (for a DataLoader,
+      in place of `shuffle=True`); `run.keras_fit(model, x, y, ...)`: Keras: `model.fit` with
+      its shuffle and `validation_split` taken in the recorded order.
     - `run.log(name, value, step=None)`: a metric; `diff` compares every logged value.
     - `run.checkpoint(step, loss, weights=None)`: a point of the loss-checksum trace.
     - `run.save_weights(obj)`: the trained weights (a model of the capsule's framework, its
@@ -79,7 +85,7 @@ class Run:
         recorded_orders: dict[str, np.ndarray] | None,
         input_files: Mapping[str, InputFile] | None,
         data_root: Path,
-        framework: Framework,
+        framework: Framework | None,
         on_metric: Callable[[str, float, int | None], None] = lambda name, value, step: None,
     ) -> None:
         self.seeds = seeds
@@ -89,8 +95,18 @@ class Run:
         self._input_files = input_files
         self._data_root = data_root
         self._on_metric = on_metric
-        self._framework = framework  # turns its tensors and models into NumPy arrays
+        self._known_framework = framework  # turns its tensors and models into NumPy arrays
         self.record = Recorder()
+
+    @property
+    def _framework(self) -> Framework:
+        if self._known_framework is None:  # the stand-in: whichever framework the code imported
+            from builder.frameworks import get_framework
+
+            loaded = [n for n in ("torch", "tensorflow", "keras") if n in sys.modules]
+            name = {"keras": "tensorflow"}.get(loaded[0], loaded[0]) if loaded else "numpy"
+            self._known_framework = get_framework(name)
+        return self._known_framework
 
     # ------------------------------------------------------------ data order
 
@@ -112,6 +128,25 @@ class Run:
             )
         self.record.orders[key] = perm
         return perm.copy()
+
+    def sampler(self, dataset: Sized) -> object:
+        """PyTorch: a `torch.utils.data.Sampler` over `dataset` that yields `run.order(len,
+        epoch)` — a drop-in for a DataLoader's `shuffle=True`. It counts epochs itself (each
+        pass over the loader is the next one, from 0); `set_epoch(e)` sets the next one."""
+        try:
+            return self._framework.sampler(self.order, len(dataset))
+        except ValueError as error:
+            raise RunUsageError(f"run.sampler: {error}") from None
+
+    def keras_fit(self, model: object, x: object, y: object = None, **kwargs: Any) -> object:
+        """Keras: `model.fit(x, y, **kwargs)` with `shuffle` (default True) and
+        `validation_split` kept: the rows are split as Keras splits them (the last fraction
+        validates) and each epoch's training rows are taken in `run.order(rows, epoch)`.
+        Epoch metrics are logged (`run.log`); returns the History."""
+        try:
+            return self._framework.fit(self.order, self.log, model, x, y, kwargs)
+        except ValueError as error:
+            raise RunUsageError(f"run.keras_fit: {error}") from None
 
     # ------------------------------------------------------------ metrics and trace
 
@@ -190,6 +225,39 @@ class Run:
             kind="arrays", sha256=digest, detail=", ".join(detail)
         )
         return digest
+
+
+# ---------------------------------------------------------------- current_run
+
+
+_ACTIVE: list[Run] = []
+
+
+@contextmanager
+def active(run: Run) -> Iterator[Run]:
+    """Make `run` what `current_run()` returns while the user's code runs."""
+    _ACTIVE.append(run)
+    try:
+        yield run
+    finally:
+        _ACTIVE.remove(run)
+
+
+def current_run() -> Run:
+    """The Run of the freeze or replay running this code; outside Capsule (`python main.py`)
+    a stand-in that records nothing: orders drawn from order seed 0, data files read where
+    they lie, metrics and weights kept in memory only. So one script runs both ways."""
+    if _ACTIVE:
+        return _ACTIVE[-1]
+    return Run(
+        seeds=Seeds(init=0, order=0),
+        device="cpu",
+        params={},
+        recorded_orders=None,
+        input_files=None,
+        data_root=Path.cwd(),
+        framework=None,
+    )
 
 
 def named_arrays(obj: object, framework: Framework) -> dict[str, np.ndarray]:

@@ -120,7 +120,9 @@ def freeze_code(
         static = scan_files(code_dir, [code_dir / name for name in files])
         if strict:
             refuse_findings(static, str(path))
-        result = execute_code(spec, code_dir, path.parent, None, None, observer)
+        result = execute_code(
+            spec, code_dir, path.parent, None, None, observer, shown_root=path.parent
+        )
         findings = static + result.findings
         if strict:
             refuse_findings(findings, str(path))
@@ -140,7 +142,14 @@ def freeze_code(
                 "artifacts/order.safetensors", result.record.orders
             )
         artifacts["weights"] = stage.add_tensors("artifacts/weights.safetensors", result.weights)
-        manifest = _manifest(spec, result, artifacts, inputs=result.record.inputs, audit=findings)
+        manifest = _manifest(
+            spec,
+            result,
+            artifacts,
+            inputs=result.record.inputs,
+            audit=findings,
+            arguments=result.record.arguments,
+        )
         stage.commit(manifest)
     return manifest
 

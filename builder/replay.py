@@ -90,12 +90,13 @@ def replay_on_host(
             controls, fingerprint, outcome = code.controls, code.fingerprint, code.outcome
             weights, inputs = code.weights, code.record.inputs
             audit = [f for f in manifest.audit if f.source == "static"] + code.findings
+            arguments = code.record.arguments
         else:
             assert manifest.data is not None
             dataset = Dataset.from_tensors(capsule.tensors("data"), manifest.data.classes)
             result = execute(spec, dataset, replay_order(capsule, spec), observer)
             controls, fingerprint, outcome = result.controls, result.fingerprint, result.outcome
-            weights, inputs, audit = result.weights, {}, []
+            weights, inputs, audit, arguments = result.weights, {}, [], None
         record = ReplayRecord(
             tool=TOOL,
             created=now(),
@@ -115,6 +116,7 @@ def replay_on_host(
             audit=audit,
             outcome=outcome,
             artifacts={"weights": stage.add_tensors("artifacts/weights.safetensors", weights)},
+            arguments=arguments,
         )
         stage.commit(record)
     return record

@@ -1,5 +1,6 @@
 """The user's own training code: collect the included files, import the entry point from the
-capsule's copy, call `main(run)` under controls, and collect its nondeterminism findings.
+capsule's copy, call `main(run)` — or run a plain script as `__main__` with its command line
+built from [params] — under controls, and collect its nondeterminism findings.
 
 Freeze and replay both import the code from a copy whose bytes the manifest names, so the two
 runs execute the very same source. `inspect`, `verify` and `diff` never import it.
@@ -7,25 +8,28 @@ runs execute the very same source. `inspect`, `verify` and `diff` never import i
 
 from __future__ import annotations
 
+import argparse
 import importlib
+import runpy
 import sys
 import time
 import traceback
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from builder.api import InputFile, Recorder, Run, RunUsageError, Seeds
+from builder.api import InputFile, Recorder, Run, RunUsageError, Seeds, active
 from builder.controls import applied_controls, seed_everything
 from builder.errors import BadInput
 from builder.fingerprint import capture
 from builder.frameworks import FRAMEWORKS, Framework, get_framework, require_device
 from builder.observer import SILENT, Observer
 from builder.records.run import AppliedControls, Finding, Fingerprint, Outcome
-from builder.records.spec import UserSpec
+from builder.records.spec import ParamValue, UserSpec
 from builder.run import tensor_digest
 
 SKIPPED = ("__pycache__", ".pyc", ".pyo")
@@ -79,10 +83,29 @@ def code_files(spec: UserSpec, root: Path, source: str) -> dict[str, Path]:
     return dict(sorted(found.items()))
 
 
+def script_argv(params: Mapping[str, ParamValue]) -> list[str]:
+    """A script's command line from [params], in their order: `key = v` → `--key v`;
+    `true` → `--key`, `false` → nothing; a list → `--key a b c`. Keys are used as written
+    (`batch-size = 64` → `--batch-size 64`)."""
+    argv: list[str] = []
+    for key, value in params.items():
+        if value is False:
+            continue
+        argv.append(f"--{key}")
+        if value is True:
+            continue
+        items = value if isinstance(value, list) else [value]
+        argv.extend("true" if v is True else "false" if v is False else str(v) for v in items)
+    return argv
+
+
 def _load_entry(spec: UserSpec, code_dir: Path) -> Callable[[Run], object]:
-    """Import the entry module from `code_dir` (no bytecode written into the capsule)."""
+    """The entry point as a callable taking the Run: the spec's function (imported from
+    `code_dir`, no bytecode written into the capsule), or a plain script run as `__main__`."""
     sys.dont_write_bytecode = True
     sys.path.insert(0, str(code_dir))
+    if spec.function is None:
+        return lambda run: _run_script(code_dir / spec.module_file, script_argv(run.params))
     module_name = spec.module_file.removesuffix(".py").replace("/", ".")
     importlib.invalidate_caches()
     try:
@@ -95,24 +118,95 @@ def _load_entry(spec: UserSpec, code_dir: Path) -> Callable[[Run], object]:
     return main  # type: ignore[no-any-return]
 
 
-def _user_error(error: BaseException, code_dir: Path, doing: str) -> UserCodeError:
+def _run_script(script: Path, argv: list[str]) -> None:
+    """Run `script` as `python script ARGV` would: as `__main__`, its directory first on
+    sys.path, `sys.argv[0]` its own name (what argparse prints as the program)."""
+    saved_argv, saved_path = sys.argv[:], sys.path[:]
+    sys.argv = [script.name, *argv]
+    sys.path.insert(0, str(script.parent))
+    try:
+        runpy.run_path(str(script), run_name="__main__")
+    finally:
+        sys.argv, sys.path[:] = saved_argv, saved_path
+
+
+@contextmanager
+def parsed_arguments(record: Recorder) -> Iterator[None]:
+    """Record the namespace of every command line the code parses from sys.argv (argparse,
+    defaults included): the values the code really ran with, not only those in [params]."""
+    original = argparse.ArgumentParser.parse_known_args
+
+    def parse_known_args(
+        self: argparse.ArgumentParser, args: object = None, namespace: object = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        parsed, extra = original(self, args, namespace)  # type: ignore[call-overload]
+        if args is None:
+            record.arguments = {k: _plain(v) for k, v in sorted(vars(parsed).items())}
+        return parsed, extra
+
+    argparse.ArgumentParser.parse_known_args = parse_known_args  # type: ignore[assignment,method-assign]
+    try:
+        yield
+    finally:
+        argparse.ArgumentParser.parse_known_args = original  # type: ignore[method-assign]
+
+
+def _plain(value: object) -> object:
+    """An argparse value as JSON: numbers, strings, booleans, None and lists as they are,
+    anything else (a Path, a file) as its text."""
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return str(value)
+
+
+def _shown(file: str, code_dir: Path, shown_root: Path) -> str:
+    """A frame's file as the user knows it: under `shown_root` (on freeze the spec's
+    directory, not the capsule's hidden staging copy), relative to the working directory."""
+    rel = Path(file).resolve().relative_to(code_dir.resolve())
+    path = (shown_root / rel).resolve()
+    try:
+        return path.relative_to(Path.cwd()).as_posix()
+    except ValueError:
+        return str(path)
+
+
+def _argparse_exit(error: BaseException) -> bool:
+    return isinstance(error, SystemExit) and any(
+        Path(f.filename).name == "argparse.py" for f in traceback.extract_tb(error.__traceback__)
+    )
+
+
+def _user_error(
+    error: BaseException, code_dir: Path, doing: str, shown_root: Path | None = None
+) -> UserCodeError:
     """One line naming the user's file and line where it failed, plus their frames."""
+    shown_root = shown_root or code_dir
     frames = [
         f
         for f in traceback.extract_tb(error.__traceback__)
         if Path(f.filename).resolve().is_relative_to(code_dir.resolve())
     ]
+    for f in frames:
+        f.filename = _shown(f.filename, code_dir, shown_root)
     if isinstance(error, SyntaxError) and error.filename:
         where = f"{Path(error.filename).name}:{error.lineno}"
     elif frames:
-        last = frames[-1]
-        where = f"{Path(last.filename).resolve().relative_to(code_dir.resolve())}:{last.lineno}"
+        where = f"{frames[-1].filename}:{frames[-1].lineno}"
     else:
         where = doing
     hint = ""
     if isinstance(error, ModuleNotFoundError):
         hint = " (install it here and list it in code.requires so the image gets it too)"
     details = "".join(traceback.format_list(frames)) if frames else ""
+    if _argparse_exit(error):
+        return UserCodeError(
+            f"the training code's argparse refused its command line at {where} (exit "
+            f"{error.code}); Capsule builds it from [params] as '--key value' — name each key "  # type: ignore[attr-defined]
+            "after one of the script's options",
+            details,
+        )
     message = f"{where}: {type(error).__name__}: {error}{hint}".splitlines()[0]
     return UserCodeError(f"the training code failed at {message}", details)
 
@@ -153,10 +247,12 @@ def runtime_findings(
     ]
 
 
-def _determinism_refusal(error: BaseException, code_dir: Path, title: str) -> UserCodeError:
+def _determinism_refusal(
+    error: BaseException, code_dir: Path, title: str, shown_root: Path
+) -> UserCodeError:
     """A framework with no warn-only mode raises when its determinism switch meets an op it
     cannot run deterministically: say so, and what to do."""
-    base = _user_error(error, code_dir, "running the code")
+    base = _user_error(error, code_dir, "running the code", shown_root)
     return UserCodeError(
         f"{base}; {title} refused a nondeterministic op under op determinism "
         "(give the op a seed, or set controls.deterministic = false to freeze without it)",
@@ -174,11 +270,13 @@ def execute_code(
     recorded_orders: dict[str, np.ndarray] | None,
     input_files: Mapping[str, InputFile] | None,
     observer: Observer = SILENT,
+    shown_root: Path | None = None,
 ) -> CodeResult:
     """Seed and switch the framework, then call the entry point with a Run.
 
     `recorded_orders` / `input_files` are None on freeze (draw and record) and the capsule's
-    on replay (hand back)."""
+    on replay (hand back). Errors name files under `shown_root` (default: `code_dir`)."""
+    shown = shown_root or code_dir
     framework = get_framework(spec.framework)
     device, threads = spec.controls.device, spec.controls.threads
     gpus, cuda, cudnn = require_device(framework, spec)
@@ -196,17 +294,20 @@ def execute_code(
     )
     main = _load_entry(spec, code_dir)
     started = time.perf_counter()
-    with warnings.catch_warnings(record=True) as caught:
+    with warnings.catch_warnings(record=True) as caught, active(run), parsed_arguments(run.record):
         warnings.simplefilter("always")
         try:
             main(run)
+        except SystemExit as error:
+            if error.code not in (0, None):  # `sys.exit(main())` of a script that succeeded
+                raise _user_error(error, code_dir, spec.entrypoint, shown) from None
         except RunUsageError as error:
-            raise _user_error(error, code_dir, spec.entrypoint) from None
-        except (Exception, SystemExit) as error:
+            raise _user_error(error, code_dir, spec.entrypoint, shown) from None
+        except Exception as error:
             if framework.refused_nondeterminism(error):
                 title = FRAMEWORKS[spec.framework].title
-                raise _determinism_refusal(error, code_dir, title) from None
-            raise _user_error(error, code_dir, spec.entrypoint) from None
+                raise _determinism_refusal(error, code_dir, title, shown) from None
+            raise _user_error(error, code_dir, spec.entrypoint, shown) from None
     seconds = time.perf_counter() - started
     findings = runtime_findings(caught, code_dir, framework)
     weights = run.record.weights

@@ -14,7 +14,7 @@ import importlib.util
 import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from builder.errors import BadInput, EngineMissing
 
@@ -26,6 +26,8 @@ if TYPE_CHECKING:  # the table is read without NumPy or the models: commands sta
     from builder.records.spec import Spec, SpecBase
 
 EpochCallback = Callable[["EpochMetrics"], None]
+OrderFn = Callable[[int, int], "np.ndarray"]  # Run.order: (rows, epoch) → permutation
+LogFn = Callable[[str, float, "int | None"], None]  # Run.log: (name, value, step)
 
 
 @dataclass(frozen=True)
@@ -105,6 +107,24 @@ class Framework(Protocol):
     def named_weights(self, obj: object) -> dict[str, object] | None:
         """Weights by name from a model of this framework (module, state dict, Keras model),
         or None when `obj` is not one (a plain dict of arrays is handled by the caller)."""
+        ...
+
+    def sampler(self, order: OrderFn, n: int) -> object:
+        """`run.sampler`: the framework's data sampler over `n` rows yielding `order(n,
+        epoch)`, one epoch per pass; ValueError where the framework has no such thing."""
+        ...
+
+    def fit(
+        self,
+        order: OrderFn,
+        log: LogFn,
+        model: object,
+        x: object,
+        y: object,
+        kwargs: dict[str, Any],
+    ) -> object:
+        """`run.keras_fit`: the framework's `fit` with its shuffle and validation split taken
+        in the recorded order, epoch metrics logged; ValueError where it has no `fit`."""
         ...
 
 

@@ -9,9 +9,12 @@ code runs, and its BLAS threads are sized through the process environment (contr
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from builder.errors import BadInput
+from builder.frameworks import LogFn, OrderFn
 from builder.records.run import EpochMetrics, GpuInfo
 from builder.records.spec import Spec, SpecBase
 
@@ -41,6 +44,20 @@ class NumpyFramework:
 
     def named_weights(self, obj: object) -> dict[str, object] | None:
         return None
+
+    def sampler(self, order: OrderFn, n: int) -> object:
+        raise ValueError("a PyTorch DataLoader sampler; with NumPy use run.order(n, epoch)")
+
+    def fit(
+        self,
+        order: OrderFn,
+        log: LogFn,
+        model: object,
+        x: object,
+        y: object,
+        kwargs: dict[str, Any],
+    ) -> object:
+        raise ValueError("Keras's fit in a NumPy capsule; use run.order(n, epoch)")
 
     def apply_controls(
         self, spec: Spec, device: str, threads: int

@@ -12,13 +12,14 @@ import hashlib
 import os
 import time
 from collections.abc import Callable, Iterable
+from typing import Any
 
 import keras
 import numpy as np
 import tensorflow as tf
 
 from builder.data import Dataset
-from builder.frameworks import EpochCallback, Trained
+from builder.frameworks import EpochCallback, LogFn, OrderFn, Trained
 from builder.frameworks.initial_weights import layer_names, shared_initial_weights
 from builder.frameworks.layout import to_kernel_layout
 from builder.records.run import EpochMetrics, GpuInfo, TracePoint
@@ -174,6 +175,24 @@ class TensorflowFramework:
                 raise ValueError(f"two weights are named {name!r}")
             named[name] = variable
         return named
+
+    def sampler(self, order: OrderFn, n: int) -> object:
+        raise ValueError(
+            "a PyTorch DataLoader sampler; with Keras use run.keras_fit(model, x, y, ...)"
+        )
+
+    def fit(
+        self,
+        order: OrderFn,
+        log: LogFn,
+        model: object,
+        x: object,
+        y: object,
+        kwargs: dict[str, Any],
+    ) -> object:
+        from builder.frameworks.keras_hooks import fit
+
+        return fit(order, log, model, x, y, kwargs)
 
     def apply_base_controls(
         self, spec: SpecBase, device: str, threads: int, warn_only: bool

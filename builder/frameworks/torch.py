@@ -13,6 +13,7 @@ import subprocess
 import time
 from collections.abc import Iterable
 from itertools import pairwise
+from typing import Any
 
 import numpy as np
 import torch
@@ -20,7 +21,7 @@ from torch import nn
 from torch.nn import functional
 
 from builder.data import Dataset
-from builder.frameworks import EpochCallback, Trained
+from builder.frameworks import EpochCallback, LogFn, OrderFn, Trained
 from builder.frameworks.initial_weights import shared_initial_weights
 from builder.records.run import EpochMetrics, GpuInfo, TracePoint
 from builder.records.spec import ModelSpec, Spec, SpecBase
@@ -145,6 +146,24 @@ class TorchFramework:
         if isinstance(obj, nn.Module):
             return dict(obj.state_dict())
         return None  # a state_dict is a plain mapping of tensors
+
+    def sampler(self, order: OrderFn, n: int) -> object:
+        from builder.frameworks.torch_hooks import RecordedSampler
+
+        return RecordedSampler(order, n)
+
+    def fit(
+        self,
+        order: OrderFn,
+        log: LogFn,
+        model: object,
+        x: object,
+        y: object,
+        kwargs: dict[str, Any],
+    ) -> object:
+        raise ValueError(
+            "Keras's fit in a PyTorch capsule; iterate a DataLoader with run.sampler(dataset)"
+        )
 
     def apply_base_controls(
         self, spec: SpecBase, device: str, threads: int, warn_only: bool

@@ -1,0 +1,157 @@
+"""Plain scripts as entry points (issue 15): a script run as `__main__` with its command line
+built from [params], `current_run()` and its stand-in, the argparse namespace recorded, and
+argparse's exit named at the user's own file; the recorded order through a PyTorch sampler
+and Keras's `fit(shuffle=True, validation_split=…)`."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+from tests.conftest import ROOT, capsule, ok
+
+SCRIPT_SPEC = """\
+name = "plain-script"
+framework = "{framework}"
+entrypoint = "main.py"
+
+[code]
+include = ["main.py"]
+
+[params]
+{params}
+
+[seeds]
+init = 5
+order = 9
+"""
+
+# A NumPy script that knows nothing of Capsule but `current_run`: argparse with defaults the
+# spec does not set, a store_true flag, and `sys.exit(main())` at the end.
+NUMPY_SCRIPT = """\
+import argparse
+import sys
+
+import numpy as np
+
+from builder import current_run
+
+
+def main():
+    parser = argparse.ArgumentParser(description="softmax regression")
+    parser.add_argument("--lr", type=float, default=0.5)
+    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--gamma", type=float, default=0.7)
+    parser.add_argument("--dry-run", action="store_true")
+    args = parser.parse_args()
+    run = current_run()
+    x = np.linspace(-1, 1, 64).reshape(32, 2)
+    y = (x.sum(axis=1) > 0).astype(int)
+    w = np.random.normal(size=(2, 2)) * 0.1
+    for epoch in range(args.epochs):
+        order = run.order(len(x), epoch)
+        for start in range(0, len(x), args.batch_size):
+            idx = order[start : start + args.batch_size]
+            logits = x[idx] @ w
+            p = np.exp(logits - logits.max(axis=1, keepdims=True))
+            p /= p.sum(axis=1, keepdims=True)
+            p[np.arange(len(idx)), y[idx]] -= 1
+            w -= args.lr * x[idx].T @ p / len(idx)
+        run.log("loss", float(np.abs(w).sum()), step=epoch + 1)
+    run.save_weights({"w": w})
+    print("trained", args.epochs, "epochs")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+"""
+
+
+def script_project(
+    tmp_path: Path, script: str, params: str, framework: str = "numpy", name: str = "proj"
+) -> Path:
+    folder = tmp_path / name
+    folder.mkdir()
+    (folder / "main.py").write_text(script)
+    (folder / "capsule.toml").write_text(SCRIPT_SPEC.format(framework=framework, params=params))
+    return folder
+
+
+def manifest(path: Path) -> dict:  # type: ignore[type-arg]
+    return json.loads((path / "manifest.json").read_text())
+
+
+def verdict(baseline: Path, other: Path) -> dict:  # type: ignore[type-arg]
+    return json.loads(capsule("diff", baseline, other, "--json").stdout)
+
+
+def test_a_plain_script_freezes_with_argv_from_params_and_replays_identically(
+    tmp_path: Path,
+) -> None:
+    folder = script_project(tmp_path, NUMPY_SCRIPT, "lr = 0.25\nbatch-size = 4\ndry-run = true")
+    ok(capsule("freeze", folder, "--out", tmp_path / "cap"))
+    frozen = manifest(tmp_path / "cap")
+    assert frozen["spec"]["entrypoint"] == "main.py"
+    # every effective value: the three [params] set and the defaults they did not
+    assert frozen["arguments"] == {
+        "lr": 0.25,
+        "batch_size": 4,
+        "dry_run": True,
+        "epochs": 2,
+        "gamma": 0.7,
+    }
+    assert len(frozen["outcome"]["metrics"]["loss"]) == 2
+    ok(capsule("replay", tmp_path / "cap", "--out", tmp_path / "replay"))
+    assert json.loads((tmp_path / "replay/replay.json").read_text())["arguments"]["lr"] == 0.25
+    assert verdict(tmp_path / "cap", tmp_path / "replay")["verdict"] == "identical"
+    # a what-if value reaches the script's command line
+    ok(capsule("replay", tmp_path / "cap", "--out", tmp_path / "wi", "--set", "params.lr=0.5"))
+    assert json.loads((tmp_path / "wi/replay.json").read_text())["arguments"]["lr"] == 0.5
+    assert verdict(tmp_path / "cap", tmp_path / "wi")["verdict"] != "identical"
+
+
+def test_the_same_script_runs_on_its_own_with_the_stand_in(tmp_path: Path) -> None:
+    folder = script_project(tmp_path, NUMPY_SCRIPT, "")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    result = subprocess.run(
+        [sys.executable, "main.py", "--epochs", "3"],
+        cwd=folder,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "trained 3 epochs" in result.stdout
+    assert not list(folder.glob("*.safetensors"))  # the stand-in records nothing
+
+
+def test_argparse_refusing_params_names_the_users_file_not_the_staging_copy(
+    tmp_path: Path,
+) -> None:
+    folder = script_project(tmp_path, NUMPY_SCRIPT, "learning-rate = 0.1")
+    result = capsule("freeze", folder, "--out", tmp_path / "cap")
+    assert result.returncode == 2, result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert "argparse refused its command line" in last and "[params]" in last, last
+    assert f"{folder / 'main.py'}:" in last, last
+    assert ".partial" not in result.stderr, result.stderr
+    assert "unrecognized arguments: --learning-rate 0.1" in result.stderr
+    assert not (tmp_path / "cap").exists()
+
+
+def test_an_error_in_a_script_names_its_own_file_and_line(tmp_path: Path) -> None:
+    script = NUMPY_SCRIPT.replace("    run = current_run()\n", "    run = current_run()\n    1 / 0\n")
+    folder = script_project(tmp_path, script, "")
+    result = capsule("freeze", folder, "--out", tmp_path / "cap")
+    assert result.returncode == 2
+    last = result.stderr.strip().splitlines()[-1]
+    line = script.splitlines().index("    1 / 0") + 1
+    assert f"{folder / 'main.py'}:{line}: ZeroDivisionError" in last, last
+    assert ".partial" not in result.stderr
