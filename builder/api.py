@@ -57,6 +57,7 @@ class Recorder:
     inputs: dict[str, InputRecord] = field(default_factory=dict)
     files: dict[str, Path] = field(default_factory=dict)  # artifact path → file to store
     arguments: dict[str, object] | None = None  # the script's parsed argparse namespace
+    weights_file: str | None = None  # the output file the weights were read from
 
 
 class Run:
@@ -75,6 +76,9 @@ class Run:
       state dict, or a dict of NumPy arrays); required.
     - `run.data(path)`: open a data file through the capsule (path of the copy to read).
     - `run.record_arrays(name, **arrays)`: record the digest of data the code loaded itself.
+    - `run.outputs`: the folder the code runs in (its working directory); every file written
+      there is stored in the capsule by digest. `run.save_file(path)` stores one written
+      elsewhere.
     """
 
     def __init__(
@@ -86,6 +90,7 @@ class Run:
         input_files: Mapping[str, InputFile] | None,
         data_root: Path,
         framework: Framework | None,
+        outputs: Path | None = None,
         on_metric: Callable[[str, float, int | None], None] = lambda name, value, step: None,
     ) -> None:
         self.seeds = seeds
@@ -94,6 +99,7 @@ class Run:
         self._recorded_orders = recorded_orders
         self._input_files = input_files
         self._data_root = data_root
+        self.outputs = outputs if outputs is not None else Path.cwd()
         self._on_metric = on_metric
         self._known_framework = framework  # turns its tensors and models into NumPy arrays
         self.record = Recorder()
@@ -207,6 +213,17 @@ class Run:
         self.record.inputs[key] = InputRecord(kind="file", artifact=artifact, sha256=digest)
         self.record.files[artifact] = source
         return source
+
+    def save_file(self, path: str | Path) -> Path:
+        """Store a file the code wrote outside `run.outputs` with the capsule's outputs (a copy
+        under `run.outputs`, by its name); returns the copy's path."""
+        source = Path(path)
+        if not source.is_file():
+            raise RunUsageError(f"run.save_file({str(path)!r}): no such file")
+        target = self.outputs / source.name
+        if source.resolve() != target.resolve():
+            target.write_bytes(source.read_bytes())
+        return target
 
     def record_arrays(self, name: str, **arrays: object) -> str:
         """Record the digest of data the code loaded itself (from a library, say); returns it.

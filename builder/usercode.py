@@ -9,7 +9,9 @@ runs execute the very same source. `inspect`, `verify` and `diff` never import i
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
+import os
 import runpy
 import sys
 import time
@@ -211,6 +213,51 @@ def _user_error(
     return UserCodeError(f"the training code failed at {message}", details)
 
 
+@contextmanager
+def working_directory(folder: Path | None) -> Iterator[None]:
+    """Run the code in `folder` (its outputs), or where Capsule runs when None."""
+    if folder is None:
+        yield
+        return
+    folder.mkdir(parents=True, exist_ok=True)
+    before = Path.cwd()
+    os.chdir(folder)
+    try:
+        yield
+    finally:
+        os.chdir(before)
+
+
+def output_files(outputs: Path) -> dict[str, Path]:
+    """relative name → file for every regular file the code left in its outputs folder (links
+    are removed: a capsule holds files, not pointers out of it)."""
+    found: dict[str, Path] = {}
+    for path in sorted(outputs.rglob("*")):
+        if path.is_symlink():
+            path.unlink()
+        elif path.is_file():
+            found[path.relative_to(outputs).as_posix()] = path
+    return found
+
+
+def weights_from_outputs(
+    run: Run, framework: Framework, outputs: Path
+) -> dict[str, np.ndarray] | None:
+    """The weights of the one model file the code wrote (`torch.save(model.state_dict(),
+    "mnist_cnn.pt")`), for a script that never calls `run.save_weights`."""
+    found = {
+        name: named
+        for name, file in output_files(outputs).items()
+        if (named := framework.weights_file(file)) is not None
+    }
+    if len(found) != 1:
+        return None
+    ((name, named),) = found.items()
+    run.save_weights(named)
+    run.record.weights_file = name
+    return run.record.weights
+
+
 # ---------------------------------------------------------------- findings at run time
 
 
@@ -271,11 +318,16 @@ def execute_code(
     input_files: Mapping[str, InputFile] | None,
     observer: Observer = SILENT,
     shown_root: Path | None = None,
+    outputs: Path | None = None,
 ) -> CodeResult:
     """Seed and switch the framework, then call the entry point with a Run.
 
     `recorded_orders` / `input_files` are None on freeze (draw and record) and the capsule's
-    on replay (hand back). Errors name files under `shown_root` (default: `code_dir`)."""
+    on replay (hand back). Errors name files under `shown_root` (default: `code_dir`). The
+    code runs in `outputs` (a fresh folder: what it writes there is kept) when given."""
+    # absolute: the code runs in `outputs`, where relative paths would point elsewhere
+    code_dir, data_root = code_dir.resolve(), data_root.resolve()
+    outputs = outputs.resolve() if outputs is not None else None
     shown = shown_root or code_dir
     framework = get_framework(spec.framework)
     device, threads = spec.controls.device, spec.controls.threads
@@ -291,10 +343,17 @@ def execute_code(
         data_root=data_root,
         framework=framework,
         on_metric=observer.metric,
+        outputs=outputs,
     )
     main = _load_entry(spec, code_dir)
     started = time.perf_counter()
-    with warnings.catch_warnings(record=True) as caught, active(run), parsed_arguments(run.record):
+    with (
+        warnings.catch_warnings(record=True) as caught,
+        active(run),
+        parsed_arguments(run.record),
+        working_directory(outputs),
+        contextlib.redirect_stdout(sys.stderr),  # stdout is the commands' (--json)
+    ):
         warnings.simplefilter("always")
         try:
             main(run)
@@ -311,10 +370,13 @@ def execute_code(
     seconds = time.perf_counter() - started
     findings = runtime_findings(caught, code_dir, framework)
     weights = run.record.weights
+    if weights is None and outputs is not None:
+        weights = weights_from_outputs(run, framework, outputs)
     if weights is None:
         raise UserCodeError(
-            f"{spec.entrypoint} returned without calling run.save_weights(...); "
-            "a capsule needs the trained weights"
+            f"{spec.entrypoint} returned without calling run.save_weights(...) and wrote no "
+            "model file Capsule can read (a state dict saved with torch.save as .pt/.pth, or "
+            "arrays as .npz, in its working directory); a capsule needs the trained weights"
         )
     trace = run.record.trace
     outcome = Outcome(

@@ -14,6 +14,7 @@ import importlib.util
 import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from builder.errors import BadInput, EngineMissing
@@ -107,6 +108,12 @@ class Framework(Protocol):
     def named_weights(self, obj: object) -> dict[str, object] | None:
         """Weights by name from a model of this framework (module, state dict, Keras model),
         or None when `obj` is not one (a plain dict of arrays is handled by the caller)."""
+        ...
+
+    def weights_file(self, path: Path) -> dict[str, object] | None:
+        """Weights by name from a model file the code wrote (PyTorch: a state dict saved with
+        `torch.save`, read with `weights_only=True`; NumPy: an `.npz`), or None when `path` is
+        not one: what a script that never calls `run.save_weights` is frozen with."""
         ...
 
     def sampler(self, order: OrderFn, n: int) -> object:

@@ -9,6 +9,7 @@ code runs, and its BLAS threads are sized through the process environment (contr
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -44,6 +45,15 @@ class NumpyFramework:
 
     def named_weights(self, obj: object) -> dict[str, object] | None:
         return None
+
+    def weights_file(self, path: Path) -> dict[str, object] | None:
+        if path.suffix != ".npz":
+            return None
+        try:
+            with np.load(path, allow_pickle=False) as arrays:
+                return {name: arrays[name] for name in arrays.files} or None
+        except (OSError, ValueError):
+            return None
 
     def sampler(self, order: OrderFn, n: int) -> object:
         raise ValueError("a PyTorch DataLoader sampler; with NumPy use run.order(n, epoch)")

@@ -12,6 +12,7 @@ import hashlib
 import os
 import time
 from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Any
 
 import keras
@@ -175,6 +176,9 @@ class TensorflowFramework:
                 raise ValueError(f"two weights are named {name!r}")
             named[name] = variable
         return named
+
+    def weights_file(self, path: Path) -> dict[str, object] | None:
+        return None  # a Keras file needs its model to be read: call run.save_weights(model)
 
     def sampler(self, order: OrderFn, n: int) -> object:
         raise ValueError(

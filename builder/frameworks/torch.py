@@ -13,6 +13,7 @@ import subprocess
 import time
 from collections.abc import Iterable
 from itertools import pairwise
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -146,6 +147,21 @@ class TorchFramework:
         if isinstance(obj, nn.Module):
             return dict(obj.state_dict())
         return None  # a state_dict is a plain mapping of tensors
+
+    def weights_file(self, path: Path) -> dict[str, object] | None:
+        if path.suffix not in (".pt", ".pth"):
+            return None
+        try:  # weights_only: the restricted unpickler, which builds tensors and containers only
+            loaded = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception:
+            return None
+        if (
+            isinstance(loaded, dict)
+            and loaded
+            and all(isinstance(v, torch.Tensor) for v in loaded.values())
+        ):
+            return {str(k): v for k, v in loaded.items()}
+        return None
 
     def sampler(self, order: OrderFn, n: int) -> object:
         from builder.frameworks.torch_hooks import RecordedSampler
