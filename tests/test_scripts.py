@@ -147,7 +147,9 @@ def test_argparse_refusing_params_names_the_users_file_not_the_staging_copy(
 
 
 def test_an_error_in_a_script_names_its_own_file_and_line(tmp_path: Path) -> None:
-    script = NUMPY_SCRIPT.replace("    run = current_run()\n", "    run = current_run()\n    1 / 0\n")
+    script = NUMPY_SCRIPT.replace(
+        "    run = current_run()\n", "    run = current_run()\n    1 / 0\n"
+    )
     folder = script_project(tmp_path, script, "")
     result = capsule("freeze", folder, "--out", tmp_path / "cap")
     assert result.returncode == 2
@@ -155,3 +157,89 @@ def test_an_error_in_a_script_names_its_own_file_and_line(tmp_path: Path) -> Non
     line = script.splitlines().index("    1 / 0") + 1
     assert f"{folder / 'main.py'}:{line}: ZeroDivisionError" in last, last
     assert ".partial" not in result.stderr
+
+
+# ---------------------------------------------------------------- the order where frameworks want it
+
+TORCH_SAMPLER = """\
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+from builder import current_run
+
+run = current_run()
+x = torch.linspace(-1, 1, 40).reshape(20, 2)
+y = (x.sum(dim=1) > 0).long()
+dataset = TensorDataset(torch.arange(20), x, y)
+loader = DataLoader(dataset, batch_size=5, sampler=run.sampler(dataset))
+model = torch.nn.Linear(2, 2)
+optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
+for epoch in range(3):  # the sampler counts the epochs: the script never tells it
+    seen = []
+    for rows, xb, yb in loader:
+        seen += rows.tolist()
+        loss = torch.nn.functional.cross_entropy(model(xb), yb)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    run.log("first_row", seen[0], step=epoch)
+    run.log("loss", loss.item(), step=epoch)
+run.save_weights(model)
+"""
+
+KERAS_FIT = """\
+import keras
+import numpy as np
+
+from builder import current_run
+
+x = np.linspace(-1, 1, 100, dtype="float32").reshape(50, 2)
+y = (x.sum(axis=1) > 0).astype("int64")
+model = keras.Sequential([keras.Input(shape=(2,)), keras.layers.Dense(2, activation="softmax")])
+model.compile(loss="sparse_categorical_crossentropy", optimizer="sgd")
+history = current_run().keras_fit(
+    model, x, y, batch_size=8, epochs=2, shuffle=True, validation_split=0.2, verbose=0
+)
+assert len(history.history["loss"]) == 2 and history.epoch == [0, 1]
+current_run().save_weights(model)
+"""
+
+
+def orders_of(path: Path) -> dict:  # type: ignore[type-arg]
+    from safetensors.numpy import load_file
+
+    return load_file(path / "artifacts/order.safetensors")
+
+
+def sweep_spread(path: Path, metric: str) -> float:
+    result = json.loads(ok(capsule("sweep", path, "--orders", "1,2,3", "--json")).stdout)
+    assert not result["failures"], result["failures"]
+    stats = {s["metric"]: s for s in result["stats"]}
+    return float(stats[metric]["std"])
+
+
+def test_a_dataloader_on_run_sampler_takes_the_recorded_order(tmp_path: Path) -> None:
+    folder = script_project(tmp_path, TORCH_SAMPLER, "", framework="torch")
+    ok(capsule("freeze", folder, "--out", tmp_path / "cap"))
+    orders = orders_of(tmp_path / "cap")
+    assert sorted(orders) == ["n20.epoch0", "n20.epoch1", "n20.epoch2"]
+    first = manifest(tmp_path / "cap")["outcome"]["metrics"]["first_row"]
+    assert [p["value"] for p in first] == [orders[f"n20.epoch{e}"][0] for e in range(3)]
+    assert len({tuple(o) for o in orders.values()}) == 3  # a new permutation every epoch
+    ok(capsule("replay", tmp_path / "cap", "--out", tmp_path / "replay"))
+    assert verdict(tmp_path / "cap", tmp_path / "replay")["verdict"] == "identical"
+    assert sweep_spread(tmp_path / "cap", "loss") > 0
+
+
+def test_keras_fit_keeps_shuffle_and_validation_split_in_the_recorded_order(
+    tmp_path: Path,
+) -> None:
+    folder = script_project(tmp_path, KERAS_FIT, "", framework="tensorflow")
+    ok(capsule("freeze", folder, "--out", tmp_path / "cap"))
+    orders = orders_of(tmp_path / "cap")
+    assert sorted(orders) == ["n40.epoch0", "n40.epoch1"]  # 50 rows, the last 10 validate
+    metrics = manifest(tmp_path / "cap")["outcome"]["metrics"]
+    assert {"loss", "val_loss"} <= set(metrics) and len(metrics["val_loss"]) == 2
+    ok(capsule("replay", tmp_path / "cap", "--out", tmp_path / "replay"))
+    assert verdict(tmp_path / "cap", tmp_path / "replay")["verdict"] == "identical"
+    assert sweep_spread(tmp_path / "cap", "loss") > 0
