@@ -9,7 +9,6 @@ import json
 import os
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 from tests.conftest import ROOT, capsule, ok
@@ -159,7 +158,7 @@ def test_an_error_in_a_script_names_its_own_file_and_line(tmp_path: Path) -> Non
     assert ".partial" not in result.stderr
 
 
-# ---------------------------------------------------------------- the order where frameworks want it
+# ---------------------------------------------------------------- the order, where expected
 
 TORCH_SAMPLER = """\
 import torch

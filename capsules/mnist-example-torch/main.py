@@ -1,5 +1,4 @@
-# PyTorch's official MNIST example on scikit-learn's digits, frozen by Capsule as it is: three
-# changed lines from upstream.py (README.md shows the diff).
+# pytorch/examples mnist/main.py, re-typed on scikit-learn's digits (README.md says how).
 import argparse
 
 import torch
@@ -9,7 +8,6 @@ import torch.optim as optim
 from sklearn.datasets import load_digits
 from torch.optim.lr_scheduler import StepLR
 from torch.utils.data import TensorDataset
-
 from builder import current_run
 
 

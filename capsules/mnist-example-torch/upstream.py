@@ -1,8 +1,4 @@
-# PyTorch's official MNIST example (github.com/pytorch/examples, mnist/main.py), re-typed with
-# its structure kept, on scikit-learn's 8x8 digits instead of MNIST (nothing to download): the
-# dataset lines and the network's sizes follow the smaller images, and the training loader
-# shuffles on every device (upstream passes `shuffle=True` in its accelerator branch only).
-# This is the script as a researcher has it; main.py is the same with Capsule's three lines.
+# pytorch/examples mnist/main.py, re-typed on scikit-learn's digits (README.md says how).
 import argparse
 
 import torch
