@@ -8,7 +8,6 @@ runs execute the very same source. `inspect`, `verify` and `diff` never import i
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import importlib
 import os
@@ -33,6 +32,7 @@ from builder.observer import SILENT, Observer
 from builder.records.run import AppliedControls, Finding, Fingerprint, Outcome
 from builder.records.spec import ParamValue, UserSpec
 from builder.run import tensor_digest
+from builder.watch import Watched, order_finding, parsed_arguments, reseed_findings, seeding_calls
 
 SKIPPED = ("__pycache__", ".pyc", ".pyo")
 
@@ -130,37 +130,6 @@ def _run_script(script: Path, argv: list[str]) -> None:
         runpy.run_path(str(script), run_name="__main__")
     finally:
         sys.argv, sys.path[:] = saved_argv, saved_path
-
-
-@contextmanager
-def parsed_arguments(record: Recorder) -> Iterator[None]:
-    """Record the namespace of every command line the code parses from sys.argv (argparse,
-    defaults included): the values the code really ran with, not only those in [params]."""
-    original = argparse.ArgumentParser.parse_known_args
-
-    def parse_known_args(
-        self: argparse.ArgumentParser, args: object = None, namespace: object = None
-    ) -> tuple[argparse.Namespace, list[str]]:
-        parsed, extra = original(self, args, namespace)  # type: ignore[call-overload]
-        if args is None:
-            record.arguments = {k: _plain(v) for k, v in sorted(vars(parsed).items())}
-        return parsed, extra
-
-    argparse.ArgumentParser.parse_known_args = parse_known_args  # type: ignore[assignment,method-assign]
-    try:
-        yield
-    finally:
-        argparse.ArgumentParser.parse_known_args = original  # type: ignore[method-assign]
-
-
-def _plain(value: object) -> object:
-    """An argparse value as JSON: numbers, strings, booleans, None and lists as they are,
-    anything else (a Path, a file) as its text."""
-    if value is None or isinstance(value, bool | int | float | str):
-        return value
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    return str(value)
 
 
 def _shown(file: str, code_dir: Path, shown_root: Path) -> str:
@@ -345,12 +314,14 @@ def execute_code(
         on_metric=observer.metric,
         outputs=outputs,
     )
+    watched = Watched()
     main = _load_entry(spec, code_dir)
     started = time.perf_counter()
     with (
         warnings.catch_warnings(record=True) as caught,
         active(run),
-        parsed_arguments(run.record),
+        parsed_arguments(watched),
+        seeding_calls(watched, code_dir, framework.seeding_functions()),
         working_directory(outputs),
         contextlib.redirect_stdout(sys.stderr),  # stdout is the commands' (--json)
     ):
@@ -368,7 +339,10 @@ def execute_code(
                 raise _determinism_refusal(error, code_dir, title, shown) from None
             raise _user_error(error, code_dir, spec.entrypoint, shown) from None
     seconds = time.perf_counter() - started
+    run.record.arguments = watched.arguments
     findings = runtime_findings(caught, code_dir, framework)
+    findings += reseed_findings(watched, spec.seeds.init)
+    findings += order_finding(spec.module_file, bool(run.record.orders))
     weights = run.record.weights
     if weights is None and outputs is not None:
         weights = weights_from_outputs(run, framework, outputs)

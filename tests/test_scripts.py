@@ -33,6 +33,7 @@ order = 9
 # spec does not set, a store_true flag, and `sys.exit(main())` at the end.
 NUMPY_SCRIPT = """\
 import argparse
+import random
 import sys
 
 import numpy as np
@@ -51,7 +52,7 @@ def main():
     run = current_run()
     x = np.linspace(-1, 1, 64).reshape(32, 2)
     y = (x.sum(axis=1) > 0).astype(int)
-    w = np.random.normal(size=(2, 2)) * 0.1
+    w = np.array([[random.gauss(0, 0.1) for _ in range(2)] for _ in range(2)])  # seeded
     for epoch in range(args.epochs):
         order = run.order(len(x), epoch)
         for start in range(0, len(x), args.batch_size):
@@ -242,3 +243,57 @@ def test_keras_fit_keeps_shuffle_and_validation_split_in_the_recorded_order(
     ok(capsule("replay", tmp_path / "cap", "--out", tmp_path / "replay"))
     assert verdict(tmp_path / "cap", tmp_path / "replay")["verdict"] == "identical"
     assert sweep_spread(tmp_path / "cap", "loss") > 0
+
+
+# ---------------------------------------------------------------- saying what is true
+
+
+def findings(path: Path) -> list[dict]:  # type: ignore[type-arg]
+    return manifest(path)["audit"]  # type: ignore[no-any-return]
+
+
+def test_a_constant_reseed_is_a_finding_strict_refuses_it_and_the_seed_sweep_warns(
+    tmp_path: Path,
+) -> None:
+    script = NUMPY_SCRIPT.replace(
+        "    run = current_run()\n", "    run = current_run()\n    random.seed(args.seed)\n"
+    ).replace(
+        "type=int, default=2)\n",
+        'type=int, default=2)\n    parser.add_argument("--seed", type=int, default=1)\n',
+    )
+    folder = script_project(tmp_path, script, "")
+    frozen = ok(capsule("freeze", folder, "--out", tmp_path / "cap"))
+    line = script.splitlines().index("    random.seed(args.seed)") + 1
+    reseeds = [f for f in findings(tmp_path / "cap") if f["rule"] == "reseeded"]
+    assert [(f["file"], f["line"]) for f in reseeds] == [("main.py", line)]
+    assert "random.seed() reseeds with 1, not the capsule's init seed (5)" in frozen.stderr
+    refused = capsule("freeze", folder, "--out", tmp_path / "strict", "--strict")
+    assert refused.returncode == 2 and "reseeded" in refused.stderr
+    assert not (tmp_path / "strict").exists()
+    # the sweep it cancels: every init seed trains the same weights, and the sweep says so
+    sweep = capsule("sweep", tmp_path / "cap", "--seeds", "1,2,3", "--json")
+    assert sweep.returncode == 0, sweep.stderr
+    result = json.loads(sweep.stdout)
+    assert result["stats"][0]["std"] == 0
+    assert any("bit-identical weights" in w for w in result["warnings"])
+    assert "capsule: warning: loss is the same in all 3 runs" in sweep.stderr
+    assert capsule("sweep", tmp_path / "cap", "--seeds", "1,2,3", "--strict").returncode == 1
+
+
+def test_an_order_never_drawn_through_the_run_is_said_so(tmp_path: Path) -> None:
+    script = NUMPY_SCRIPT.replace(
+        "order = run.order(len(x), epoch)", "order = np.array(random.sample(range(len(x)), len(x)))"
+    )
+    folder = script_project(tmp_path, script, "")
+    frozen = ok(capsule("freeze", folder, "--out", tmp_path / "cap"))
+    assert "order-not-recorded" in frozen.stderr
+    assert [f["rule"] for f in findings(tmp_path / "cap") if f["source"] == "runtime"] == [
+        "order-not-recorded"
+    ]
+    assert "order" not in manifest(tmp_path / "cap")["artifacts"]
+    shown = ok(capsule("inspect", tmp_path / "cap")).stdout
+    assert "data order: not recorded" in shown
+    refused = capsule("freeze", folder, "--out", tmp_path / "strict", "--strict")
+    assert refused.returncode == 2 and "order-not-recorded" in refused.stderr
+    sweep = capsule("sweep", tmp_path / "cap", "--orders", "1,2", "--json")
+    assert any("order seeds differ" in w for w in json.loads(sweep.stdout)["warnings"])

@@ -110,6 +110,12 @@ class Framework(Protocol):
         or None when `obj` is not one (a plain dict of arrays is handled by the caller)."""
         ...
 
+    def seeding_functions(self) -> list[tuple[object, str, str]]:
+        """(owner, attribute, name shown) of each function that reseeds this framework's
+        RNG: watched while user code runs, so that a reseed that cancels the capsule's init
+        seed is reported (Python's `random.seed` and NumPy's are watched for every one)."""
+        ...
+
     def weights_file(self, path: Path) -> dict[str, object] | None:
         """Weights by name from a model file the code wrote (PyTorch: a state dict saved with
         `torch.save`, read with `weights_only=True`; NumPy: an `.npz`), or None when `path` is

@@ -46,6 +46,9 @@ class NumpyFramework:
     def named_weights(self, obj: object) -> dict[str, object] | None:
         return None
 
+    def seeding_functions(self) -> list[tuple[object, str, str]]:
+        return []  # NumPy's own seed is watched for every framework
+
     def weights_file(self, path: Path) -> dict[str, object] | None:
         if path.suffix != ".npz":
             return None

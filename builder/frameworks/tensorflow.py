@@ -177,6 +177,12 @@ class TensorflowFramework:
             named[name] = variable
         return named
 
+    def seeding_functions(self) -> list[tuple[object, str, str]]:
+        return [
+            (tf.random, "set_seed", "tf.random.set_seed"),
+            (keras.utils, "set_random_seed", "keras.utils.set_random_seed"),
+        ]
+
     def weights_file(self, path: Path) -> dict[str, object] | None:
         return None  # a Keras file needs its model to be read: call run.save_weights(model)
 

@@ -148,6 +148,14 @@ class TorchFramework:
             return dict(obj.state_dict())
         return None  # a state_dict is a plain mapping of tensors
 
+    def seeding_functions(self) -> list[tuple[object, str, str]]:
+        return [
+            (torch, "manual_seed", "torch.manual_seed"),
+            (torch.random, "manual_seed", "torch.random.manual_seed"),
+            (torch.cuda, "manual_seed", "torch.cuda.manual_seed"),
+            (torch.cuda, "manual_seed_all", "torch.cuda.manual_seed_all"),
+        ]
+
     def weights_file(self, path: Path) -> dict[str, object] | None:
         if path.suffix not in (".pt", ".pth"):
             return None
