@@ -61,6 +61,11 @@ def test_the_pytorch_example_freezes_replays_identically_and_its_order_sweep_var
     assert manifest["arguments"]["lr"] == 1.0 and manifest["arguments"]["gamma"] == 0.7
     assert manifest["arguments"]["batch_size"] == 64 and manifest["arguments"]["epochs"] == 2
     assert "outputs/mnist_cnn.pt" in manifest["artifacts"]  # its file, kept in the capsule
+    # its own torch.manual_seed(args.seed) cancels the init seed: said, at its line
+    lines = (folder / "main.py").read_text().splitlines()
+    assert [(f["rule"], lines[f["line"] - 1].strip()) for f in manifest["audit"]] == [
+        ("reseeded", "torch.manual_seed(args.seed)")
+    ]
     assert not (folder / "mnist_cnn.pt").exists() and not Path("mnist_cnn.pt").exists()
     ok(capsule("replay", cap, "--out", tmp_path / "replay"))
     result = json.loads(capsule("diff", cap, tmp_path / "replay", "--json").stdout)
@@ -78,6 +83,7 @@ def test_the_keras_example_freezes_replays_identically_and_its_order_sweep_varie
     ok(capsule("freeze", folder, "--out", cap))
     manifest = json.loads((cap / "manifest.json").read_text())
     assert {"loss", "accuracy", "val_loss", "val_accuracy"} <= set(manifest["outcome"]["metrics"])
+    assert manifest["audit"] == []
     ok(capsule("replay", cap, "--out", tmp_path / "replay"))
     result = json.loads(capsule("diff", cap, tmp_path / "replay", "--json").stdout)
     assert result["verdict"] == "identical", result["reasons"]

@@ -235,7 +235,10 @@ def test_keras_fit_keeps_shuffle_and_validation_split_in_the_recorded_order(
     tmp_path: Path,
 ) -> None:
     folder = script_project(tmp_path, KERAS_FIT, "", framework="tensorflow")
-    ok(capsule("freeze", folder, "--out", tmp_path / "cap"))
+    frozen = ok(capsule("freeze", folder, "--out", tmp_path / "cap"))
+    # TensorFlow's C++ chatter (oneDNN notice, tf.data's NodeDef error) is kept off stderr
+    for chatter in ("oneDNN custom operations", "NodeDef mentions", "absl::InitializeLog"):
+        assert chatter not in frozen.stderr, frozen.stderr
     orders = orders_of(tmp_path / "cap")
     assert sorted(orders) == ["n40.epoch0", "n40.epoch1"]  # 50 rows, the last 10 validate
     metrics = manifest(tmp_path / "cap")["outcome"]["metrics"]

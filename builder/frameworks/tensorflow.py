@@ -15,16 +15,20 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-import keras
-import numpy as np
-import tensorflow as tf
+from builder.frameworks.native_logs import quiet_native_logs
 
-from builder.data import Dataset
-from builder.frameworks import EpochCallback, LogFn, OrderFn, Trained
-from builder.frameworks.initial_weights import layer_names, shared_initial_weights
-from builder.frameworks.layout import to_kernel_layout
-from builder.records.run import EpochMetrics, GpuInfo, TracePoint
-from builder.records.spec import Spec, SpecBase
+quiet_native_logs()  # before TensorFlow's import logs anything
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from builder.data import Dataset  # noqa: E402
+from builder.frameworks import EpochCallback, LogFn, OrderFn, Trained  # noqa: E402
+from builder.frameworks.initial_weights import layer_names, shared_initial_weights  # noqa: E402
+from builder.frameworks.layout import to_kernel_layout  # noqa: E402
+from builder.records.run import EpochMetrics, GpuInfo, TracePoint  # noqa: E402
+from builder.records.spec import Spec, SpecBase  # noqa: E402
 
 Update = Callable[[list[tf.Tensor]], None]
 
