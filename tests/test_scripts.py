@@ -300,3 +300,29 @@ def test_an_order_never_drawn_through_the_run_is_said_so(tmp_path: Path) -> None
     assert refused.returncode == 2 and "order-not-recorded" in refused.stderr
     sweep = capsule("sweep", tmp_path / "cap", "--orders", "1,2", "--json")
     assert any("order seeds differ" in w for w in json.loads(sweep.stdout)["warnings"])
+
+
+# ---------------------------------------------------------------- side outputs
+
+WRITER = NUMPY_SCRIPT.replace(
+    '    print("trained", args.epochs, "epochs")\n',
+    """    print("trained", args.epochs, "epochs")
+    np.save("weights.npy", w)  # its working directory: run.outputs under Capsule
+    with open("/tmp/capsule-test-elsewhere.txt", "w") as f:
+        f.write(str(time.time_ns()))  # a different file on every run
+    run.save_file("/tmp/capsule-test-elsewhere.txt")
+""",
+).replace("import sys\n", "import sys\nimport time\n")
+
+
+def test_files_the_code_writes_are_stored_and_compared_by_diff(tmp_path: Path) -> None:
+    folder = script_project(tmp_path, WRITER, "")
+    ok(capsule("freeze", folder, "--out", tmp_path / "cap"))
+    artifacts = manifest(tmp_path / "cap")["artifacts"]
+    assert {"outputs/weights.npy", "outputs/capsule-test-elsewhere.txt"} <= set(artifacts)
+    assert not (folder / "weights.npy").exists()  # nothing lands beside the spec
+    ok(capsule("replay", tmp_path / "cap", "--out", tmp_path / "replay"))
+    result = verdict(tmp_path / "cap", tmp_path / "replay")
+    assert result["verdict"] != "identical"
+    outputs = [r["message"] for r in result["reasons"] if r["kind"] == "outputs"]
+    assert outputs == [outputs[0]] and "capsule-test-elsewhere.txt differs" in outputs[0]
