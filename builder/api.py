@@ -72,6 +72,9 @@ class Run:
       its shuffle and `validation_split` taken in the recorded order.
     - `run.log(name, value, step=None)`: a metric; `diff` compares every logged value.
     - `run.checkpoint(step, loss, weights=None)`: a point of the loss-checksum trace.
+    - `run.step(loss, weights=None, every=1)`: one optimizer step: the global step counted,
+      a checkpoint every `every` steps; `run.keras_callback(every)`: the same for Keras's fit,
+      with its epoch metrics logged.
     - `run.save_weights(obj)`: the trained weights (a model of the capsule's framework, its
       state dict, or a dict of NumPy arrays); required.
     - `run.data(path)`: open a data file through the capsule (path of the copy to read).
@@ -103,6 +106,7 @@ class Run:
         self._on_metric = on_metric
         self._known_framework = framework  # turns its tensors and models into NumPy arrays
         self.record = Recorder()
+        self.global_step = 0  # optimizer steps counted by run.step (and Keras's callback)
 
     @property
     def _framework(self) -> Framework:
@@ -165,7 +169,7 @@ class Run:
         self.record.metrics.setdefault(str(name), []).append(MetricPoint(step=step, value=number))
         self._on_metric(str(name), number, step)
 
-    def checkpoint(self, step: int, loss: float, weights: object | None = None) -> None:
+    def checkpoint(self, step: int, loss: object, weights: object | None = None) -> None:
         """A point of the loss-checksum trace: the loss's exact bits and, when `weights` is
         given, a digest of them; `diff` names the first checkpoint where two runs part."""
         loss_array = np.asarray(self._framework.as_array(loss))
@@ -185,6 +189,26 @@ class Run:
         self.record.trace.append(
             TracePoint(step=int(step), loss=value, loss_bits=bits, params_sha256=digest)
         )
+
+    def step(self, loss: object, weights: object | None = None, every: int = 1) -> int:
+        """One optimizer step done: counts the global step (from 1, across epochs) and, every
+        `every` steps, checkpoints this batch's `loss` (and the digest of `weights` when
+        given). Returns the global step, for `run.log(..., step=run.global_step)`."""
+        if not isinstance(every, int) or every < 1:
+            raise RunUsageError(f"run.step(..., every={every!r}): need an int ≥ 1")
+        self.global_step += 1
+        if self.global_step % every == 0:
+            self.checkpoint(self.global_step, loss, weights)
+        return self.global_step
+
+    def keras_callback(self, every: int | None = None) -> object:
+        """Keras: a callback for `model.fit` (or `run.keras_fit`) that logs every epoch metric
+        and, given `every`, checkpoints each batch's own loss (not Keras's running mean) with
+        the weights' digest every `every` global steps."""
+        try:
+            return self._framework.callback(self.log, self.step, every)
+        except ValueError as error:
+            raise RunUsageError(f"run.keras_callback: {error}") from None
 
     def save_weights(self, obj: object) -> None:
         """The trained weights, stored as safetensors (a second call replaces the first)."""

@@ -182,8 +182,9 @@ for epoch in range(3):  # the sampler counts the epochs: the script never tells 
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
+        run.step(loss, model, every=2)  # the global step counted across epochs
     run.log("first_row", seen[0], step=epoch)
-    run.log("loss", loss.item(), step=epoch)
+    run.log("loss", loss.item(), step=run.global_step)
 run.save_weights(model)
 """
 
@@ -198,7 +199,8 @@ y = (x.sum(axis=1) > 0).astype("int64")
 model = keras.Sequential([keras.Input(shape=(2,)), keras.layers.Dense(2, activation="softmax")])
 model.compile(loss="sparse_categorical_crossentropy", optimizer="sgd")
 history = current_run().keras_fit(
-    model, x, y, batch_size=8, epochs=2, shuffle=True, validation_split=0.2, verbose=0
+    model, x, y, batch_size=8, epochs=2, shuffle=True, validation_split=0.2, verbose=0,
+    callbacks=[current_run().keras_callback(every=1)],
 )
 assert len(history.history["loss"]) == 2 and history.epoch == [0, 1]
 current_run().save_weights(model)
@@ -226,6 +228,11 @@ def test_a_dataloader_on_run_sampler_takes_the_recorded_order(tmp_path: Path) ->
     first = manifest(tmp_path / "cap")["outcome"]["metrics"]["first_row"]
     assert [p["value"] for p in first] == [orders[f"n20.epoch{e}"][0] for e in range(3)]
     assert len({tuple(o) for o in orders.values()}) == 3  # a new permutation every epoch
+    outcome = manifest(tmp_path / "cap")["outcome"]
+    assert [p["step"] for p in outcome["trace"]] == [2, 4, 6, 8, 10, 12]  # 4 batches, 3 epochs
+    assert all(p["params_sha256"] for p in outcome["trace"])
+    last = outcome["metrics"]["loss"][-1]
+    assert last["step"] == 12 and outcome["trace"][-1]["loss"] == last["value"]
     ok(capsule("replay", tmp_path / "cap", "--out", tmp_path / "replay"))
     assert verdict(tmp_path / "cap", tmp_path / "replay")["verdict"] == "identical"
     assert sweep_spread(tmp_path / "cap", "loss") > 0
@@ -243,6 +250,13 @@ def test_keras_fit_keeps_shuffle_and_validation_split_in_the_recorded_order(
     assert sorted(orders) == ["n40.epoch0", "n40.epoch1"]  # 50 rows, the last 10 validate
     metrics = manifest(tmp_path / "cap")["outcome"]["metrics"]
     assert {"loss", "val_loss"} <= set(metrics) and len(metrics["val_loss"]) == 2
+    assert len(metrics["loss"]) == 2  # keras_fit's own logger stands aside for the callback
+    trace = manifest(tmp_path / "cap")["outcome"]["trace"]
+    assert [p["step"] for p in trace] == list(range(1, 11))  # 5 batches, 2 epochs
+    # each batch's own loss, not the running mean: the epoch's mean is their weighted mean
+    epoch0 = [p["loss"] for p in trace[:5]]
+    mean = (sum(epoch0[:4]) * 8 + epoch0[4] * 8) / 40
+    assert abs(mean - metrics["loss"][0]["value"]) < 1e-5 and len(set(epoch0)) == 5
     ok(capsule("replay", tmp_path / "cap", "--out", tmp_path / "replay"))
     assert verdict(tmp_path / "cap", tmp_path / "replay")["verdict"] == "identical"
     assert sweep_spread(tmp_path / "cap", "loss") > 0

@@ -29,6 +29,7 @@ if TYPE_CHECKING:  # the table is read without NumPy or the models: commands sta
 EpochCallback = Callable[["EpochMetrics"], None]
 OrderFn = Callable[[int, int], "np.ndarray"]  # Run.order: (rows, epoch) → permutation
 LogFn = Callable[[str, float, "int | None"], None]  # Run.log: (name, value, step)
+StepFn = Callable[[object, "object | None", int], int]  # Run.step: (loss, weights, every)
 
 
 @dataclass(frozen=True)
@@ -125,6 +126,11 @@ class Framework(Protocol):
     def sampler(self, order: OrderFn, n: int) -> object:
         """`run.sampler`: the framework's data sampler over `n` rows yielding `order(n,
         epoch)`, one epoch per pass; ValueError where the framework has no such thing."""
+        ...
+
+    def callback(self, log: LogFn, step: StepFn, every: int | None) -> object:
+        """`run.keras_callback`: a callback of the framework's `fit` that logs epoch metrics
+        and (given `every`) checkpoints batch losses through `step`; ValueError without one."""
         ...
 
     def fit(

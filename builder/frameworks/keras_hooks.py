@@ -22,12 +22,38 @@ Log = Callable[[str, float, int | None], None]
 NOT_ARRAYS = ("steps_per_epoch", "validation_steps", "validation_batch_size")
 
 
-class EpochLogger(keras.callbacks.Callback):
-    """Logs every epoch-end metric (`loss`, `accuracy`, `val_loss`, …) with step = epoch + 1."""
+Step = Callable[[object, object | None, int], int]  # Run.step(loss, weights, every) → step
 
-    def __init__(self, log: Log) -> None:
+
+class CapsuleCallback(keras.callbacks.Callback):
+    """`run.keras_callback(every)`: logs every epoch-end metric (`loss`, `accuracy`,
+    `val_loss`, …) with step = epoch + 1 and, given `every`, checkpoints each batch's own
+    loss (not the running mean `logs["loss"]` holds) every `every` global steps, with the
+    weights' digest — the global step counted across epochs and `fit` calls."""
+
+    def __init__(self, log: Log, step: Step | None = None, every: int | None = None) -> None:
         super().__init__()
-        self._log = log
+        self._log, self._step, self._every = log, step, every
+        self._seen = (0.0, 0.0)  # the loss tracker's (total, count) after the last batch
+
+    def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        self._seen = (0.0, 0.0)  # Keras resets its metrics at each epoch
+
+    def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+        if self._step is None or self._every is None:
+            return
+        self._step(self._batch_loss(logs or {}), self.model, self._every)
+
+    def _batch_loss(self, logs: dict[str, Any]) -> np.float32:
+        """This batch's loss: the change of Keras's loss tracker (a Mean over samples: its
+        total grows by loss times batch rows, its count by the rows), as float32."""
+        tracker = getattr(self.model, "_loss_tracker", None)
+        if tracker is None:
+            return np.float32(logs.get("loss", np.nan))
+        total, count = float(tracker.total.numpy()), float(tracker.count.numpy())
+        before_total, before_count = self._seen
+        self._seen = (total, count)
+        return np.float32((total - before_total) / max(count - before_count, 1.0))
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         for name, value in sorted((logs or {}).items()):
@@ -64,7 +90,9 @@ def fit(
     weights = kwargs.pop("sample_weight", None)
     epochs = int(kwargs.pop("epochs", 1))
     first = int(kwargs.pop("initial_epoch", 0))
-    callbacks = [*(kwargs.pop("callbacks", None) or []), EpochLogger(log)]
+    callbacks = list(kwargs.pop("callbacks", None) or [])
+    if not any(isinstance(c, CapsuleCallback) for c in callbacks):  # it logs the epochs
+        callbacks.append(CapsuleCallback(log))
     rows = _rows(x)
     everything: Any = (x, y, weights)
     if split and kwargs.get("validation_data") is None:

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from builder.errors import BadInput
-from builder.frameworks import LogFn, OrderFn
+from builder.frameworks import LogFn, OrderFn, StepFn
 from builder.records.run import EpochMetrics, GpuInfo
 from builder.records.spec import Spec, SpecBase
 
@@ -60,6 +60,9 @@ class NumpyFramework:
 
     def sampler(self, order: OrderFn, n: int) -> object:
         raise ValueError("a PyTorch DataLoader sampler; with NumPy use run.order(n, epoch)")
+
+    def callback(self, log: LogFn, step: StepFn, every: int | None) -> object:
+        raise ValueError("a Keras callback in a NumPy capsule; call run.step(loss) per batch")
 
     def fit(
         self,

@@ -24,7 +24,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from builder.data import Dataset  # noqa: E402
-from builder.frameworks import EpochCallback, LogFn, OrderFn, Trained  # noqa: E402
+from builder.frameworks import EpochCallback, LogFn, OrderFn, StepFn, Trained  # noqa: E402
 from builder.frameworks.initial_weights import layer_names, shared_initial_weights  # noqa: E402
 from builder.frameworks.layout import to_kernel_layout  # noqa: E402
 from builder.records.run import EpochMetrics, GpuInfo, TracePoint  # noqa: E402
@@ -194,6 +194,11 @@ class TensorflowFramework:
         raise ValueError(
             "a PyTorch DataLoader sampler; with Keras use run.keras_fit(model, x, y, ...)"
         )
+
+    def callback(self, log: LogFn, step: StepFn, every: int | None) -> object:
+        from builder.frameworks.keras_hooks import CapsuleCallback
+
+        return CapsuleCallback(log, step, every)
 
     def fit(
         self,

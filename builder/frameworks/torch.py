@@ -22,7 +22,7 @@ from torch import nn
 from torch.nn import functional
 
 from builder.data import Dataset
-from builder.frameworks import EpochCallback, LogFn, OrderFn, Trained
+from builder.frameworks import EpochCallback, LogFn, OrderFn, StepFn, Trained
 from builder.frameworks.initial_weights import shared_initial_weights
 from builder.records.run import EpochMetrics, GpuInfo, TracePoint
 from builder.records.spec import ModelSpec, Spec, SpecBase
@@ -175,6 +175,11 @@ class TorchFramework:
         from builder.frameworks.torch_hooks import RecordedSampler
 
         return RecordedSampler(order, n)
+
+    def callback(self, log: LogFn, step: StepFn, every: int | None) -> object:
+        raise ValueError(
+            "a Keras callback in a PyTorch capsule; call run.step(loss, model) per batch"
+        )
 
     def fit(
         self,
