@@ -9,6 +9,8 @@ from __future__ import annotations
 import difflib
 import json
 import shutil
+import subprocess
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -90,3 +92,38 @@ def test_the_keras_example_freezes_replays_identically_and_its_order_sweep_varie
     sweep = json.loads(ok(capsule("sweep", cap, "--orders", "1,2", "--json")).stdout)
     stats = {s["metric"]: s for s in sweep["stats"]}
     assert stats["val_loss"]["std"] > 0
+
+
+# ---------------------------------------------------------------- in an image
+
+
+def docker(*args: str) -> str:
+    return subprocess.run(["docker", *args], capture_output=True, text=True, check=True).stdout
+
+
+@pytest.mark.docker
+@pytest.mark.parametrize("name", EXAMPLES)
+def test_each_example_replays_identically_in_its_image(
+    name: str, tmp_path: Path, cleanup_images: list[Path]
+) -> None:
+    """Built, the image carries the freeze time as its creation date and the build leaves no
+    image of its own behind; the replay in it (read-only root) is identical, outputs too."""
+    folder = small_copy(name, tmp_path)
+    cap = tmp_path / "cap"
+    ok(capsule("freeze", folder, "--out", cap))
+    cleanup_images.append(cap)
+    images_before = set(docker("images", "-aq").split())
+    ok(capsule("build", cap))
+    manifest = json.loads((cap / "manifest.json").read_text())
+    image = manifest["images"]["cpu"]
+    new = set(docker("images", "-aq").split()) - images_before
+    assert new <= {image["image_id"].removeprefix("sha256:")[:12]}, new  # nothing else left
+    created = docker("inspect", image["image_id"], "--format", "{{.Created}}").strip()
+    frozen = datetime.fromisoformat(manifest["created"])
+    assert datetime.fromisoformat(created.replace("Z", "+00:00")) == frozen, created
+    ok(capsule("replay", cap, "--on", "docker", "--out", tmp_path / "replay"))
+    result = json.loads(capsule("diff", cap, tmp_path / "replay", "--json").stdout)
+    assert result["verdict"] == "identical", result["reasons"]
+    replayed = json.loads((tmp_path / "replay/replay.json").read_text())
+    outputs = {n for n in manifest["artifacts"] if n.startswith("outputs/")}
+    assert outputs == {n for n in replayed["artifacts"] if n.startswith("outputs/")}
