@@ -11,6 +11,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import ROOT, capsule, ok
 
 SCRIPT_SPEC = """\
@@ -340,3 +342,20 @@ def test_files_the_code_writes_are_stored_and_compared_by_diff(tmp_path: Path) -
     assert result["verdict"] != "identical"
     outputs = [r["message"] for r in result["reasons"] if r["kind"] == "outputs"]
     assert outputs == [outputs[0]] and "capsule-test-elsewhere.txt differs" in outputs[0]
+
+
+@pytest.mark.parametrize("script", [TORCH_SAMPLER, KERAS_FIT], ids=["sampler", "keras_fit"])
+def test_the_order_helpers_run_on_their_own_with_the_stand_in(tmp_path: Path, script: str) -> None:
+    """`python main.py` outside Capsule: run.sampler and run.keras_fit (with its callback)
+    work on the stand-in, which draws from order seed 0 and records nothing."""
+    (tmp_path / "main.py").write_text(script)
+    result = subprocess.run(
+        [sys.executable, "main.py"],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["main.py"]
