@@ -112,12 +112,12 @@ def test_each_example_replays_identically_in_its_image(
     cap = tmp_path / "cap"
     ok(capsule("freeze", folder, "--out", cap))
     cleanup_images.append(cap)
-    images_before = set(docker("images", "-aq").split())
     ok(capsule("build", cap))
     manifest = json.loads((cap / "manifest.json").read_text())
     image = manifest["images"]["cpu"]
-    new = set(docker("images", "-aq").split()) - images_before
-    assert new <= {image["image_id"].removeprefix("sha256:")[:12]}, new  # nothing else left
+    label = f"label=org.capsule.digest={image['capsule_digest']}"
+    ours = set(docker("images", "-aq", "--no-trunc", "--filter", label).split())
+    assert ours == {image["image_id"]}, ours  # the build's raw image is gone
     created = docker("inspect", image["image_id"], "--format", "{{.Created}}").strip()
     frozen = datetime.fromisoformat(manifest["created"])
     assert datetime.fromisoformat(created.replace("Z", "+00:00")) == frozen, created
