@@ -132,13 +132,14 @@ def _run_script(script: Path, argv: list[str]) -> None:
         sys.argv, sys.path[:] = saved_argv, saved_path
 
 
-def _shown(file: str, code_dir: Path, shown_root: Path) -> str:
+def _shown(file: str, code_dir: Path, shown_root: Path, here: Path) -> str:
     """A frame's file as the user knows it: under `shown_root` (on freeze the spec's
-    directory, not the capsule's hidden staging copy), relative to the working directory."""
+    directory, not the capsule's hidden staging copy), relative to `here` (where Capsule was
+    started: the code itself runs in its outputs folder)."""
     rel = Path(file).resolve().relative_to(code_dir.resolve())
-    path = (shown_root / rel).resolve()
+    path = (here / shown_root / rel).resolve()
     try:
-        return path.relative_to(Path.cwd()).as_posix()
+        return path.relative_to(here).as_posix()
     except ValueError:
         return str(path)
 
@@ -150,17 +151,22 @@ def _argparse_exit(error: BaseException) -> bool:
 
 
 def _user_error(
-    error: BaseException, code_dir: Path, doing: str, shown_root: Path | None = None
+    error: BaseException,
+    code_dir: Path,
+    doing: str,
+    shown_root: Path | None = None,
+    here: Path | None = None,
 ) -> UserCodeError:
     """One line naming the user's file and line where it failed, plus their frames."""
     shown_root = shown_root or code_dir
+    here = here or Path.cwd()
     frames = [
         f
         for f in traceback.extract_tb(error.__traceback__)
         if Path(f.filename).resolve().is_relative_to(code_dir.resolve())
     ]
     for f in frames:
-        f.filename = _shown(f.filename, code_dir, shown_root)
+        f.filename = _shown(f.filename, code_dir, shown_root, here)
     if isinstance(error, SyntaxError) and error.filename:
         where = f"{Path(error.filename).name}:{error.lineno}"
     elif frames:
@@ -264,11 +270,11 @@ def runtime_findings(
 
 
 def _determinism_refusal(
-    error: BaseException, code_dir: Path, title: str, shown_root: Path
+    error: BaseException, code_dir: Path, title: str, shown_root: Path, here: Path
 ) -> UserCodeError:
     """A framework with no warn-only mode raises when its determinism switch meets an op it
     cannot run deterministically: say so, and what to do."""
-    base = _user_error(error, code_dir, "running the code", shown_root)
+    base = _user_error(error, code_dir, "running the code", shown_root, here)
     return UserCodeError(
         f"{base}; {title} refused a nondeterministic op under op determinism "
         "(give the op a seed, or set controls.deterministic = false to freeze without it)",
@@ -297,7 +303,7 @@ def execute_code(
     # absolute: the code runs in `outputs`, where relative paths would point elsewhere
     code_dir, data_root = code_dir.resolve(), data_root.resolve()
     outputs = outputs.resolve() if outputs is not None else None
-    shown = shown_root or code_dir
+    shown, here = shown_root or code_dir, Path.cwd()
     framework = get_framework(spec.framework)
     device, threads = spec.controls.device, spec.controls.threads
     gpus, cuda, cudnn = require_device(framework, spec)
@@ -330,14 +336,14 @@ def execute_code(
             main(run)
         except SystemExit as error:
             if error.code not in (0, None):  # `sys.exit(main())` of a script that succeeded
-                raise _user_error(error, code_dir, spec.entrypoint, shown) from None
+                raise _user_error(error, code_dir, spec.entrypoint, shown, here) from None
         except RunUsageError as error:
-            raise _user_error(error, code_dir, spec.entrypoint, shown) from None
+            raise _user_error(error, code_dir, spec.entrypoint, shown, here) from None
         except Exception as error:
             if framework.refused_nondeterminism(error):
                 title = FRAMEWORKS[spec.framework].title
-                raise _determinism_refusal(error, code_dir, title, shown) from None
-            raise _user_error(error, code_dir, spec.entrypoint, shown) from None
+                raise _determinism_refusal(error, code_dir, title, shown, here) from None
+            raise _user_error(error, code_dir, spec.entrypoint, shown, here) from None
     seconds = time.perf_counter() - started
     run.record.arguments = watched.arguments
     findings = runtime_findings(caught, code_dir, framework)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, capsule, ok
+from tests.conftest import CAPSULE_BIN, ROOT, capsule, ok
 
 SCRIPT_SPEC = """\
 name = "plain-script"
@@ -149,15 +149,24 @@ def test_argparse_refusing_params_names_the_users_file_not_the_staging_copy(
 
 
 def test_an_error_in_a_script_names_its_own_file_and_line(tmp_path: Path) -> None:
+    """Named as the user typed it (relative to where they ran capsule), though the code ran
+    from the capsule's staging copy in its outputs folder."""
     script = NUMPY_SCRIPT.replace(
         "    run = current_run()\n", "    run = current_run()\n    1 / 0\n"
     )
-    folder = script_project(tmp_path, script, "")
-    result = capsule("freeze", folder, "--out", tmp_path / "cap")
+    script_project(tmp_path, script, "")
+    result = subprocess.run(
+        [str(CAPSULE_BIN), "freeze", "proj", "--out", "caps/proj"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 2
     last = result.stderr.strip().splitlines()[-1]
     line = script.splitlines().index("    1 / 0") + 1
-    assert f"{folder / 'main.py'}:{line}: ZeroDivisionError" in last, last
+    assert f"failed at proj/main.py:{line}: ZeroDivisionError" in last, last
+    assert f'File "proj/main.py", line {line}' in result.stderr
     assert ".partial" not in result.stderr
 
 
