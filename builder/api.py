@@ -1,5 +1,5 @@
-"""The `Run` object a user's `main(run)` receives: seeds, device, recorded data order, metrics,
-the checksum trace, weights and data inputs.
+"""The `Run` object a user's `main(run)` receives (a plain script asks `current_run()`):
+seeds, device, recorded data order, metrics, the checksum trace, weights and data inputs.
 
 On freeze it records; on replay it hands back what was recorded (the same permutations, the
 capsule's copies of the data files). It never imports a framework itself: the capsule's
@@ -9,7 +9,9 @@ framework (builder.frameworks) turns its tensors and models into NumPy arrays.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Mapping
+import sys
+from collections.abc import Callable, Iterator, Mapping, Sized
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -54,6 +56,8 @@ class Recorder:
     weights: dict[str, np.ndarray] | None = None
     inputs: dict[str, InputRecord] = field(default_factory=dict)
     files: dict[str, Path] = field(default_factory=dict)  # artifact path → file to store
+    arguments: dict[str, object] | None = None  # the script's parsed argparse namespace
+    weights_file: str | None = None  # the output file the weights were read from
 
 
 class Run:
@@ -63,12 +67,21 @@ class Run:
       global RNG and the framework are already seeded with `seeds.init`.
     - `run.device`: "cpu" or "cuda"; `run.params`: the spec's [params] table.
     - `run.order(n, epoch)`: a permutation of range(n), recorded on freeze, returned on replay.
+    - `run.sampler(dataset)`: PyTorch: a Sampler drawing `run.order` per epoch (for a DataLoader,
+      in place of `shuffle=True`); `run.keras_fit(model, x, y, ...)`: Keras: `model.fit` with
+      its shuffle and `validation_split` taken in the recorded order.
     - `run.log(name, value, step=None)`: a metric; `diff` compares every logged value.
     - `run.checkpoint(step, loss, weights=None)`: a point of the loss-checksum trace.
+    - `run.step(loss, weights=None, every=1)`: one optimizer step: the global step counted,
+      a checkpoint every `every` steps; `run.keras_callback(every)`: the same for Keras's fit,
+      with its epoch metrics logged.
     - `run.save_weights(obj)`: the trained weights (a model of the capsule's framework, its
       state dict, or a dict of NumPy arrays); required.
     - `run.data(path)`: open a data file through the capsule (path of the copy to read).
     - `run.record_arrays(name, **arrays)`: record the digest of data the code loaded itself.
+    - `run.outputs`: the folder the code runs in (its working directory); every file written
+      there is stored in the capsule by digest. `run.save_file(path)` stores one written
+      elsewhere.
     """
 
     def __init__(
@@ -79,7 +92,8 @@ class Run:
         recorded_orders: dict[str, np.ndarray] | None,
         input_files: Mapping[str, InputFile] | None,
         data_root: Path,
-        framework: Framework,
+        framework: Framework | None,
+        outputs: Path | None = None,
         on_metric: Callable[[str, float, int | None], None] = lambda name, value, step: None,
     ) -> None:
         self.seeds = seeds
@@ -88,9 +102,21 @@ class Run:
         self._recorded_orders = recorded_orders
         self._input_files = input_files
         self._data_root = data_root
+        self.outputs = outputs if outputs is not None else Path.cwd()
         self._on_metric = on_metric
-        self._framework = framework  # turns its tensors and models into NumPy arrays
+        self._known_framework = framework  # turns its tensors and models into NumPy arrays
         self.record = Recorder()
+        self.global_step = 0  # optimizer steps counted by run.step (and Keras's callback)
+
+    @property
+    def _framework(self) -> Framework:
+        if self._known_framework is None:  # the stand-in: whichever framework the code imported
+            from builder.frameworks import get_framework
+
+            loaded = [n for n in ("torch", "tensorflow", "keras") if n in sys.modules]
+            name = {"keras": "tensorflow"}.get(loaded[0], loaded[0]) if loaded else "numpy"
+            self._known_framework = get_framework(name)
+        return self._known_framework
 
     # ------------------------------------------------------------ data order
 
@@ -113,6 +139,25 @@ class Run:
         self.record.orders[key] = perm
         return perm.copy()
 
+    def sampler(self, dataset: Sized) -> object:
+        """PyTorch: a `torch.utils.data.Sampler` over `dataset` that yields `run.order(len,
+        epoch)` — a drop-in for a DataLoader's `shuffle=True`. It counts epochs itself (each
+        pass over the loader is the next one, from 0); `set_epoch(e)` sets the next one."""
+        try:
+            return self._framework.sampler(self.order, len(dataset))
+        except ValueError as error:
+            raise RunUsageError(f"run.sampler: {error}") from None
+
+    def keras_fit(self, model: object, x: object, y: object = None, **kwargs: Any) -> object:
+        """Keras: `model.fit(x, y, **kwargs)` with `shuffle` (default True) and
+        `validation_split` kept: the rows are split as Keras splits them (the last fraction
+        validates) and each epoch's training rows are taken in `run.order(rows, epoch)`.
+        Epoch metrics are logged (`run.log`); returns the History."""
+        try:
+            return self._framework.fit(self.order, self.log, model, x, y, kwargs)
+        except ValueError as error:
+            raise RunUsageError(f"run.keras_fit: {error}") from None
+
     # ------------------------------------------------------------ metrics and trace
 
     def log(self, name: str, value: float, step: int | None = None) -> None:
@@ -124,7 +169,7 @@ class Run:
         self.record.metrics.setdefault(str(name), []).append(MetricPoint(step=step, value=number))
         self._on_metric(str(name), number, step)
 
-    def checkpoint(self, step: int, loss: float, weights: object | None = None) -> None:
+    def checkpoint(self, step: int, loss: object, weights: object | None = None) -> None:
         """A point of the loss-checksum trace: the loss's exact bits and, when `weights` is
         given, a digest of them; `diff` names the first checkpoint where two runs part."""
         loss_array = np.asarray(self._framework.as_array(loss))
@@ -144,6 +189,26 @@ class Run:
         self.record.trace.append(
             TracePoint(step=int(step), loss=value, loss_bits=bits, params_sha256=digest)
         )
+
+    def step(self, loss: object, weights: object | None = None, every: int = 1) -> int:
+        """One optimizer step done: counts the global step (from 1, across epochs) and, every
+        `every` steps, checkpoints this batch's `loss` (and the digest of `weights` when
+        given). Returns the global step, for `run.log(..., step=run.global_step)`."""
+        if not isinstance(every, int) or every < 1:
+            raise RunUsageError(f"run.step(..., every={every!r}): need an int ≥ 1")
+        self.global_step += 1
+        if self.global_step % every == 0:
+            self.checkpoint(self.global_step, loss, weights)
+        return self.global_step
+
+    def keras_callback(self, every: int | None = None) -> object:
+        """Keras: a callback for `model.fit` (or `run.keras_fit`) that logs every epoch metric
+        and, given `every`, checkpoints each batch's own loss (not Keras's running mean) with
+        the weights' digest every `every` global steps."""
+        try:
+            return self._framework.callback(self.log, self.step, every)
+        except ValueError as error:
+            raise RunUsageError(f"run.keras_callback: {error}") from None
 
     def save_weights(self, obj: object) -> None:
         """The trained weights, stored as safetensors (a second call replaces the first)."""
@@ -173,6 +238,17 @@ class Run:
         self.record.files[artifact] = source
         return source
 
+    def save_file(self, path: str | Path) -> Path:
+        """Store a file the code wrote outside `run.outputs` with the capsule's outputs (a copy
+        under `run.outputs`, by its name); returns the copy's path."""
+        source = Path(path)
+        if not source.is_file():
+            raise RunUsageError(f"run.save_file({str(path)!r}): no such file")
+        target = self.outputs / source.name
+        if source.resolve() != target.resolve():
+            target.write_bytes(source.read_bytes())
+        return target
+
     def record_arrays(self, name: str, **arrays: object) -> str:
         """Record the digest of data the code loaded itself (from a library, say); returns it.
         `diff` reports it when a replay saw different data."""
@@ -190,6 +266,39 @@ class Run:
             kind="arrays", sha256=digest, detail=", ".join(detail)
         )
         return digest
+
+
+# ---------------------------------------------------------------- current_run
+
+
+_ACTIVE: list[Run] = []
+
+
+@contextmanager
+def active(run: Run) -> Iterator[Run]:
+    """Make `run` what `current_run()` returns while the user's code runs."""
+    _ACTIVE.append(run)
+    try:
+        yield run
+    finally:
+        _ACTIVE.remove(run)
+
+
+def current_run() -> Run:
+    """The Run of the freeze or replay running this code; outside Capsule (`python main.py`)
+    a stand-in that records nothing: orders drawn from order seed 0, data files read where
+    they lie, metrics and weights kept in memory only. So one script runs both ways."""
+    if _ACTIVE:
+        return _ACTIVE[-1]
+    return Run(
+        seeds=Seeds(init=0, order=0),
+        device="cpu",
+        params={},
+        recorded_orders=None,
+        input_files=None,
+        data_root=Path.cwd(),
+        framework=None,
+    )
 
 
 def named_arrays(obj: object, framework: Framework) -> dict[str, np.ndarray]:

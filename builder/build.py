@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import shutil
 import uuid
+from datetime import datetime
 from pathlib import Path
 
 from builder.engines import open_engine
 from builder.engines.recipe import (
-    SOURCE_DATE_EPOCH,
     build_context,
     code_in_image,
+    created_label,
     render_dockerfile,
 )
 from builder.engines.wheelhouse import (
@@ -152,10 +153,12 @@ def build(
     folder = capsule.path / WHEELHOUSE_DIR[variant]
     code = code_in_image(capsule.path, manifest)
     context = build_context(dockerfile, {w: folder / w for w in wheels}, code)
+    epoch = recorded.source_date_epoch if check and recorded else freeze_epoch(manifest.created)
     labels = {
         "org.capsule.digest": digest,
         "org.capsule.name": manifest.spec.name,
         "org.capsule.variant": variant,
+        **created_label(epoch),
     }
     started = now()
     log(f"build: {tag} from {base_ref} with {engine.name}{' (no cache)' if check else ''}")
@@ -179,7 +182,7 @@ def build(
         base_id=base_id,
         dockerfile_sha256=sha256_bytes(dockerfile.encode()),
         capsule_digest=digest,
-        source_date_epoch=SOURCE_DATE_EPOCH,
+        source_date_epoch=epoch,
         wheels=wheels,
         built=now(),
     )
@@ -187,6 +190,12 @@ def build(
         capsule.update(latest.model_copy(update={"images": {**latest.images, variant: record}}))
         record_provenance(capsule, variant, started)  # provenance/<variant>: in-toto, SLSA v1
     return BuildResult(variant=variant, checked=False, matches=None, rebuilt_id=None, image=record)
+
+
+def freeze_epoch(created: str) -> int:
+    """The freeze time (the manifest's `created`) in seconds: the image's creation date, so
+    `docker images` says when the experiment was frozen, not 1980 ("46 years ago")."""
+    return int(datetime.fromisoformat(created).timestamp())
 
 
 def _require_cuda_build(folder: Path, framework: str) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
 
 TOOL = ToolInfo(name="capsule", version=__version__)
 CODE_DIR = "code"
+OUTPUTS = "outputs"  # the user's code runs here; every file it leaves is stored
 PYTHON = "text/x-python"
 
 
@@ -120,7 +122,16 @@ def freeze_code(
         static = scan_files(code_dir, [code_dir / name for name in files])
         if strict:
             refuse_findings(static, str(path))
-        result = execute_code(spec, code_dir, path.parent, None, None, observer)
+        result = execute_code(
+            spec,
+            code_dir,
+            path.parent,
+            None,
+            None,
+            observer,
+            shown_root=path.parent,
+            outputs=stage.stage / OUTPUTS,
+        )
         findings = static + result.findings
         if strict:
             refuse_findings(findings, str(path))
@@ -139,10 +150,34 @@ def freeze_code(
             artifacts["order"] = stage.add_tensors(
                 "artifacts/order.safetensors", result.record.orders
             )
+        artifacts.update(stored_outputs(stage, stage.stage / OUTPUTS))
         artifacts["weights"] = stage.add_tensors("artifacts/weights.safetensors", result.weights)
-        manifest = _manifest(spec, result, artifacts, inputs=result.record.inputs, audit=findings)
+        manifest = _manifest(
+            spec,
+            result,
+            artifacts,
+            inputs=result.record.inputs,
+            audit=findings,
+            arguments=result.record.arguments,
+        )
         stage.commit(manifest)
     return manifest
+
+
+def stored_outputs(stage: StagedDir, outputs: Path) -> dict[str, ArtifactRef]:
+    """The files the code left in its outputs folder, as artifacts named `outputs/NAME`
+    (stored by digest where they lie; `diff` compares them)."""
+    from builder.usercode import output_files
+
+    if not outputs.is_dir():
+        return {}
+    refs = {}
+    for name, file in output_files(outputs).items():
+        relpath = f"{OUTPUTS}/{name}"
+        refs[relpath] = stage.add_bytes(relpath, file.read_bytes(), "application/octet-stream")
+    if not refs:
+        shutil.rmtree(outputs)  # empty folders only: nothing to store
+    return refs
 
 
 def _manifest(

@@ -12,7 +12,7 @@ import numpy as np
 from builder.api import InputFile
 from builder.data import Dataset, DrawnOrder, Order, StoredOrder
 from builder.errors import BadInput, CapsuleError, EngineMissing, IntegrityError
-from builder.freeze import CODE_DIR, TOOL, now
+from builder.freeze import CODE_DIR, OUTPUTS, TOOL, now, stored_outputs
 from builder.observer import SILENT, Observer
 from builder.overrides import apply_changes, changed, parse_sets, with_controls
 from builder.records.enums import Device, Where
@@ -86,16 +86,18 @@ def replay_on_host(
     image_id = os.environ.get(IMAGE_ENV)
     with StagedDir(out, force=force) as stage:
         if isinstance(spec, UserSpec):
-            code = replay_code(capsule, spec, observer)
+            code = replay_code(capsule, spec, observer, stage.stage / OUTPUTS)
             controls, fingerprint, outcome = code.controls, code.fingerprint, code.outcome
+            outputs = stored_outputs(stage, stage.stage / OUTPUTS)
             weights, inputs = code.weights, code.record.inputs
             audit = [f for f in manifest.audit if f.source == "static"] + code.findings
+            arguments = code.record.arguments
         else:
             assert manifest.data is not None
             dataset = Dataset.from_tensors(capsule.tensors("data"), manifest.data.classes)
             result = execute(spec, dataset, replay_order(capsule, spec), observer)
             controls, fingerprint, outcome = result.controls, result.fingerprint, result.outcome
-            weights, inputs, audit = result.weights, {}, []
+            weights, inputs, audit, arguments, outputs = result.weights, {}, [], None, {}
         record = ReplayRecord(
             tool=TOOL,
             created=now(),
@@ -114,7 +116,11 @@ def replay_on_host(
             inputs=inputs,
             audit=audit,
             outcome=outcome,
-            artifacts={"weights": stage.add_tensors("artifacts/weights.safetensors", weights)},
+            artifacts={
+                "weights": stage.add_tensors("artifacts/weights.safetensors", weights),
+                **outputs,
+            },
+            arguments=arguments,
         )
         stage.commit(record)
     return record
@@ -135,8 +141,9 @@ def code_directory(capsule: Capsule) -> Path:
     return root
 
 
-def replay_code(capsule: Capsule, spec: UserSpec, observer: Observer) -> CodeResult:
-    """Run the capsule's code with its recorded orders and its copies of the data files."""
+def replay_code(capsule: Capsule, spec: UserSpec, observer: Observer, outputs: Path) -> CodeResult:
+    """Run the capsule's code with its recorded orders and its copies of the data files, in
+    the folder `outputs` (what it writes there is its outputs)."""
     manifest = capsule.manifest
     inputs = {
         key: InputFile(
@@ -151,7 +158,7 @@ def replay_code(capsule: Capsule, spec: UserSpec, observer: Observer) -> CodeRes
     if spec.seeds.order != manifest.spec.seeds.order:
         orders = None  # a what-if order seed: the code's run.order draws from it
     directory = code_directory(capsule)
-    return execute_code(spec, directory, capsule.path, orders, inputs, observer)
+    return execute_code(spec, directory, capsule.path, orders, inputs, observer, outputs=outputs)
 
 
 def replay_in_image(

@@ -18,7 +18,7 @@ from builder.observer import SILENT, Observer
 from builder.records.enums import Where
 from builder.records.manifest import Manifest
 from builder.records.results import RunFailure, SweepResult
-from builder.records.sweep import SweepRecord, SweepRun
+from builder.records.sweep import Summary, SweepRecord, SweepRun
 from builder.store import SWEEP, Capsule, load_sweep, store_json
 
 Runs = dict[Key, SweepRun]
@@ -151,11 +151,39 @@ def sweep(
     from builder.stats import summaries
 
     record = SweepRecord(runs=sorted(finished.values(), key=lambda r: (r.init, r.order)))
+    stats = summaries(record)
     return SweepResult(
         path=str(capsule.path),
         ran=len(todo) - len(failures),
         reused=len(wanted) - len(todo),
         failures=[RunFailure(init=f.init, order=f.order, error=f.error) for f in failures],
-        stats=summaries(record),
+        stats=stats,
         runs=record.runs,
+        warnings=zero_spread(record.runs, stats),
     )
+
+
+def zero_spread(runs: list[SweepRun], stats: list[Summary]) -> list[str]:
+    """Runs under different seeds that all came out the same: the seeds the sweep varies do
+    not reach the code (it reseeds with a constant, or draws its order outside the run), so
+    the sweep's spread measures nothing."""
+    if len({(r.init, r.order) for r in runs}) < 2:
+        return []
+    seeds = " and ".join(
+        axis
+        for axis, values in (("init", {r.init for r in runs}), ("order", {r.order for r in runs}))
+        if len(values) > 1
+    )
+    found = [
+        f"{s.metric} is the same in all {s.n} runs although their {seeds} seeds differ "
+        "(std 0): the varied seeds do not reach the code (does it reseed with a constant, or "
+        "draw its data order outside the run? see the capsule's findings)"
+        for s in stats
+        if s.n > 1 and s.std == 0
+    ]
+    if len({r.weights_sha256 for r in runs}) == 1:
+        found.append(
+            f"all {len(runs)} runs trained bit-identical weights although their {seeds} seeds "
+            "differ"
+        )
+    return found

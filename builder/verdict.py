@@ -53,6 +53,7 @@ class Side:
     name: str = ""
     frozen_digest: str | None = None  # capsules: store.capsule_digest of their manifest
     source: CapsuleRef | None = None  # replays: the capsule they were made from
+    outputs: dict[str, str] = dataclasses.field(default_factory=dict)  # file it wrote → sha256
 
 
 def load_side(path: Path) -> Side:
@@ -85,6 +86,11 @@ def load_side(path: Path) -> Side:
         name=record.spec.name,
         frozen_digest=capsule_digest(record) if isinstance(record, Manifest) else None,
         source=record.capsule if isinstance(record, ReplayRecord) else None,
+        outputs={
+            name.removeprefix("outputs/"): ref.sha256
+            for name, ref in record.artifacts.items()
+            if name.startswith("outputs/")
+        },
     )
 
 
@@ -185,6 +191,22 @@ def _input_reasons(a: Side, b: Side) -> list[Reason]:
         for name in sorted(set(a.code) | set(b.code)):
             if a.code.get(name) != b.code.get(name):
                 reasons.append(Reason(kind=ReasonKind.code, message=f"code file {name} differs"))
+    return reasons
+
+
+def _output_reasons(a: Side, b: Side) -> list[Reason]:
+    """Files the user's code wrote (its outputs), compared by digest: a differing file keeps
+    the verdict from `identical` (an output the other side lacks too)."""
+    reasons = []
+    for name in sorted(set(a.outputs) | set(b.outputs)):
+        x, y = a.outputs.get(name), b.outputs.get(name)
+        if x is None or y is None:
+            side = "baseline" if y is None else "replay"
+            message = f"output {name} was written by the {side} only"
+            reasons.append(Reason(kind=ReasonKind.outputs, message=message))
+        elif x != y:
+            message = f"output {name} differs: sha256 {x[:12]}… → {y[:12]}…"
+            reasons.append(Reason(kind=ReasonKind.outputs, message=message))
     return reasons
 
 
@@ -378,7 +400,8 @@ def compare(a: Side, b: Side, tol: Tolerances) -> Verdict:
         a.outcome, b.outcome, a.fingerprint.framework == b.fingerprint.framework
     )
     weights_equal = not missing and all(t.equal for t in tensors)
-    if weights_equal and epochs_equal and all(m.equal for m in metrics):
+    outputs = _output_reasons(a, b)
+    if weights_equal and epochs_equal and all(m.equal for m in metrics) and not outputs:
         tier = Tier.identical
     elif (
         not missing
@@ -411,7 +434,7 @@ def compare(a: Side, b: Side, tol: Tolerances) -> Verdict:
             )
         ]
     else:
-        head = _outcome_reasons(tensors, metrics, step, a, b)
+        head = _outcome_reasons(tensors, metrics, step, a, b) + outputs
         head += [
             Reason(kind=ReasonKind.weights, message=f"{n}: present on one side only")
             for n in missing

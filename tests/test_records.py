@@ -74,7 +74,7 @@ def test_every_stored_record_carries_kind_and_schema_version() -> None:
 def test_field_order_of_manifest_and_replay_is_the_format() -> None:
     head = ["schema_version", "kind", "tool", "created"]
     run = ["spec", "controls", "fingerprint"]
-    tail = ["inputs", "audit", "outcome", "artifacts"]
+    tail = ["inputs", "audit", "outcome", "artifacts", "arguments"]
     assert list(Manifest.model_fields) == [*head, *run, "data", *tail, "images"]
     replay_own = ["capsule", "on", "image_id", "overrides"]
     assert list(ReplayRecord.model_fields) == [*head, *replay_own, *run, *tail]

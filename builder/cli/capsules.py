@@ -45,9 +45,11 @@ def freeze(
 ) -> None:
     """Run SPEC under full controls and write the capsule (manifest + artifacts) atomically.
 
-    SPEC is a built-in experiment, or the user's own code (`entrypoint = "train.py:main"` with
-    `[code] include = [...]`): the code is copied into the capsule, scanned for
-    nondeterminism, and `main(run)` is called with a `builder.Run`.
+    SPEC is a built-in experiment, or the user's own code (`entrypoint = "train.py:main"` or a
+    plain script `entrypoint = "main.py"`, with `[code] include = [...]`): the code is copied
+    into the capsule, scanned for nondeterminism, and `main(run)` is called with a
+    `builder.Run` — or the script runs as `__main__` with its command line built from
+    [params] (`--key value`).
     """
     from builder.cli.progress import training
     from builder.controls import ensure_process_env

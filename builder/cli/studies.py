@@ -59,6 +59,13 @@ def sweep(
             "docker or podman (--jobs containers at once)."
         ),
     ] = WhereChoice.host,
+    strict: Annotated[
+        bool,
+        typer.Option(
+            "--strict",
+            help="Exit 1 when a metric (or the weights) did not vary although the seeds did.",
+        ),
+    ] = False,
     as_json: JsonFlag = False,
 ) -> None:
     """Run the capsule's experiment under many init and/or order seeds; store every run's
@@ -66,7 +73,8 @@ def sweep(
 
     Seeds crossed with orders; an axis not given keeps the capsule's own seed. Finished runs
     are kept as they complete: an interrupted sweep resumes, and a larger one reuses them.
-    Exit 1 if any run failed (the others are kept).
+    Exit 1 if any run failed (the others are kept), or with --strict if the sweep has zero
+    spread (warned on stderr in any case).
     """
     from builder.cli.progress import sweeping
     from builder.controls import ensure_process_env
@@ -102,7 +110,9 @@ def sweep(
         ),
     )
     render_sweep_failures(err, result.failures)
-    if result.failures:
+    for warning in result.warnings:
+        err.print(f"capsule: warning: {warning}", markup=False)
+    if result.failures or (strict and result.warnings):
         raise typer.Exit(1)
 
 

@@ -18,6 +18,7 @@ import subprocess
 import tarfile
 import tempfile
 from collections.abc import Iterable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -28,6 +29,18 @@ ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILES = ROOT / "dockerfiles"
 SOURCE_DATE_EPOCH = 315532800  # 1980-01-01: the earliest time a wheel's zip entries can carry
 EPOCH_ISO = "1980-01-01T00:00:00Z"
+CREATED_LABEL = "org.opencontainers.image.created"  # the OCI annotation, as a label
+
+
+def created_label(epoch: int) -> dict[str, str]:
+    """The label that gives a canonical image its creation date (the capsule's freeze time);
+    none for SOURCE_DATE_EPOCH, so images recorded before it keep their IDs on `build --check`."""
+    if epoch == SOURCE_DATE_EPOCH:
+        return {}
+    when = datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return {CREATED_LABEL: when}
+
+
 WHEELHOUSE = "/opt/capsule/wheelhouse"
 CODE_IN_IMAGE = "/opt/capsule/code"  # the user's code, for a replay in the image
 IMAGE_TREE = "/opt/capsule"  # what the capsule's layer adds to the base: venv and code
@@ -216,7 +229,8 @@ def canonical_config(
 ) -> bytes:
     """The image's config as a function of its layers and settings alone, from the engines'
     `inspect` of the built image and of its base: the OCI fields that are set, the base's labels
-    and Capsule's (not the ones an engine adds, like io.buildah.version), fixed times, no build
+    and Capsule's (not the ones an engine adds, like io.buildah.version), fixed times (created: the
+    freeze time its label gives, else 1980), no build
     history, and the base's layers plus the capsule's. Its sha256 is the image ID."""
     settings = dict(built.get("Config") or {})
     settings["Labels"] = {**((base.get("Config") or {}).get("Labels") or {}), **labels}
@@ -224,7 +238,7 @@ def canonical_config(
         "architecture": built["Architecture"],
         "os": built["Os"],
         "config": {k: settings[k] for k in OCI_CONFIG_FIELDS if settings.get(k)},
-        "created": EPOCH_ISO,
+        "created": labels.get(CREATED_LABEL, EPOCH_ISO),
         "rootfs": {"type": "layers", "diff_ids": [*base["RootFS"]["Layers"], layer_digest]},
     }
     return json.dumps(config, separators=(",", ":"), sort_keys=True).encode()

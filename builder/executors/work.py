@@ -13,6 +13,7 @@ import hashlib
 import os
 import signal
 import sys
+import tempfile
 from collections.abc import Callable
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
@@ -78,7 +79,8 @@ def _run_code(capsule: Capsule, spec: Spec | UserSpec) -> tuple[Outcome, dict[st
         file = getattr(module, "__file__", None)
         if file and Path(file).resolve().is_relative_to(code_dir.resolve()):
             del sys.modules[name]
-    result = replay_code(capsule, spec, SILENT)
+    with tempfile.TemporaryDirectory(prefix="capsule-outputs-") as outputs:
+        result = replay_code(capsule, spec, SILENT, Path(outputs))
     return result.outcome, result.weights
 
 

@@ -14,7 +14,8 @@ import importlib.util
 import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
 
 from builder.errors import BadInput, EngineMissing
 
@@ -26,6 +27,9 @@ if TYPE_CHECKING:  # the table is read without NumPy or the models: commands sta
     from builder.records.spec import Spec, SpecBase
 
 EpochCallback = Callable[["EpochMetrics"], None]
+OrderFn = Callable[[int, int], "np.ndarray"]  # Run.order: (rows, epoch) → permutation
+LogFn = Callable[[str, float, "int | None"], None]  # Run.log: (name, value, step)
+StepFn = Callable[[object, "object | None", int], int]  # Run.step: (loss, weights, every)
 
 
 @dataclass(frozen=True)
@@ -105,6 +109,41 @@ class Framework(Protocol):
     def named_weights(self, obj: object) -> dict[str, object] | None:
         """Weights by name from a model of this framework (module, state dict, Keras model),
         or None when `obj` is not one (a plain dict of arrays is handled by the caller)."""
+        ...
+
+    def seeding_functions(self) -> list[tuple[object, str, str]]:
+        """(owner, attribute, name shown) of each function that reseeds this framework's
+        RNG: watched while user code runs, so that a reseed that cancels the capsule's init
+        seed is reported (Python's `random.seed` and NumPy's are watched for every one)."""
+        ...
+
+    def weights_file(self, path: Path) -> dict[str, object] | None:
+        """Weights by name from a model file the code wrote (PyTorch: a state dict saved with
+        `torch.save`, read with `weights_only=True`; NumPy: an `.npz`), or None when `path` is
+        not one: what a script that never calls `run.save_weights` is frozen with."""
+        ...
+
+    def sampler(self, order: OrderFn, n: int) -> object:
+        """`run.sampler`: the framework's data sampler over `n` rows yielding `order(n,
+        epoch)`, one epoch per pass; ValueError where the framework has no such thing."""
+        ...
+
+    def callback(self, log: LogFn, step: StepFn, every: int | None) -> object:
+        """`run.keras_callback`: a callback of the framework's `fit` that logs epoch metrics
+        and (given `every`) checkpoints batch losses through `step`; ValueError without one."""
+        ...
+
+    def fit(
+        self,
+        order: OrderFn,
+        log: LogFn,
+        model: object,
+        x: object,
+        y: object,
+        kwargs: dict[str, Any],
+    ) -> object:
+        """`run.keras_fit`: the framework's `fit` with its shuffle and validation split taken
+        in the recorded order, epoch metrics logged; ValueError where it has no `fit`."""
         ...
 
 

@@ -9,9 +9,13 @@ code runs, and its BLAS threads are sized through the process environment (contr
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 import numpy as np
 
 from builder.errors import BadInput
+from builder.frameworks import LogFn, OrderFn, StepFn
 from builder.records.run import EpochMetrics, GpuInfo
 from builder.records.spec import Spec, SpecBase
 
@@ -41,6 +45,35 @@ class NumpyFramework:
 
     def named_weights(self, obj: object) -> dict[str, object] | None:
         return None
+
+    def seeding_functions(self) -> list[tuple[object, str, str]]:
+        return []  # NumPy's own seed is watched for every framework
+
+    def weights_file(self, path: Path) -> dict[str, object] | None:
+        if path.suffix != ".npz":
+            return None
+        try:
+            with np.load(path, allow_pickle=False) as arrays:
+                return {name: arrays[name] for name in arrays.files} or None
+        except (OSError, ValueError):
+            return None
+
+    def sampler(self, order: OrderFn, n: int) -> object:
+        raise ValueError("a PyTorch DataLoader sampler; with NumPy use run.order(n, epoch)")
+
+    def callback(self, log: LogFn, step: StepFn, every: int | None) -> object:
+        raise ValueError("a Keras callback in a NumPy capsule; call run.step(loss) per batch")
+
+    def fit(
+        self,
+        order: OrderFn,
+        log: LogFn,
+        model: object,
+        x: object,
+        y: object,
+        kwargs: dict[str, Any],
+    ) -> object:
+        raise ValueError("Keras's fit in a NumPy capsule; use run.order(n, epoch)")
 
     def apply_controls(
         self, spec: Spec, device: str, threads: int

@@ -1,25 +1,15 @@
 """The code scan's rules about the frameworks' own APIs (the scan itself is builder/scan.py):
-PyTorch's DataLoader workers and cuDNN autotuning, Keras initializers without a seed, and the
-frameworks' seeding calls (for the seed-from-clock rule, builder/scan_clock.py)."""
+PyTorch's DataLoader shuffle and cuDNN autotuning, and the frameworks' seeding calls (for the
+seed-from-clock rule, builder/scan_clock.py).
+
+Capsule seeds every RNG with the init seed before it runs the code, so an unseeded Keras
+initializer (it takes its seed from Python's `random`) or DataLoader worker is deterministic
+under Capsule and no finding: a rule reports what goes wrong under Capsule."""
 
 from __future__ import annotations
 
 import ast
 
-KERAS_INITIALIZERS = {
-    "GlorotUniform",
-    "GlorotNormal",
-    "HeNormal",
-    "HeUniform",
-    "LecunNormal",
-    "LecunUniform",
-    "RandomNormal",
-    "RandomUniform",
-    "TruncatedNormal",
-    "Orthogonal",
-    "VarianceScaling",
-}
-SEEDING_CALLS = {"set_random_seed", "set_seed"}
 # Functions and constructors that seed a framework's RNG, by qualified name (the scan resolves
 # the code's import aliases, so `th.manual_seed` after `import torch as th` is torch's).
 SEEDING_FUNCTIONS = {
@@ -38,39 +28,25 @@ SEEDING_FUNCTIONS = {
 
 
 def call_rule(last: str, keywords: dict[str, ast.expr]) -> tuple[str, str] | None:
-    """(rule, message) for a call of a framework API that draws unseeded, else None."""
+    """(rule, message) for a call of a framework API whose randomness escapes the capsule's
+    recorded order, else None (`keywords` includes those passed through a `**dict` literal).
+
+    A DataLoader with `shuffle=True` draws its order from PyTorch's global RNG (or the
+    `generator=` it is given): under Capsule that RNG is seeded with the init seed before the
+    code runs, so replays are identical — but the order is not recorded, follows the init
+    seed, and an order sweep cannot vary it. Worker processes are no finding under Capsule:
+    their seeds derive from the same seeded RNG."""
     if last != "DataLoader":
         return None
-    workers = keywords.get("num_workers")
-    parallel = workers is not None and not (
-        isinstance(workers, ast.Constant) and workers.value in (0, None)
-    )
-    if parallel and "generator" not in keywords and "worker_init_fn" not in keywords:
+    shuffle = keywords.get("shuffle")
+    if isinstance(shuffle, ast.Constant) and shuffle.value is True and "sampler" not in keywords:
         return (
-            "dataloader-workers-unseeded",
-            "DataLoader with worker processes but no generator= or worker_init_fn=: "
-            "the shuffle order and worker RNGs are not seeded",
+            "dataloader-shuffle",
+            "DataLoader(shuffle=True) draws its order from PyTorch's RNG: under Capsule it "
+            "follows the init seed and is not recorded, so an order sweep cannot vary it; "
+            "pass sampler=run.sampler(dataset) instead of shuffle=True",
         )
     return None
-
-
-def unseeded_initializer(name: str, last: str, keywords: dict[str, ast.expr]) -> bool:
-    """A Keras initializer made without seed= (a finding unless the framework is seeded first)."""
-    return (
-        last in KERAS_INITIALIZERS
-        and "seed" not in keywords
-        and ("initializers" in name or name == last)
-    )
-
-
-INITIALIZER_RULE = "keras-initializer-unseeded"
-
-
-def initializer_message(name: str) -> str:
-    return (
-        f"{name}() without seed= before any set_random_seed(): its weights differ from "
-        "process to process"
-    )
 
 
 def assign_rule(target: str, value: ast.expr) -> tuple[str, str] | None:

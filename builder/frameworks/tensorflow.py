@@ -12,17 +12,23 @@ import hashlib
 import os
 import time
 from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
 
-import keras
-import numpy as np
-import tensorflow as tf
+from builder.frameworks.native_logs import quiet_native_logs
 
-from builder.data import Dataset
-from builder.frameworks import EpochCallback, Trained
-from builder.frameworks.initial_weights import layer_names, shared_initial_weights
-from builder.frameworks.layout import to_kernel_layout
-from builder.records.run import EpochMetrics, GpuInfo, TracePoint
-from builder.records.spec import Spec, SpecBase
+quiet_native_logs()  # before TensorFlow's import logs anything
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from builder.data import Dataset  # noqa: E402
+from builder.frameworks import EpochCallback, LogFn, OrderFn, StepFn, Trained  # noqa: E402
+from builder.frameworks.initial_weights import layer_names, shared_initial_weights  # noqa: E402
+from builder.frameworks.layout import to_kernel_layout  # noqa: E402
+from builder.records.run import EpochMetrics, GpuInfo, TracePoint  # noqa: E402
+from builder.records.spec import Spec, SpecBase  # noqa: E402
 
 Update = Callable[[list[tf.Tensor]], None]
 
@@ -174,6 +180,38 @@ class TensorflowFramework:
                 raise ValueError(f"two weights are named {name!r}")
             named[name] = variable
         return named
+
+    def seeding_functions(self) -> list[tuple[object, str, str]]:
+        return [
+            (tf.random, "set_seed", "tf.random.set_seed"),
+            (keras.utils, "set_random_seed", "keras.utils.set_random_seed"),
+        ]
+
+    def weights_file(self, path: Path) -> dict[str, object] | None:
+        return None  # a Keras file needs its model to be read: call run.save_weights(model)
+
+    def sampler(self, order: OrderFn, n: int) -> object:
+        raise ValueError(
+            "a PyTorch DataLoader sampler; with Keras use run.keras_fit(model, x, y, ...)"
+        )
+
+    def callback(self, log: LogFn, step: StepFn, every: int | None) -> object:
+        from builder.frameworks.keras_hooks import CapsuleCallback
+
+        return CapsuleCallback(log, step, every)
+
+    def fit(
+        self,
+        order: OrderFn,
+        log: LogFn,
+        model: object,
+        x: object,
+        y: object,
+        kwargs: dict[str, Any],
+    ) -> object:
+        from builder.frameworks.keras_hooks import fit
+
+        return fit(order, log, model, x, y, kwargs)
 
     def apply_base_controls(
         self, spec: SpecBase, device: str, threads: int, warn_only: bool

@@ -13,6 +13,8 @@ import subprocess
 import time
 from collections.abc import Iterable
 from itertools import pairwise
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -20,7 +22,7 @@ from torch import nn
 from torch.nn import functional
 
 from builder.data import Dataset
-from builder.frameworks import EpochCallback, Trained
+from builder.frameworks import EpochCallback, LogFn, OrderFn, StepFn, Trained
 from builder.frameworks.initial_weights import shared_initial_weights
 from builder.records.run import EpochMetrics, GpuInfo, TracePoint
 from builder.records.spec import ModelSpec, Spec, SpecBase
@@ -145,6 +147,52 @@ class TorchFramework:
         if isinstance(obj, nn.Module):
             return dict(obj.state_dict())
         return None  # a state_dict is a plain mapping of tensors
+
+    def seeding_functions(self) -> list[tuple[object, str, str]]:
+        return [
+            (torch, "manual_seed", "torch.manual_seed"),
+            (torch.random, "manual_seed", "torch.random.manual_seed"),
+            (torch.cuda, "manual_seed", "torch.cuda.manual_seed"),
+            (torch.cuda, "manual_seed_all", "torch.cuda.manual_seed_all"),
+        ]
+
+    def weights_file(self, path: Path) -> dict[str, object] | None:
+        if path.suffix not in (".pt", ".pth"):
+            return None
+        try:  # weights_only: the restricted unpickler, which builds tensors and containers only
+            loaded = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception:
+            return None
+        if (
+            isinstance(loaded, dict)
+            and loaded
+            and all(isinstance(v, torch.Tensor) for v in loaded.values())
+        ):
+            return {str(k): v for k, v in loaded.items()}
+        return None
+
+    def sampler(self, order: OrderFn, n: int) -> object:
+        from builder.frameworks.torch_hooks import RecordedSampler
+
+        return RecordedSampler(order, n)
+
+    def callback(self, log: LogFn, step: StepFn, every: int | None) -> object:
+        raise ValueError(
+            "a Keras callback in a PyTorch capsule; call run.step(loss, model) per batch"
+        )
+
+    def fit(
+        self,
+        order: OrderFn,
+        log: LogFn,
+        model: object,
+        x: object,
+        y: object,
+        kwargs: dict[str, Any],
+    ) -> object:
+        raise ValueError(
+            "Keras's fit in a PyTorch capsule; iterate a DataLoader with run.sampler(dataset)"
+        )
 
     def apply_base_controls(
         self, spec: SpecBase, device: str, threads: int, warn_only: bool

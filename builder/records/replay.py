@@ -10,7 +10,7 @@ fields sit on a layer of their own, which is what keeps `manifest.json` and `rep
 byte-for-byte as they were.
 """
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field
 
@@ -56,6 +56,14 @@ class RunRecord(RunSetup):
     audit: list[Finding] = Field(default=[])
     outcome: Outcome
     artifacts: dict[str, ArtifactRef]
+    # a plain script's parsed command line (argparse, defaults included); absent when the
+    # code parsed none, so records made before it are byte for byte as they were
+    arguments: dict[str, Any] | None = Field(
+        default=None,
+        exclude_if=lambda v: v is None,
+        description="The argparse namespace the code parsed from its command line: every "
+        "effective value, defaults included",
+    )
 
 
 class CapsuleRef(Strict):

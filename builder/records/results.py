@@ -104,6 +104,11 @@ class SweepResult(Printed):
     failures: list[RunFailure]
     stats: list[Summary]
     runs: list[SweepRun]  # every run now stored, sorted by (init, order)
+    warnings: list[str] = Field(
+        default=[],
+        description="What makes the sweep say less than it seems: a metric or the weights "
+        "the same in every run although the seeds varied",
+    )
 
 
 class StatsResult(Printed):

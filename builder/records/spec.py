@@ -163,10 +163,17 @@ class CodeSpec(Strict):
 
 
 class UserSpec(SpecBase):
-    """The user's own training code: `entrypoint = "train.py:main"` is called with a Run."""
+    """The user's own training code: `entrypoint = "train.py:main"` is called with a Run;
+    `entrypoint = "main.py"` runs the script as `__main__`, its command line built from
+    [params] (`--key value`; README, "Your own training code")."""
 
     entrypoint: Annotated[
-        str, Field(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_./-]*\.py:[A-Za-z_][A-Za-z0-9_]*$")
+        str,
+        Field(
+            pattern=r"^[A-Za-z0-9_][A-Za-z0-9_./-]*\.py(:[A-Za-z_][A-Za-z0-9_]*)?$",
+            description="'FILE.py:FUNCTION' (called with a Run) or 'FILE.py' (a script run as "
+            "__main__ with its command line built from [params])",
+        ),
     ]
     code: CodeSpec
     params: dict[str, ParamValue] = Field(
@@ -187,8 +194,10 @@ class UserSpec(SpecBase):
         return self.entrypoint.split(":")[0]
 
     @property
-    def function(self) -> str:
-        return self.entrypoint.split(":")[1]
+    def function(self) -> str | None:
+        """The function to call with a Run; None: the file is a script run as `__main__`."""
+        parts = self.entrypoint.split(":")
+        return parts[1] if len(parts) == 2 else None
 
     @model_validator(mode="after")
     def _entry_included(self) -> Self:

@@ -15,6 +15,7 @@ class ReasonKind(Closed):
     framework = "framework"  # the framework or its version differs
     data = "data"  # a data input of the user's code differs, or only one side read it
     code = "code"  # a file of the user's code differs (two capsules)
+    outputs = "outputs"  # a file the user's code wrote differs, or only one side wrote it
     trace = "trace"  # the first checkpoint whose loss bits or weights digest differ
     weights = "weights"  # a weight tensor's drift, shape or presence
     metrics = "metrics"  # a final metric changed

@@ -354,6 +354,14 @@ def render_report(console: Console, result: ReportResult) -> None:
 # ---------------------------------------------------------------- inspect
 
 
+def _order_state(record: Manifest | ReplayRecord) -> str:
+    """A capsule of user code holds an order only if the code drew one through the run."""
+    user_code = isinstance(record, Manifest) and isinstance(record.spec, UserSpec)
+    if user_code and "order" not in record.artifacts:
+        return "not recorded (the code drew none through the run)"
+    return "recorded"
+
+
 def render_describe(
     console: Console,
     record: Manifest | ReplayRecord,
@@ -402,9 +410,12 @@ def render_describe(
         for key, item in record.inputs.items():
             what = f"file → {item.artifact}" if item.kind == "file" else f"arrays {item.detail}"
             console.print(f"input      {key}: {what} (sha256 {item.sha256[:16]}…)", markup=False)
+    if record.arguments:
+        arguments = ", ".join(f"{k}={v}" for k, v in record.arguments.items())
+        console.print(f"arguments  {arguments}", markup=False)
     console.print(
         f"seeds      init={ctl.seeds.init} order={ctl.seeds.order} "
-        f"PYTHONHASHSEED={ctl.seeds.pythonhashseed}; data order: recorded"
+        f"PYTHONHASHSEED={ctl.seeds.pythonhashseed}; data order: {_order_state(record)}"
     )
     if isinstance(record, Manifest) and record.data is not None:
         d = record.data
