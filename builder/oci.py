@@ -29,10 +29,19 @@ from builder.errors import BadInput, CapsuleError, EngineMissing
 from builder.observer import SILENT, Observer
 from builder.records.results import ExportResult
 from builder.store import MANIFEST, Capsule
-from builder.transfer import SIDECAR, _add_file
+from builder.transfer import SIDECAR
 from builder.trust import SIGNATURE, content_digest
 
-SKOPEO_TIMEOUT = 1800
+SKOPEO_TIMEOUT = 1800  # seconds for one `skopeo copy` (a CUDA image is several GB)
+
+
+def _add_file(tar: tarfile.TarFile, source: Path, name: str) -> None:
+    """One regular file, owned by root (as transfer's export writes its members)."""
+    info = tar.gettarinfo(str(source), arcname=name)
+    info.uid = info.gid = 0
+    info.uname = info.gname = "root"
+    with source.open("rb") as f:
+        tar.addfile(info, f)
 
 
 def skopeo() -> str:
