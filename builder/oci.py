@@ -9,14 +9,21 @@ names and ignore other files, so `apptainer build x.sif oci-archive://FILE`, `po
 FILE`, `skopeo inspect oci-archive:FILE` and `umoci` (on the unpacked layout) all read it; no
 daemon is needed to read it.
 
-The layout is written by `skopeo copy docker-archive:SAVED oci:LAYOUT:VARIANT` from the engine's
-`docker save` archive; skopeo keeps the image's config blob byte for byte, so the config digest
-(the image ID) is the one the manifest records (checked here before the file is written).
+The layout is written here, from the engine's `docker save` archive: the image's config blob
+byte for byte (so its digest, the image ID, is the one the manifest records and the Docker build
+gave), each layer as saved (uncompressed, `…layer.v1.tar`; each must hash to its diff_id), one
+OCI image manifest per variant. `skopeo copy docker-archive:… oci:…` is not used to convert:
+containers/image re-marshals the config into OCI's struct when it converts a Docker manifest
+(dropping `container_config`, `docker_version`…), which gives another image ID. skopeo is the
+check instead: before the file gets its name, `skopeo inspect --raw --config
+oci-archive:PARTIAL:VARIANT` must return a config that hashes to the recorded image ID.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 import json
 import shutil
 import subprocess
@@ -24,6 +31,7 @@ import tarfile
 import tempfile
 import uuid
 from pathlib import Path
+from typing import IO
 
 from builder.errors import BadInput, CapsuleError, EngineMissing
 from builder.observer import SILENT, Observer
@@ -32,6 +40,10 @@ from builder.store import MANIFEST, Capsule
 from builder.transfer import SIDECAR
 from builder.trust import SIGNATURE, content_digest
 
+MANIFEST_TYPE = "application/vnd.oci.image.manifest.v1+json"
+CONFIG_TYPE = "application/vnd.oci.image.config.v1+json"
+LAYER_TYPE = "application/vnd.oci.image.layer.v1.tar"  # as saved: uncompressed
+REF_NAME = "org.opencontainers.image.ref.name"
 SKOPEO_TIMEOUT = 1800  # seconds for one `skopeo copy` (a CUDA image is several GB)
 
 
@@ -87,26 +99,26 @@ def export_oci(
         names.append(SIGNATURE)
     try:
         with tempfile.TemporaryDirectory(dir=out.parent, prefix=".oci-") as scratch:
-            layout = Path(scratch) / "layout"
+            saved: dict[str, Path] = {}
             for variant, image in sorted(manifest.images.items()):
                 observer.log(f"export: saving the {variant} image {image.image_id[:19]}… (OCI)")
-                saved = Path(scratch) / f"{variant}.docker.tar"
-                with saved.open("wb") as f:
+                saved[variant] = Path(scratch) / f"{variant}.docker.tar"
+                with saved[variant].open("wb") as f:
                     for chunk in engine.save(image.image_id):
                         f.write(chunk)
-                _skopeo_copy(tool, f"docker-archive:{saved}", f"oci:{layout}:{variant}")
-                saved.unlink()
-                got = config_digest(layout, variant)
-                if got != image.image_id:
-                    raise CapsuleError(
-                        f"images.{variant}: the OCI config digest {got[:19]}… is not the "
-                        f"recorded image ID {image.image_id[:19]}…"
-                    )
             with tarfile.open(partial, "w", format=tarfile.PAX_FORMAT) as tar:
-                for path in sorted(p for p in layout.rglob("*") if p.is_file()):
-                    _add_file(tar, path, path.relative_to(layout).as_posix())
+                _write_layout(tar, saved, {v: i.image_id for v, i in manifest.images.items()})
                 for name in names:
                     _add_file(tar, where / name, f"capsule/{name}")
+        observer.log(f"export: checking {partial.name} with skopeo inspect")
+        for variant, image in sorted(manifest.images.items()):
+            raw = _skopeo(tool, "inspect", "--raw", "--config", f"oci-archive:{partial}:{variant}")
+            got = "sha256:" + hashlib.sha256(raw).hexdigest()
+            if got != image.image_id:
+                raise CapsuleError(
+                    f"images.{variant}: skopeo reads config {got[:19]}… from the archive, not "
+                    f"the recorded image ID {image.image_id[:19]}…"
+                )
         partial.replace(out)
     except BaseException:
         partial.unlink(missing_ok=True)
@@ -116,16 +128,117 @@ def export_oci(
     )
 
 
-def _skopeo_copy(tool: str, source: str, dest: str) -> None:
-    result = subprocess.run(
-        [tool, "copy", "--quiet", source, dest],
-        capture_output=True,
-        text=True,
-        timeout=SKOPEO_TIMEOUT,
-    )
+def _skopeo(tool: str, *args: str) -> bytes:
+    result = subprocess.run([tool, *args], capture_output=True, timeout=SKOPEO_TIMEOUT)
     if result.returncode != 0:
-        lines = (result.stderr or result.stdout).strip().splitlines()
-        raise CapsuleError(f"skopeo copy {source} → {dest}: {lines[-1] if lines else 'failed'}")
+        lines = (result.stderr or result.stdout).decode(errors="replace").strip().splitlines()
+        raise CapsuleError(f"skopeo {args[0]}: {lines[-1] if lines else 'failed'}")
+    return result.stdout
+
+
+def _blob(tar: tarfile.TarFile, digest: str, size: int, data: IO[bytes]) -> None:
+    info = tarfile.TarInfo(f"blobs/sha256/{digest.removeprefix('sha256:')}")
+    info.size, info.mode, info.mtime = size, 0o644, 0
+    info.uname = info.gname = "root"
+    tar.addfile(info, data)
+
+
+def _json_blob(document: object) -> bytes:
+    return json.dumps(document, separators=(",", ":"), sort_keys=True).encode()
+
+
+def _write_layout(tar: tarfile.TarFile, saved: dict[str, Path], ids: dict[str, str]) -> None:
+    """An OCI image layout of each `docker save` archive in `saved` (variant → file), written
+    into `tar`: the config blob byte for byte (its digest stays the image ID in `ids`), the
+    layers as they are (uncompressed; each must hash to its config's diff_id)."""
+    written: set[str] = set()
+    entries = []
+    with contextlib.ExitStack() as stack:
+        sources = {
+            variant: stack.enter_context(tarfile.open(path))
+            for variant, path in sorted(saved.items())
+        }
+        plans = []
+        for variant, source in sources.items():
+            archive = json.loads(_member(source, "manifest.json"))
+            if len(archive) != 1:
+                raise CapsuleError(
+                    f"images.{variant}: the saved archive holds {len(archive)} images"
+                )
+            config = _member(source, archive[0]["Config"])
+            config_id = "sha256:" + hashlib.sha256(config).hexdigest()
+            if config_id != ids[variant]:
+                raise CapsuleError(
+                    f"images.{variant}: the engine saved config {config_id[:19]}…, not the "
+                    f"recorded image ID {ids[variant][:19]}…"
+                )
+            diff_ids = json.loads(config)["rootfs"]["diff_ids"]
+            layers = []
+            for name, diff_id in zip(archive[0]["Layers"], diff_ids, strict=True):
+                size, digest = _hash_member(source, name)
+                if digest != diff_id:
+                    raise CapsuleError(f"images.{variant}: layer {name} is not its diff_id")
+                layers.append((name, digest, size))
+            image_manifest = _json_blob(
+                {
+                    "schemaVersion": 2,
+                    "mediaType": MANIFEST_TYPE,
+                    "config": {"mediaType": CONFIG_TYPE, "digest": config_id, "size": len(config)},
+                    "layers": [
+                        {"mediaType": LAYER_TYPE, "digest": d, "size": n} for _, d, n in layers
+                    ],
+                }
+            )
+            manifest_id = "sha256:" + hashlib.sha256(image_manifest).hexdigest()
+            entries.append(
+                {
+                    "mediaType": MANIFEST_TYPE,
+                    "digest": manifest_id,
+                    "size": len(image_manifest),
+                    "annotations": {REF_NAME: variant},
+                }
+            )
+            plans.append((source, config, config_id, image_manifest, manifest_id, layers))
+        for name, data in (
+            ("oci-layout", _json_blob({"imageLayoutVersion": "1.0.0"})),
+            ("index.json", _json_blob({"schemaVersion": 2, "manifests": entries})),
+        ):
+            info = tarfile.TarInfo(name)
+            info.size, info.mode, info.mtime = len(data), 0o644, 0
+            tar.addfile(info, io.BytesIO(data))
+        for name in ("blobs", "blobs/sha256"):
+            info = tarfile.TarInfo(name)
+            info.type, info.mode, info.mtime = tarfile.DIRTYPE, 0o755, 0
+            tar.addfile(info)
+        for source, config, config_id, image_manifest, manifest_id, layers in plans:
+            for digest, data in ((manifest_id, image_manifest), (config_id, config)):
+                if digest not in written:
+                    _blob(tar, digest, len(data), io.BytesIO(data))
+                    written.add(digest)
+            for name, digest, size in layers:
+                if digest not in written:
+                    member = source.extractfile(name)
+                    assert member is not None
+                    _blob(tar, digest, size, member)
+                    written.add(digest)
+
+
+def _member(source: tarfile.TarFile, name: str) -> bytes:
+    member = source.extractfile(name)
+    if member is None:
+        raise CapsuleError(f"the saved image archive has no file {name!r}")
+    return member.read()
+
+
+def _hash_member(source: tarfile.TarFile, name: str) -> tuple[int, str]:
+    member = source.extractfile(name)
+    if member is None:
+        raise CapsuleError(f"the saved image archive has no file {name!r}")
+    digest, size = hashlib.sha256(), 0
+    while chunk := member.read(1 << 20):
+        digest.update(chunk)
+        size += len(chunk)
+    return size, "sha256:" + digest.hexdigest()
 
 
 def config_digest(layout: Path, ref: str) -> str:
