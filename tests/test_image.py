@@ -565,3 +565,29 @@ def test_export_oci_refuses_a_capsule_without_an_image_and_needs_skopeo(
     assert len(no_skopeo.stderr.strip().splitlines()) == 1
     assert "scripts/oci-up.sh" in no_skopeo.stderr
     assert not list(tmp_path.iterdir())
+
+
+def test_the_oci_export_from_podman_holds_the_same_image_blobs_as_from_docker(
+    small_image: Path, podman_image: Path, tmp_path: Path
+) -> None:
+    """The same image ID on both engines, so the same layout: every blob and index.json are
+    byte for byte the same whichever engine saved the image (only capsule/… differs: the
+    manifest records the engine)."""
+    import tarfile
+
+    def layout(export: Path) -> dict[str, str]:
+        with tarfile.open(export) as tar:
+            return {
+                m.name: hashlib.sha256(tar.extractfile(m).read()).hexdigest()  # type: ignore[union-attr]
+                for m in tar.getmembers()
+                if m.isfile() and not m.name.startswith("capsule/")
+            }
+
+    from_docker, from_podman = tmp_path / "d.oci.tar", tmp_path / "p.oci.tar"
+    ok(capsule("export", small_image, "--format", "oci", "--out", from_docker))
+    ok(
+        capsule(
+            "export", podman_image, "--format", "oci", "--engine", "podman", "--out", from_podman
+        )
+    )
+    assert layout(from_docker) == layout(from_podman)
