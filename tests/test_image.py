@@ -554,6 +554,11 @@ def test_export_oci_refuses_a_capsule_without_an_image_and_needs_skopeo(
     result = capsule("export", frozen_small, "--format", "oci", "--out", tmp_path / "x.tar")
     assert_refused(result, "images: none recorded", "capsule build")
     assert not (tmp_path / "x.tar").exists()
+    (tmp_path / "there.tar").write_bytes(b"keep")
+    result = capsule("export", small_image, "--format", "oci", "--out", tmp_path / "there.tar")
+    assert_refused(result, "already exists", "--force")
+    assert (tmp_path / "there.tar").read_bytes() == b"keep"
+    (tmp_path / "there.tar").unlink()
     y = tmp_path / "y.tar"
     no_skopeo = subprocess.run(
         [str(CAPSULE_BIN), "export", str(small_image), "--format", "oci", "--out", str(y)],
