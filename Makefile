@@ -32,6 +32,7 @@ engines:
 	scripts/podman-up.sh
 	scripts/slurm-up.sh
 	scripts/chromium-up.sh
+	scripts/oci-up.sh
 
 test: install engines
 	$(BIN)/ruff check builder tests benchmarks scripts

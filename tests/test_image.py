@@ -9,6 +9,7 @@ tests that need a PyTorch image). Each image is built once per session and remov
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -22,6 +23,7 @@ from builder.errors import EngineMissing
 from tests.conftest import (
     CAPSULE_BIN,
     CAPSULES,
+    assert_refused,
     capsule,
     fingerprint_version,
     ok,
@@ -477,3 +479,120 @@ def test_a_sweep_on_podman_runs_in_containers_and_gives_the_hosts_numbers(
     ok(capsule("verify", in_image))
     refused = capsule("sweep", in_image, "--seeds", "2", "--on", "podman", "--executor", "slurm")
     assert refused.returncode == 2 and "--executor slurm" in refused.stderr
+
+
+# ---------------------------------------------------------------- export --format oci (issue 16)
+
+
+def test_export_oci_is_an_oci_archive_of_the_recorded_image_with_the_capsule_inside(
+    small_image: Path, tmp_path: Path
+) -> None:
+    """skopeo reads it without a daemon, umoci unpacks its layout into a rootfs holding the
+    capsule's venv, the config blob hashes to the recorded image ID, and the capsule's own
+    files travel in the same tar (`capsule/…`)."""
+    import tarfile
+
+    from builder.oci import config_digest
+
+    image_id = manifest(small_image)["images"]["cpu"]["image_id"]
+    export = tmp_path / "small.oci.tar"
+    ok(capsule("export", small_image, "--format", "oci", "--out", export))
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no partial left
+    inspected = json.loads(
+        subprocess.run(
+            ["skopeo", "inspect", "--config", f"oci-archive:{export}:cpu"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    )
+    assert inspected["rootfs"]["type"] == "layers"
+    raw = subprocess.run(
+        ["skopeo", "inspect", "--raw", "--config", f"oci-archive:{export}:cpu"],
+        capture_output=True,
+        check=True,
+    ).stdout
+    assert "sha256:" + hashlib.sha256(raw).hexdigest() == image_id
+    layout = tmp_path / "layout"
+    with tarfile.open(export) as tar:
+        names = tar.getnames()
+        tar.extractall(layout, filter="data")
+    assert {"oci-layout", "index.json", "capsule/manifest.json"} <= set(names)
+    assert (layout / "capsule" / "manifest.json").read_bytes() == (
+        small_image / "manifest.json"
+    ).read_bytes()
+    assert config_digest(layout, "cpu") == image_id
+    bundle = tmp_path / "bundle"
+    subprocess.run(
+        ["umoci", "unpack", "--rootless", "--image", f"{layout}:cpu", str(bundle)],
+        capture_output=True,
+        check=True,
+    )
+    assert (bundle / "rootfs" / "opt" / "capsule" / "venv" / "bin" / "capsule").exists()
+
+
+def test_podman_loads_the_oci_export_with_the_recorded_image_id(
+    small_image: Path, tmp_path: Path
+) -> None:
+    image_id = manifest(small_image)["images"]["cpu"]["image_id"]
+    export = tmp_path / "small.oci.tar"
+    ok(capsule("export", small_image, "--format", "oci", "--out", export))
+    had = subprocess.run(["podman", "image", "exists", image_id]).returncode == 0
+    try:
+        podman("load", "-i", str(export))
+        assert podman("image", "inspect", image_id, "--format", "{{.Id}}").strip() == (
+            image_id.removeprefix("sha256:")
+        )
+    finally:
+        if not had:
+            subprocess.run(["podman", "rmi", "-f", image_id], capture_output=True)
+
+
+def test_export_oci_refuses_a_capsule_without_an_image_and_needs_skopeo(
+    frozen_small: Path, small_image: Path, tmp_path: Path
+) -> None:
+    result = capsule("export", frozen_small, "--format", "oci", "--out", tmp_path / "x.tar")
+    assert_refused(result, "images: none recorded", "capsule build")
+    assert not (tmp_path / "x.tar").exists()
+    (tmp_path / "there.tar").write_bytes(b"keep")
+    result = capsule("export", small_image, "--format", "oci", "--out", tmp_path / "there.tar")
+    assert_refused(result, "already exists", "--force")
+    assert (tmp_path / "there.tar").read_bytes() == b"keep"
+    (tmp_path / "there.tar").unlink()
+    y = tmp_path / "y.tar"
+    no_skopeo = subprocess.run(
+        [str(CAPSULE_BIN), "export", str(small_image), "--format", "oci", "--out", str(y)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PATH": str(CAPSULE_BIN.parent)},
+    )
+    assert no_skopeo.returncode == 4, no_skopeo.stderr
+    assert len(no_skopeo.stderr.strip().splitlines()) == 1
+    assert "scripts/oci-up.sh" in no_skopeo.stderr
+    assert not list(tmp_path.iterdir())
+
+
+def test_the_oci_export_from_podman_holds_the_same_image_blobs_as_from_docker(
+    small_image: Path, podman_image: Path, tmp_path: Path
+) -> None:
+    """The same image ID on both engines, so the same layout: every blob and index.json are
+    byte for byte the same whichever engine saved the image (only capsule/… differs: the
+    manifest records the engine)."""
+    import tarfile
+
+    def layout(export: Path) -> dict[str, str]:
+        with tarfile.open(export) as tar:
+            return {
+                m.name: hashlib.sha256(tar.extractfile(m).read()).hexdigest()  # type: ignore[union-attr]
+                for m in tar.getmembers()
+                if m.isfile() and not m.name.startswith("capsule/")
+            }
+
+    from_docker, from_podman = tmp_path / "d.oci.tar", tmp_path / "p.oci.tar"
+    ok(capsule("export", small_image, "--format", "oci", "--out", from_docker))
+    ok(
+        capsule(
+            "export", podman_image, "--format", "oci", "--engine", "podman", "--out", from_podman
+        )
+    )
+    assert layout(from_docker) == layout(from_podman)

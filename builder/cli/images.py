@@ -56,6 +56,7 @@ def build(
 class ExportFormat(StrEnum):
     tar = "tar"
     ro_crate = "ro-crate"
+    oci = "oci"
 
 
 @app.command()
@@ -66,7 +67,8 @@ def export(
         typer.Option(
             "--out",
             help="The file to write, or a folder to write NAME-DIGEST12.capsule.tar into; "
-            "for ro-crate a directory, or NAME.zip.",
+            "for ro-crate a directory, or NAME.zip; for oci a file, or a folder to write "
+            "NAME-DIGEST12.oci.tar into.",
         ),
     ],
     with_image: Annotated[
@@ -79,7 +81,9 @@ def export(
         typer.Option(
             "--format",
             help="tar: Capsule's own, for `capsule import`; ro-crate: a Workflow Run RO-Crate "
-            "(Process Run Crate) for archives such as Zenodo and WorkflowHub.",
+            "(Process Run Crate) for archives such as Zenodo and WorkflowHub; oci: an OCI "
+            "image layout archive (oci-archive, made with skopeo) of the image, with the "
+            "capsule inside, for `podman load` and `apptainer build x.sif oci-archive://FILE`.",
         ),
     ] = ExportFormat.tar,
     as_json: JsonFlag = False,
@@ -94,6 +98,10 @@ def export(
             from builder.crate import export_crate
 
             result = export_crate(open_capsule(capsule), out_file, with_image, force)
+        elif format_ is ExportFormat.oci:
+            from builder.oci import export_oci
+
+            result = export_oci(open_capsule(capsule), out_file, LINES, force, engine.value)
         else:
             result = do_export(
                 open_capsule(capsule), out_file, with_image, LINES, force, engine.value
