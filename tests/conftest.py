@@ -17,10 +17,22 @@ CAPSULES = ROOT / "capsules"
 CAPSULE_BIN = Path(sys.executable).parent / "capsule"
 
 
+DOCKER_TESTS = "tests/test_image.py"  # the one file that touches Docker and Podman
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Docker tests first: under `-n 2 --dist loadfile` (make test) their file is the longest
     unit of work, so it starts at once on one worker while the other takes every other file;
-    docker stays on that one worker, so no test sees another's containers or images."""
+    docker stays on that one worker, so no test sees another's containers or images (nor
+    prunes a build in progress). That holds only while they share one file: a docker test
+    elsewhere is refused at collection."""
+    stray = [
+        item.nodeid
+        for item in items
+        if item.get_closest_marker("docker") and not item.nodeid.startswith(DOCKER_TESTS)
+    ]
+    if stray:
+        raise pytest.UsageError(f"docker tests belong in {DOCKER_TESTS}: {', '.join(stray)}")
     items.sort(key=lambda item: item.get_closest_marker("docker") is None)
 
 

@@ -15,11 +15,14 @@ import os
 import shutil
 import subprocess
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 
 import pytest
+from rocrate.rocrate import ROCrate
 
 from builder.errors import EngineMissing
+from builder.store import capsule_digest, load_manifest
 from tests.conftest import (
     CAPSULE_BIN,
     CAPSULES,
@@ -29,6 +32,7 @@ from tests.conftest import (
     ok,
     previous_release,
 )
+from tests.helpers.examples import EXAMPLES, small_copy
 
 pytestmark = pytest.mark.docker
 
@@ -596,3 +600,72 @@ def test_the_oci_export_from_podman_holds_the_same_image_blobs_as_from_docker(
         )
     )
     assert layout(from_docker) == layout(from_podman)
+
+
+# ---------------------------------------------------------------- the example scripts' images
+
+
+@pytest.mark.docker
+@pytest.mark.parametrize("name", EXAMPLES)
+def test_each_example_replays_identically_in_its_image(
+    name: str, tmp_path: Path, cleanup_images: list[Path]
+) -> None:
+    """Built, the image carries the freeze time as its creation date and the build leaves no
+    image of its own behind; the replay in it (read-only root) is identical, outputs too."""
+    folder = small_copy(name, tmp_path)
+    cap = tmp_path / "cap"
+    ok(capsule("freeze", folder, "--out", cap))
+    cleanup_images.append(cap)
+    ok(capsule("build", cap))
+    manifest = json.loads((cap / "manifest.json").read_text())
+    image = manifest["images"]["cpu"]
+    label = f"label=org.capsule.digest={image['capsule_digest']}"
+    ours = set(docker("images", "-aq", "--no-trunc", "--filter", label).split())
+    assert ours == {image["image_id"]}, ours  # the build's raw image is gone
+    created = docker("inspect", image["image_id"], "--format", "{{.Created}}").strip()
+    frozen = datetime.fromisoformat(manifest["created"])
+    assert datetime.fromisoformat(created.replace("Z", "+00:00")) == frozen, created
+    ok(capsule("replay", cap, "--on", "docker", "--out", tmp_path / "replay"))
+    result = json.loads(capsule("diff", cap, tmp_path / "replay", "--json").stdout)
+    assert result["verdict"] == "identical", result["reasons"]
+    replayed = json.loads((tmp_path / "replay/replay.json").read_text())
+    outputs = {n for n in manifest["artifacts"] if n.startswith("outputs/")}
+    assert outputs == {n for n in replayed["artifacts"] if n.startswith("outputs/")}
+
+
+# ---------------------------------------------------------------- build provenance, end to end
+
+
+@pytest.mark.docker
+def test_a_build_stores_a_statement_whose_subject_is_the_recorded_image(
+    small_image: Path, tmp_path: Path
+) -> None:
+    manifest = json.loads((small_image / "manifest.json").read_text())
+    image = manifest["images"]["cpu"]
+    ref = manifest["artifacts"]["provenance/cpu"]
+    statement = json.loads((small_image / ref["path"]).read_text())
+    assert statement["subject"][0]["name"] == image["tag"]
+    assert "sha256:" + statement["subject"][0]["digest"]["sha256"] == image["image_id"]
+    deps = {
+        d["name"]: d["digest"]["sha256"]
+        for d in statement["predicate"]["buildDefinition"]["resolvedDependencies"]
+    }
+    assert deps[image["base_image"]] == image["base_id"].removeprefix("sha256:")
+    for wheel in image["wheels"]:
+        assert deps[f"wheelhouse/{wheel}"] == manifest["artifacts"][f"wheelhouse/{wheel}"]["sha256"]
+    metadata = statement["predicate"]["runDetails"]["metadata"]
+    assert metadata["startedOn"] <= metadata["finishedOn"] == image["built"]
+    # the statement is a study: the image's label still names the capsule's digest
+    labels = json.loads(
+        subprocess.run(
+            ["docker", "inspect", image["image_id"], "--format", "{{json .Config.Labels}}"],
+            capture_output=True, text=True, check=True,
+        ).stdout
+    )  # fmt: skip
+    assert labels["org.capsule.digest"] == image["capsule_digest"]
+    assert capsule_digest(load_manifest(small_image)) == image["capsule_digest"]
+    ok(capsule("verify", small_image))
+    ok(capsule("export", small_image, "--format", "ro-crate", "--out", tmp_path / "c.zip"))
+    crate = ROCrate(tmp_path / "c.zip")
+    assert crate.get("#image-cpu")["identifier"] == image["image_id"]
+    assert crate.get("#image-cpu")["subjectOf"].id == ref["path"]
