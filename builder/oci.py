@@ -37,23 +37,14 @@ from builder.errors import BadInput, CapsuleError, EngineMissing
 from builder.observer import SILENT, Observer
 from builder.records.results import ExportResult
 from builder.store import MANIFEST, Capsule
-from builder.transfer import SIDECAR
+from builder.transfer import SIDECAR, add_file
 from builder.trust import SIGNATURE, content_digest
 
 MANIFEST_TYPE = "application/vnd.oci.image.manifest.v1+json"
 CONFIG_TYPE = "application/vnd.oci.image.config.v1+json"
 LAYER_TYPE = "application/vnd.oci.image.layer.v1.tar"  # as saved: uncompressed
 REF_NAME = "org.opencontainers.image.ref.name"
-SKOPEO_TIMEOUT = 1800  # seconds for one `skopeo copy` (a CUDA image is several GB)
-
-
-def _add_file(tar: tarfile.TarFile, source: Path, name: str) -> None:
-    """One regular file, owned by root (as transfer's export writes its members)."""
-    info = tar.gettarinfo(str(source), arcname=name)
-    info.uid = info.gid = 0
-    info.uname = info.gname = "root"
-    with source.open("rb") as f:
-        tar.addfile(info, f)
+SKOPEO_TIMEOUT = 1800  # seconds for one skopeo call (a CUDA image is several GB)
 
 
 def skopeo() -> str:
@@ -109,7 +100,7 @@ def export_oci(
             with tarfile.open(partial, "w", format=tarfile.PAX_FORMAT) as tar:
                 _write_layout(tar, saved, {v: i.image_id for v, i in manifest.images.items()})
                 for name in names:
-                    _add_file(tar, where / name, f"capsule/{name}")
+                    add_file(tar, where / name, f"capsule/{name}")
         observer.log(f"export: checking {partial.name} with skopeo inspect")
         for variant, image in sorted(manifest.images.items()):
             raw = _skopeo(tool, "inspect", "--raw", "--config", f"oci-archive:{partial}:{variant}")

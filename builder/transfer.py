@@ -71,7 +71,8 @@ SIDECAR = "manifest.sha256"
 UNREADABLE = (tarfile.TarError, EOFError, ValueError, OverflowError, UnicodeError, OSError)
 
 
-def _add_file(tar: tarfile.TarFile, source: Path, name: str) -> None:
+def add_file(tar: tarfile.TarFile, source: Path, name: str) -> None:
+    """One regular file, owned by root: an export's members carry no owner of this machine."""
     info = tar.gettarinfo(str(source), arcname=name)
     info.uid = info.gid = 0
     info.uname = info.gname = "root"
@@ -104,7 +105,7 @@ def export(
     try:
         with tarfile.open(partial, "w", format=tarfile.PAX_FORMAT) as tar:
             for name in names:
-                _add_file(tar, where / name, f"capsule/{name}")
+                add_file(tar, where / name, f"capsule/{name}")
             if with_image:
                 _add_images(tar, manifest, partial.parent, engine_name, observer.log)
         partial.replace(out)
@@ -138,7 +139,7 @@ def _add_images(
                 for chunk in engine.save(image.image_id):
                     gz.write(chunk)
             tmp.flush()
-            _add_file(tar, Path(tmp.name), f"images/{variant}.tar.gz")
+            add_file(tar, Path(tmp.name), f"images/{variant}.tar.gz")
 
 
 def _show(name: str) -> str:
