@@ -36,9 +36,9 @@ from typing import IO
 from builder.errors import BadInput, CapsuleError, EngineMissing
 from builder.observer import SILENT, Observer
 from builder.records.results import ExportResult
-from builder.store import MANIFEST, Capsule
-from builder.transfer import SIDECAR, add_file
-from builder.trust import SIGNATURE, content_digest
+from builder.store import Capsule
+from builder.transfer import add_file, capsule_members
+from builder.trust import content_digest
 
 MANIFEST_TYPE = "application/vnd.oci.image.manifest.v1+json"
 CONFIG_TYPE = "application/vnd.oci.image.config.v1+json"
@@ -85,9 +85,7 @@ def export_oci(
             )
     out.parent.mkdir(parents=True, exist_ok=True)
     partial = out.with_name(f".{out.name}.partial-{uuid.uuid4().hex[:8]}")
-    names = [MANIFEST, SIDECAR, *sorted({ref.path for ref in manifest.artifacts.values()})]
-    if (where / SIGNATURE).is_file() and not (where / SIGNATURE).is_symlink():
-        names.append(SIGNATURE)
+    names = capsule_members(capsule)
     try:
         with tempfile.TemporaryDirectory(dir=out.parent, prefix=".oci-") as scratch:
             saved: dict[str, Path] = {}

@@ -80,6 +80,16 @@ def add_file(tar: tarfile.TarFile, source: Path, name: str) -> None:
         tar.addfile(info, f)
 
 
+def capsule_members(capsule: Capsule) -> list[str]:
+    """What an export carries of the capsule, in the order import reads it: the manifest, its
+    digest, every artifact once, and the signature when there is one."""
+    where = capsule.path
+    names = [MANIFEST, SIDECAR, *sorted({r.path for r in capsule.manifest.artifacts.values()})]
+    if (where / SIGNATURE).is_file() and not (where / SIGNATURE).is_symlink():
+        names.append(SIGNATURE)
+    return names
+
+
 def export(
     capsule: Capsule,
     out: Path,
@@ -99,9 +109,7 @@ def export(
         raise BadInput(f"{where}: images: none recorded; run `capsule build {where}` first")
     out.parent.mkdir(parents=True, exist_ok=True)
     partial = out.with_name(f".{out.name}.partial-{uuid.uuid4().hex[:8]}")
-    names = [MANIFEST, SIDECAR, *sorted({ref.path for ref in manifest.artifacts.values()})]
-    if (where / SIGNATURE).is_file() and not (where / SIGNATURE).is_symlink():
-        names.append(SIGNATURE)
+    names = capsule_members(capsule)
     try:
         with tarfile.open(partial, "w", format=tarfile.PAX_FORMAT) as tar:
             for name in names:
