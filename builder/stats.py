@@ -10,7 +10,7 @@ from pathlib import Path
 
 from builder.errors import BadInput
 from builder.records.results import StatsResult
-from builder.records.sweep import Summary, SweepRecord, Tost, Welch
+from builder.records.sweep import Summary, SweepRecord, SweepRun, Tost, Welch
 
 
 def summarize(metric: str, values: Sequence[float], confidence: float = 0.95) -> Summary:
@@ -104,8 +104,20 @@ def margin_value(text: str, sample: Sequence[float]) -> float:
 
 
 def summaries(record: SweepRecord) -> list[Summary]:
-    """The summary of every metric of a sweep (the rows of the paper's table)."""
-    return [summarize(metric, data) for metric, data in record.values().items()]
+    """The summary of every metric of a sweep (the rows of the paper's table): the stored
+    ones where they agree with the runs' values, else computed."""
+    values = record.values()
+    stored = record.summaries
+    if stored is not None and [(s.metric, s.n, s.min, s.max) for s in stored] == [
+        (metric, len(data), min(data), max(data)) for metric, data in values.items()
+    ]:
+        return stored
+    return [summarize(metric, data) for metric, data in values.items()]
+
+
+def summarized(runs: list[SweepRun]) -> SweepRecord:
+    """The record to store: the runs with their summaries."""
+    return SweepRecord(runs=runs, summaries=summaries(SweepRecord(runs=runs)))
 
 
 def sweep_of(capsule: Path) -> SweepRecord:

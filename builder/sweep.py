@@ -100,7 +100,9 @@ def store_union(capsule: Capsule, finished: Runs, journal: str) -> None:
         done = ended(capsule.path, journal)
         runs = sorted(union.values(), key=lambda r: (r.init, r.order))
         if runs and (stored is None or runs != stored.runs):
-            store_sweep(capsule, SweepRecord(runs=runs))
+            from builder.stats import summarized
+
+            store_sweep(capsule, summarized(runs))
         for path in done:
             path.unlink(missing_ok=True)
 
@@ -148,10 +150,10 @@ def sweep(
             failures = runner.run(capsule, todo, jobs, keep, journal.name)
         finally:
             store_union(capsule, finished, journal.name)  # also after Ctrl-C or SIGTERM
-    from builder.stats import summaries
+    from builder.stats import summarized
 
-    record = SweepRecord(runs=sorted(finished.values(), key=lambda r: (r.init, r.order)))
-    stats = summaries(record)
+    record = summarized(sorted(finished.values(), key=lambda r: (r.init, r.order)))
+    stats = record.summaries or []
     return SweepResult(
         path=str(capsule.path),
         ran=len(todo) - len(failures),

@@ -37,7 +37,11 @@ STORED = {
     next((V1 / "capsule" / "audits").glob("*.json")): (AuditRecord, 1),
     V1 / "matrix.json": (MatrixRecord, 2),
 }
-ADDED = {AuditRecord: {"schema_version"}, MatrixRecord: {"kind", "schema_version"}}
+ADDED = {
+    AuditRecord: {"schema_version"},
+    MatrixRecord: {"kind", "schema_version"},
+    SweepRecord: {"summaries"},
+}
 
 
 def _write_with_sidecar(path: Path, text: str) -> None:

@@ -8,6 +8,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -56,6 +57,13 @@ def test_sweep_is_stored_in_the_capsule_and_reused(
     manifest = json.loads((cap / "manifest.json").read_text())
     assert manifest["artifacts"]["sweep"]["path"].startswith("sweeps/")
     assert len(list((cap / "sweeps").iterdir())) == 1  # the previous record was replaced
+    stored = json.loads((cap / manifest["artifacts"]["sweep"]["path"]).read_text())
+    assert stored["summaries"] == second["stats"]  # inspect shows them without scipy:
+    probe = "import sys, pathlib; from builder.inspection import inspect; "
+    probe += "inspect(pathlib.Path(sys.argv[1])); "
+    probe += "print(sorted(m for m in sys.modules if m.startswith('scipy')))"
+    out = subprocess.run([sys.executable, "-c", probe, str(cap)], capture_output=True, text=True)
+    assert out.stdout.strip() == "[]", out.stderr
 
 
 def test_parallel_sweep_is_bitwise_identical_to_serial(

@@ -14,11 +14,18 @@ from __future__ import annotations
 import gc
 import os
 import sys
+import types
 
 # Capsule uses no pydantic plugin, and pydantic looks for them by reading the entry points of
 # every installed distribution (~12 ms with a deep-learning stack installed). Off in Capsule's
 # processes unless the user sets the variable (to "" to keep them).
 os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
+if os.environ["PYDANTIC_DISABLE_PLUGINS"] == "__all__" and "pydantic" not in sys.modules:
+    # With plugins off, pydantic's loader returns no plugins, yet importing it imports
+    # importlib.metadata and email (~30 ms): this stand-in returns the same nothing.
+    _no_plugins = types.ModuleType("pydantic.plugin._loader")
+    _no_plugins.get_plugins = tuple  # type: ignore[attr-defined]
+    sys.modules["pydantic.plugin._loader"] = _no_plugins
 # Start-up allocates some 300,000 objects that all live on (modules, classes, validators): the
 # cyclic collector would scan them ~80 times for nothing (~15 ms). It runs rarely until a
 # command starts its work (`common.reported` restores the default thresholds).
