@@ -54,6 +54,12 @@ def main() -> None:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
+        subprocess.run(
+            [CAPSULE, "sweep", str(capsule_dir), "--seeds", "3"],
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )  # inspect then also shows the sweep's table (stored summaries: no scipy)
         commands = {
             "python -c pass": [sys.executable, "-c", "pass"],
             "import typer, rich, pydantic": [sys.executable, "-c", LIBRARIES],
