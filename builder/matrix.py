@@ -67,7 +67,7 @@ def _cli(args: list[str], log: Log) -> None:
 
 
 def _train(capsule: Path, config: Config, out: Path, log: Log) -> None:
-    args = ["replay", str(capsule), "--out", str(out), "--on", config.on]
+    args = ["replay", str(capsule), "--out", str(out), "--on", config.on, "--opened"]
     args += ["--device", config.device]
     args += ["--threads", str(config.threads)] if config.threads else []
     log(f"matrix: training on {config.label}")
@@ -84,7 +84,8 @@ def _evaluate(
     options += ["--threads", str(config.threads)] if config.threads else []
     if config.on == Where.host:
         names = [str(t) for t in trained]
-        _cli(["evaluate", str(capsule.path), *names, *options, "--out", str(result_file)], log)
+        args = ["evaluate", str(capsule.path), *names, *options, "--opened"]
+        _cli([*args, "--out", str(result_file)], log)
         found = json.loads(result_file.read_text())
         return {Path(k).name: v for k, v in found.items()}
     from builder.engines import Job, Mount, open_engine
@@ -122,7 +123,8 @@ def matrix(
 ) -> MatrixRecord:
     """Train on every configuration, evaluate every model on every configuration; the trained
     replays and `matrix.json` are kept in `out`. Each training and evaluation is a command of
-    its own (a fresh process), which verifies the capsule itself."""
+    its own (a fresh process) on the capsule this command verified (`--opened`: its manifest's
+    digest and what it reads are checked there, not the whole capsule again)."""
     from builder.evaluate import evaluation_spec
 
     log = observer.log

@@ -71,3 +71,28 @@ def test_host_matrix_agrees_with_separate_replays(
 def test_matrix_refuses_bad_devices(tmp_path: Path) -> None:
     result = capsule("matrix", tmp_path, "--devices", "tpu", "--out", tmp_path / "m")
     assert result.returncode == 2 and "--devices 'tpu'" in result.stderr
+
+
+def flipped(data: bytes) -> bytes:
+    return data[:-1] + bytes([data[-1] ^ 1])
+
+
+def test_matrix_steps_trust_the_verified_capsule_yet_check_what_they_read(
+    tiny_spec: Callable[..., Path], tmp_path: Path
+) -> None:
+    """`matrix` verifies the capsule once and runs each training and evaluation as a process
+    with the hidden `--opened`: there the whole capsule is not hashed again (an artifact the
+    step does not read goes unnoticed), but every artifact it reads is checked (exit 3)."""
+    cap = tmp_path / "cap"
+    ok(capsule("freeze", tiny_spec(), "--out", cap))
+    weights = cap / "artifacts" / "weights.safetensors"
+    weights.write_bytes(flipped(weights.read_bytes()))  # a replay trains: it reads no weights
+    assert capsule("replay", cap, "--out", tmp_path / "r1").returncode == 3
+    ok(capsule("replay", cap, "--out", tmp_path / "r2", "--opened"))
+    order = cap / "artifacts" / "order.safetensors"
+    order.write_bytes(flipped(order.read_bytes()))  # the replay reads the order
+    refused = capsule("replay", cap, "--out", tmp_path / "r3", "--opened")
+    assert refused.returncode == 3 and "artifact 'order' was altered" in refused.stderr
+    assert not (tmp_path / "r3").exists()
+    assert capsule("matrix", cap, "--devices", "cpu:1", "--out", tmp_path / "m").returncode == 3
+    assert "--opened" not in ok(capsule("replay", "--help")).stdout

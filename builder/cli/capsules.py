@@ -11,6 +11,7 @@ from builder.cli.common import (
     DeviceChoice,
     JsonFlag,
     KindChoice,
+    OpenedFlag,
     TierChoice,
     WhereChoice,
     app,
@@ -105,6 +106,7 @@ def replay(
     ] = None,
     force: Annotated[bool, typer.Option(help="Replace an existing replay at --out.")] = False,
     as_json: JsonFlag = False,
+    opened: OpenedFlag = False,
 ) -> None:
     """Run the capsule again with its recorded data, order, seeds and controls; write RDIR.
 
@@ -123,7 +125,7 @@ def replay(
     with reported():
         if on != WhereChoice.host:
             record = replay_in_image(
-                open_capsule(capsule),
+                open_capsule(capsule, opened),
                 out_dir,
                 LINES,
                 on.value,
@@ -136,7 +138,7 @@ def replay(
             manifest = load_manifest(capsule)  # its digest only: the process may re-execute
             spec_now = replay_spec(manifest, threads, chosen, sets)[0]
             ensure_process_env(spec_now)
-            handle = open_capsule(capsule)
+            handle = open_capsule(capsule, opened)
             with training(spec_now, f"replay {manifest.spec.name}") as observer:
                 record = replay_on_host(
                     handle,

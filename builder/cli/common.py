@@ -145,11 +145,22 @@ def reported() -> Iterator[None]:
         raise typer.Exit(130) from None
 
 
-def open_capsule(path: Path) -> Capsule:
-    """The capsule, verified once for the whole command (the services take the handle)."""
+def open_capsule(path: Path, opened: bool = False) -> Capsule:
+    """The capsule, verified once for the whole command (the services take the handle).
+    `opened`: a step of a command that verified it already (`matrix` runs each training and
+    evaluation as a process of its own): only the manifest's digest is checked here, and each
+    artifact as it is read."""
     from builder.store import Capsule
 
-    return Capsule.open(path)
+    return Capsule.trusted(path) if opened else Capsule.open(path)
+
+
+OpenedFlag = Annotated[
+    bool,
+    typer.Option(
+        "--opened", hidden=True, help="Internal: the calling command verified the capsule."
+    ),
+]
 
 
 def emit(result: BaseModel | dict[str, Any], as_json: bool, render: Callable[[], None]) -> None:

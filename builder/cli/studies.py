@@ -13,6 +13,7 @@ from builder.cli.common import (
     DeviceChoice,
     ExecutorChoice,
     JsonFlag,
+    OpenedFlag,
     TierChoice,
     WhereChoice,
     app,
@@ -193,6 +194,7 @@ def evaluate(
         Path | None, typer.Option("--out", help="Also write the JSON document to this file.")
     ] = None,
     as_json: JsonFlag = False,
+    opened: OpenedFlag = False,
 ) -> None:
     """Error rates of trained weights computed here (one column of the device matrix)."""
     from builder.controls import ensure_process_env
@@ -204,7 +206,7 @@ def evaluate(
     chosen = device.value if device else None
     with reported():
         ensure_process_env(evaluation_spec(load_manifest(capsule), chosen, threads))
-        results = do_evaluate(open_capsule(capsule), trained, chosen, threads)
+        results = do_evaluate(open_capsule(capsule, opened), trained, chosen, threads)
     document = {name: m.model_dump(exclude={"epoch"}) for name, m in results.items()}
     if out_file is not None:
         out_file.write_text(json.dumps(document, indent=2) + "\n")
