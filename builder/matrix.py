@@ -23,18 +23,18 @@ from builder.records.enums import Device, Where
 from builder.records.matrix import Cell, Config, MatrixRecord, Row
 from builder.store import Capsule, StagedDir, load_record, read_tensors
 
-CONFIG = re.compile(r"^(?:(host|docker|podman):)?(cpu|cuda)(?::([1-9][0-9]*))?$")
+CONFIG = re.compile(r"^(?:(host|docker|podman|oci):)?(cpu|cuda)(?::([1-9][0-9]*))?$")
 
 
 def parse_devices(text: str) -> list[Config]:
-    """`cpu:1,cpu:2,docker:cpu,podman:cpu,cuda` → configurations (host unless an engine is
+    """`cpu:1,cpu:2,docker:cpu,podman:cpu,oci:cpu,cuda` → configurations (host unless an engine is
     named; threads as the spec says unless `:N`)."""
     configs = []
     for item in (part.strip() for part in text.split(",")):
         match = CONFIG.match(item)
         if not match:
             raise BadInput(
-                f"--devices {item!r}: expected [host:|docker:|podman:]cpu|cuda[:THREADS], "
+                f"--devices {item!r}: expected [host:|docker:|podman:|oci:]cpu|cuda[:THREADS], "
                 "e.g. cpu:2"
             )
         on, device, threads = match.groups()

@@ -23,8 +23,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import io
-import json
 import shutil
 import subprocess
 import tarfile
@@ -33,6 +31,7 @@ import uuid
 from pathlib import Path
 from typing import IO
 
+from builder.engines.layout import LAYOUT_FILE, add_bytes, json_blob, saved_images
 from builder.errors import BadInput, CapsuleError, EngineMissing
 from builder.observer import SILENT, Observer
 from builder.records.results import ExportResult
@@ -40,10 +39,6 @@ from builder.store import Capsule
 from builder.transfer import add_file, capsule_members
 from builder.trust import content_digest
 
-MANIFEST_TYPE = "application/vnd.oci.image.manifest.v1+json"
-CONFIG_TYPE = "application/vnd.oci.image.config.v1+json"
-LAYER_TYPE = "application/vnd.oci.image.layer.v1.tar"  # as saved: uncompressed
-REF_NAME = "org.opencontainers.image.ref.name"
 SKOPEO_TIMEOUT = 1800  # seconds for one skopeo call (a CUDA image is several GB)
 
 
@@ -96,9 +91,9 @@ def export_oci(
                     for chunk in engine.save(image.image_id):
                         f.write(chunk)
             with tarfile.open(partial, "w", format=tarfile.PAX_FORMAT) as tar:
-                _write_layout(tar, saved, {v: i.image_id for v, i in manifest.images.items()})
-                for name in names:
+                for name in names:  # first: `capsule import` reads the manifest before the rest
                     add_file(tar, where / name, f"capsule/{name}")
+                _write_layout(tar, saved, {v: i.image_id for v, i in manifest.images.items()})
         observer.log(f"export: checking {partial.name} with skopeo inspect")
         for variant, image in sorted(manifest.images.items()):
             raw = _skopeo(tool, "inspect", "--raw", "--config", f"oci-archive:{partial}:{variant}")
@@ -132,113 +127,21 @@ def _blob(tar: tarfile.TarFile, digest: str, size: int, data: IO[bytes]) -> None
     tar.addfile(info, data)
 
 
-def _json_blob(document: object) -> bytes:
-    return json.dumps(document, separators=(",", ":"), sort_keys=True).encode()
-
-
 def _write_layout(tar: tarfile.TarFile, saved: dict[str, Path], ids: dict[str, str]) -> None:
     """An OCI image layout of each `docker save` archive in `saved` (variant → file), written
-    into `tar`: the config blob byte for byte (its digest stays the image ID in `ids`), the
-    layers as they are (uncompressed; each must hash to its config's diff_id)."""
-    written: set[str] = set()
-    entries = []
+    into `tar` (`layout.saved_images`)."""
     with contextlib.ExitStack() as stack:
         sources = {
             variant: stack.enter_context(tarfile.open(path))
             for variant, path in sorted(saved.items())
         }
-        plans = []
-        for variant, source in sources.items():
-            archive = json.loads(_member(source, "manifest.json"))
-            if len(archive) != 1:
-                raise CapsuleError(
-                    f"images.{variant}: the saved archive holds {len(archive)} images"
-                )
-            config = _member(source, archive[0]["Config"])
-            config_id = "sha256:" + hashlib.sha256(config).hexdigest()
-            if config_id != ids[variant]:
-                raise CapsuleError(
-                    f"images.{variant}: the engine saved config {config_id[:19]}…, not the "
-                    f"recorded image ID {ids[variant][:19]}…"
-                )
-            diff_ids = json.loads(config)["rootfs"]["diff_ids"]
-            layers = []
-            for name, diff_id in zip(archive[0]["Layers"], diff_ids, strict=True):
-                size, digest = _hash_member(source, name)
-                if digest != diff_id:
-                    raise CapsuleError(f"images.{variant}: layer {name} is not its diff_id")
-                layers.append((name, digest, size))
-            image_manifest = _json_blob(
-                {
-                    "schemaVersion": 2,
-                    "mediaType": MANIFEST_TYPE,
-                    "config": {"mediaType": CONFIG_TYPE, "digest": config_id, "size": len(config)},
-                    "layers": [
-                        {"mediaType": LAYER_TYPE, "digest": d, "size": n} for _, d, n in layers
-                    ],
-                }
-            )
-            manifest_id = "sha256:" + hashlib.sha256(image_manifest).hexdigest()
-            entries.append(
-                {
-                    "mediaType": MANIFEST_TYPE,
-                    "digest": manifest_id,
-                    "size": len(image_manifest),
-                    "annotations": {REF_NAME: variant},
-                }
-            )
-            plans.append((source, config, config_id, image_manifest, manifest_id, layers))
-        for name, data in (
-            ("oci-layout", _json_blob({"imageLayoutVersion": "1.0.0"})),
-            ("index.json", _json_blob({"schemaVersion": 2, "manifests": entries})),
-        ):
-            info = tarfile.TarInfo(name)
-            info.size, info.mode, info.mtime = len(data), 0o644, 0
-            tar.addfile(info, io.BytesIO(data))
+        entries, blobs = saved_images(sources, ids)
+        add_bytes(tar, "oci-layout", json_blob(LAYOUT_FILE))
+        add_bytes(tar, "index.json", json_blob({"schemaVersion": 2, "manifests": entries}))
         for name in ("blobs", "blobs/sha256"):
             info = tarfile.TarInfo(name)
             info.type, info.mode, info.mtime = tarfile.DIRTYPE, 0o755, 0
             tar.addfile(info)
-        for source, config, config_id, image_manifest, manifest_id, layers in plans:
-            for digest, data in ((manifest_id, image_manifest), (config_id, config)):
-                if digest not in written:
-                    _blob(tar, digest, len(data), io.BytesIO(data))
-                    written.add(digest)
-            for name, digest, size in layers:
-                if digest not in written:
-                    member = source.extractfile(name)
-                    assert member is not None
-                    _blob(tar, digest, size, member)
-                    written.add(digest)
-
-
-def _member(source: tarfile.TarFile, name: str) -> bytes:
-    member = source.extractfile(name)
-    if member is None:
-        raise CapsuleError(f"the saved image archive has no file {name!r}")
-    return member.read()
-
-
-def _hash_member(source: tarfile.TarFile, name: str) -> tuple[int, str]:
-    member = source.extractfile(name)
-    if member is None:
-        raise CapsuleError(f"the saved image archive has no file {name!r}")
-    digest, size = hashlib.sha256(), 0
-    while chunk := member.read(1 << 20):
-        digest.update(chunk)
-        size += len(chunk)
-    return size, "sha256:" + digest.hexdigest()
-
-
-def config_digest(layout: Path, ref: str) -> str:
-    """The config digest (image ID) of the image tagged `ref` in an OCI layout directory,
-    hashed from the config blob itself (not taken on trust from the manifest)."""
-    index = json.loads((layout / "index.json").read_text())
-    for entry in index.get("manifests", []):
-        if entry.get("annotations", {}).get("org.opencontainers.image.ref.name") == ref:
-            algo, hexdigest = entry["digest"].split(":", 1)
-            image_manifest = json.loads((layout / "blobs" / algo / hexdigest).read_bytes())
-            algo, hexdigest = image_manifest["config"]["digest"].split(":", 1)
-            blob = (layout / "blobs" / algo / hexdigest).read_bytes()
-            return "sha256:" + hashlib.sha256(blob).hexdigest()
-    raise CapsuleError(f"{layout}: no image tagged {ref!r} in index.json")
+        for blob in blobs:
+            with blob.open() as stream:
+                _blob(tar, blob.digest, blob.size, stream)

@@ -196,11 +196,11 @@ def replay_in_image(
         where = ""
     engine = open_engine(engine_name)
     if engine.has_image(image_id) is None:
-        raise EngineMissing(
-            f"image {image_id[:19]}… {where}is not in {engine.label}; run `capsule build "
-            f"{capsule.path} --engine {engine.name}` or `capsule import` the capsule's export with "
-            "its image"
+        hint = engine.missing_hint or (
+            f"run `capsule build {capsule.path} --engine {engine.name}` or `capsule import` the "
+            "capsule's export with its image"
         )
+        raise EngineMissing(f"image {image_id[:19]}… {where}is not in {engine.label}; {hint}")
     argv = [f"{IMAGE_TREE}/venv/bin/capsule", "replay", "/capsule", "--out", "/out/replay"]
     argv += ["--on", "host"]
     argv += ["--threads", str(threads)] if threads else []

@@ -120,15 +120,17 @@ def sweep(
     on: Where = Where.host,
 ) -> SweepResult:
     """Run what is missing of the plan on the named executor (`builder.executors.EXECUTORS`),
-    or `on` an engine in containers of the capsule's image; keep every finished run, store
-    the record."""
+    in the executor's Python or (`on` an engine) in containers of the capsule's image — here,
+    or one per Slurm task; keep every finished run, store the record."""
     runner: Executor
     if on == Where.host:
         runner = get_executor(executor)
+    elif executor == "slurm":
+        from builder.executors.slurm import SlurmArray
+
+        runner = SlurmArray(on.value)
     elif executor != "local":
-        raise BadInput(
-            f"--on {on} runs in containers here; it does not go with --executor {executor}"
-        )
+        raise BadInput(f"--on {on} does not go with --executor {executor}")
     else:
         from builder.executors.container import ContainerRuns
 

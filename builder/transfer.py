@@ -30,6 +30,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import os
+import re
 import shutil
 import stat
 import tarfile
@@ -67,6 +68,8 @@ COMPRESSED = {
     b"\x28\xb5\x2f\xfd": "zstd",
 }
 SIDECAR = "manifest.sha256"
+BLOB = re.compile(r"blobs/sha256/[0-9a-f]{64}")  # a blob of an OCI export's image layout
+MAX_LAYOUT_BLOBS = 1024  # manifests, configs and layers of an OCI export's images
 # what tarfile raises on a damaged or crafted archive (a bad sparse map is a ValueError)
 UNREADABLE = (tarfile.TarError, EOFError, ValueError, OverflowError, UnicodeError, OSError)
 
@@ -180,7 +183,7 @@ def _safe_name(member: tarfile.TarInfo, source: Path) -> PurePosixPath:
         member.type not in (tarfile.REGTYPE, tarfile.AREGTYPE) or member.issparse()
     ):
         raise BadInput(f"{source}: member {_show(name)}: sparse and contiguous files are refused")
-    if path.parts[0] not in ("capsule", "images"):
+    if path.parts[0] not in ("capsule", "images", "oci-layout", "index.json", "blobs"):
         raise BadInput(f"{source}: member {_show(name)}: not part of a capsule export")
     if path.parts[0] == "images" and (len(path.parts) != 2 or not path.name.endswith(".tar.gz")):
         raise BadInput(f"{source}: member {_show(name)}: unexpected file under images/")
@@ -354,7 +357,10 @@ def import_capsule(
         verify_capsule(stage.stage)
         check_signature_covers(stage.stage, content_digest(manifest))
         for image_file in images:
-            _load_image(manifest, image_file, engine_name, observer.log)
+            if image_file.name == "layout":
+                _load_layout(manifest, image_file, engine_name, observer.log)
+            else:
+                _load_image(manifest, image_file, engine_name, observer.log)
         shutil.rmtree(images_dir, ignore_errors=True)
         stage.commit(None)
     return ImportResult(
@@ -374,6 +380,7 @@ def _unpack(
     manifest: Manifest | None = None
     listed: dict[str, ArtifactRef] = {}
     images_listed: set[str] = set()
+    layout_names = {"oci-layout", "index.json", "blobs", "blobs/sha256"}  # an OCI export's image
     directories = {"capsule"}
     limit = 3  # before the manifest: capsule/, manifest.json, manifest.sha256
     seen: set[str] = set()
@@ -450,6 +457,18 @@ def _unpack(
             _make_dirs(images_dir.parent, PurePosixPath(images_dir.name))
             images.append(images_dir / path.name)
             _copy_member(tar, member, source, images[-1])
+        elif manifest.images and (name in layout_names or BLOB.fullmatch(name)):
+            if not images:  # the first member of an OCI layout: room for its blobs
+                images.append(images_dir / "layout")
+                limit += len(layout_names) + MAX_LAYOUT_BLOBS
+                directories |= {"blobs", "blobs/sha256"}
+            target = images[0] / name
+            _make_dirs(images_dir.parent, PurePosixPath(images_dir.name) / "layout" / path.parent)
+            digest = _copy_member(tar, member, source, target)
+            if BLOB.fullmatch(name) and digest != path.name:
+                raise IntegrityError(
+                    f"{source}: member {_show(name)}: was altered (sha256 {digest[:12]}…)"
+                )
         else:
             raise BadInput(f"{source}: member {_show(name)}: not listed in the manifest; refused")
     if record is None or manifest is None:
@@ -480,3 +499,41 @@ def _load_image(manifest: Manifest, image_file: Path, engine_name: str, log: Log
             f"{recorded.image_id[:19]}…"
         )
     engine.tag(recorded.image_id, recorded.tag)
+
+
+def _load_layout(manifest: Manifest, layout: Path, engine_name: str, log: Log) -> None:
+    """An OCI export's image layout: exactly the recorded images, tagged with their variants
+    and referring only to blobs it holds (each was checked against its name while copied),
+    each config hashing to the recorded image ID; loaded as a `docker save` archive."""
+    from builder.engines import open_engine
+    from builder.engines.layout import REF_NAME, archive_chunks, image_manifest, read_index
+
+    try:
+        entries = read_index(layout)
+        tags = sorted(str(e.get("annotations", {}).get(REF_NAME)) for e in entries)
+        if tags != sorted(manifest.images):
+            raise BadInput(
+                f"index.json: tags {tags}; the manifest records images {sorted(manifest.images)}"
+            )
+        used = set()
+        for entry in entries:
+            found = image_manifest(layout, str(entry["annotations"][REF_NAME]))
+            assert found is not None
+            used |= {entry["digest"], found["config"]["digest"]}
+            used |= {layer["digest"] for layer in found["layers"]}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
+        raise BadInput(f"the OCI layout in the export is unreadable: {_reason(error)}") from None
+    held = {f"sha256:{p.name}" for p in (layout / "blobs" / "sha256").iterdir()}
+    if used - held or held - used:
+        what, odd = ("missing", used - held) if used - held else ("not used", held - used)
+        raise IntegrityError(f"blobs/sha256/{sorted(odd)[0][7:19]}…: {what} by the images")
+    engine = open_engine(engine_name)
+    for variant, recorded in sorted(manifest.images.items()):
+        log(f"import: loading the {variant} image into {engine.label}")
+        engine.load(archive_chunks(layout, variant, layout.parent))
+        if engine.has_image(recorded.image_id) is None:
+            raise IntegrityError(
+                f"index.json: the {variant} image did not load as the recorded image "
+                f"{recorded.image_id[:19]}…"
+            )
+        engine.tag(recorded.image_id, recorded.tag)

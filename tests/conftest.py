@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -36,10 +37,17 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     items.sort(key=lambda item: item.get_closest_marker("docker") is None)
 
 
-def capsule(*args: object, timeout: int = 600) -> subprocess.CompletedProcess[str]:
-    """Run the installed CLI; tests assert on its exit code, stdout and stderr."""
+def capsule(
+    *args: object, timeout: int = 600, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run the installed CLI (`env`: variables set for it); tests assert on its exit code,
+    stdout and stderr."""
     return subprocess.run(
-        [str(CAPSULE_BIN), *map(str, args)], capture_output=True, text=True, timeout=timeout
+        [str(CAPSULE_BIN), *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **env} if env else None,
     )
 
 

@@ -72,6 +72,46 @@ def replay_in_image_is_identical(capsule_dir: Path, out: Path) -> dict:  # type:
     return record
 
 
+def without_daemons(tmp: Path) -> dict[str, str]:
+    """A cluster node's environment for a command: no Docker or Podman service to reach (their
+    sockets point nowhere), neither program on PATH — only runc and umoci — and an OCI store of
+    its own."""
+    tools = tmp / "bin"
+    tools.mkdir()
+    for tool in ("runc", "umoci"):
+        (tools / tool).symlink_to(shutil.which(tool) or tool)
+    return {
+        "PATH": str(tools),
+        "DOCKER_HOST": "unix:///nonexistent/docker.sock",
+        "CAPSULE_PODMAN_HOST": "unix:///nonexistent/podman.sock",
+        "CAPSULE_OCI_STORE": str(tmp / "oci-store"),
+    }
+
+
+def replay_on_oci_is_identical(capsule_dir: Path, tmp: Path) -> dict:  # type: ignore[type-arg]
+    """Export the capsule with its image as an OCI archive here; on a 'node' without daemons
+    import it into the daemonless engine and replay it there with runc: `identical`."""
+    tmp.mkdir()
+    archive = tmp / "capsule.oci.tar"
+    ok(capsule("export", capsule_dir, "--format", "oci", "--out", archive))
+    node = without_daemons(tmp)
+    try:
+        no_daemon = capsule("replay", capsule_dir, "--on", "docker", "--out", tmp / "x", env=node)
+        assert no_daemon.returncode == 4, no_daemon.stderr  # there is no daemon there indeed
+        ok(capsule("import", archive, "--engine", "oci", "--out", tmp / "imported", env=node))
+        ok(capsule("replay", tmp / "imported", "--on", "oci", "--out", tmp / "r", env=node))
+        record = json.loads((tmp / "r" / "replay.json").read_text())
+        assert record["on"] == "oci"
+        assert record["image_id"] == manifest(capsule_dir)["images"]["cpu"]["image_id"]
+        diff = capsule("diff", capsule_dir, tmp / "r", "--json", "--require", "identical")
+        assert json.loads(ok(diff).stdout)["verdict"] == "identical"
+        assert list((tmp / "oci-store" / "runs").iterdir()) == []  # no run left behind
+        return record  # type: ignore[no-any-return]
+    finally:  # gigabytes: the archive, the store's blobs and its unpacked bundle
+        archive.unlink(missing_ok=True)
+        shutil.rmtree(tmp / "oci-store", ignore_errors=True)
+
+
 # ---------------------------------------------------------------- one real image per framework
 
 
@@ -90,6 +130,7 @@ def test_torch_image_records_its_wheels_and_replays_identically(
     assert not any("pytest" in w or "hypothesis" in w for w in names)  # dev tools stay out
     ok(capsule("verify", torch_image))
     replay_in_image_is_identical(torch_image, tmp_path / "r")
+    replay_on_oci_is_identical(torch_image, tmp_path / "node")
 
 
 def test_tensorflow_image_builds_and_replays_identically(
@@ -102,6 +143,7 @@ def test_tensorflow_image_builds_and_replays_identically(
     assert any(w.startswith("wheelhouse/tensorflow_cpu-2.21.0") for w in names)
     assert not any(w.startswith("wheelhouse/torch-") for w in names)
     replay_in_image_is_identical(tmp_path / "c", tmp_path / "r")
+    replay_on_oci_is_identical(tmp_path / "c", tmp_path / "node")
 
 
 def test_image_holds_each_wheel_once_installed_and_no_wheelhouse(small_image: Path) -> None:
@@ -389,21 +431,25 @@ print(json.dumps({
 """
 
 
-def test_the_confinement_is_the_same_on_both_engines(podman_image: Path, tmp_path: Path) -> None:
+def test_the_confinement_is_the_same_on_every_engine(
+    podman_image: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A probe in the running container (the replay's own path: Engine.run under CONFINEMENT)
     reports what it may do: no network, not root, no capabilities, no new privileges, bounded
     processes, memory and open files, the capsule and the root file system read-only, /tmp a
-    private tmpfs."""
+    private tmpfs — the same under Docker, Podman and runc (the daemonless engine)."""
     from builder.engines import CONFINEMENT, Job, Mount, open_engine
 
+    monkeypatch.setenv("CAPSULE_OCI_STORE", str(tmp_path / "oci-store"))
     image_id = manifest(podman_image)["images"]["cpu"]["image_id"]
+    open_engine("oci").load(open_engine("docker").save(image_id))
     job = Job(["/opt/capsule/venv/bin/python", "-c", PROBE], [Mount(podman_image, "/capsule")])
     seen = {}
-    for name in ("docker", "podman"):
+    for name in ("docker", "podman", "oci"):
         code, last = open_engine(name).run(image_id, job, lambda line: None)
         assert code == 0, last
         seen[name] = json.loads(last)
-    assert seen["docker"] == seen["podman"], seen
+    assert seen["docker"] == seen["podman"] == seen["oci"], seen
     probe = seen["docker"]
     assert probe["uid"] == 65534 and probe["cap_eff"] == 0 and probe["no_new_privs"] == 1
     assert probe["interfaces"] == ["lo"]
@@ -417,6 +463,11 @@ def test_the_confinement_is_the_same_on_both_engines(podman_image: Path, tmp_pat
     gpu = Job(job.argv, job.mounts, gpu=True)
     with pytest.raises(EngineMissing, match="CDI"):
         open_engine("podman").run(image_id, gpu, lambda line: None)
+    runs = tmp_path / "oci-store" / "runs"
+    with pytest.raises(EngineMissing, match="NVIDIA container toolkit"):  # none on this host
+        open_engine("oci").run(image_id, gpu, lambda line: None)
+    assert list(runs.iterdir()) == []  # nothing left behind
+    assert "capsule-" not in subprocess.run(["runc", "list"], capture_output=True, text=True).stdout
 
 
 def test_container_limits_are_overridable_and_bad_values_refused(
@@ -496,7 +547,7 @@ def test_export_oci_is_an_oci_archive_of_the_recorded_image_with_the_capsule_ins
     files travel in the same tar (`capsule/…`)."""
     import tarfile
 
-    from builder.oci import config_digest
+    from builder.engines.layout import config_digest
 
     image_id = manifest(small_image)["images"]["cpu"]["image_id"]
     export = tmp_path / "small.oci.tar"

@@ -87,7 +87,9 @@ def replay(
     out_dir: Annotated[Path, typer.Option("--out", help="Directory to write the replay to.")],
     on: Annotated[
         WhereChoice,
-        typer.Option(help="Where to replay: this host, or the capsule's image (docker, podman)."),
+        typer.Option(
+            help="Where to replay: this host, or the capsule's image (docker, podman, oci)."
+        ),
     ] = WhereChoice.host,
     device: Annotated[
         DeviceChoice | None, typer.Option(help="Device to train on (default: as recorded).")
@@ -110,9 +112,10 @@ def replay(
 ) -> None:
     """Run the capsule again with its recorded data, order, seeds and controls; write RDIR.
 
-    --on docker|podman runs it in the image `capsule build` made: the capsule mounted
-    read-only, no network, an unprivileged user without capabilities or new privileges, bounded
-    processes and memory; --device cuda asks the engine for the GPUs (docker).
+    --on docker|podman|oci runs it in the image `capsule build` made (oci: no daemon; runc
+    runs the image `capsule import --engine oci` stored): the capsule mounted read-only, no
+    network, an unprivileged user without capabilities or new privileges, bounded processes and
+    memory; --device cuda asks the engine for the GPUs (docker; oci: NVIDIA's toolkit or CDI).
     """
     from builder.cli.progress import LINES, training
     from builder.controls import ensure_process_env

@@ -62,11 +62,13 @@ class WhereChoice(StrEnum):
     host = "host"
     docker = "docker"
     podman = "podman"
+    oci = "oci"
 
 
 class EngineChoice(StrEnum):
     docker = "docker"
     podman = "podman"
+    oci = "oci"
 
 
 class TierChoice(StrEnum):
@@ -98,8 +100,9 @@ EngineOption = Annotated[
     EngineChoice,
     typer.Option(
         "--engine",
-        help="Container engine: docker, or podman (its Docker-compatible service). The image "
-        "ID is the same on both.",
+        help="Container engine: docker, podman (its Docker-compatible service), or oci (no "
+        "daemon: an OCI store run by umoci and runc; it imports and runs images, docker or "
+        "podman build them). The image ID is the same on all three.",
     ),
 ]
 

@@ -56,8 +56,9 @@ def sweep(
     on: Annotated[
         WhereChoice,
         typer.Option(
-            help="Where the runs execute: this host, or containers of the capsule's image on "
-            "docker or podman (--jobs containers at once)."
+            help="Where the runs execute: this host's (or each Slurm node's) Python, or "
+            "containers of the capsule's image on docker, podman or oci (runc, no daemon): "
+            "--jobs containers at once, or one per Slurm task with --executor slurm."
         ),
     ] = WhereChoice.host,
     strict: Annotated[
@@ -219,8 +220,8 @@ def matrix(
     devices: Annotated[
         str,
         typer.Option(
-            help="Configurations: [host:|docker:|podman:]cpu|cuda[:THREADS], comma-separated, "
-            "e.g. cpu:1,cpu:2,docker:cpu,podman:cpu,cuda."
+            help="Configurations: [host:|docker:|podman:|oci:]cpu|cuda[:THREADS], "
+            "comma-separated, e.g. cpu:1,cpu:2,docker:cpu,podman:cpu,oci:cpu,cuda."
         ),
     ],
     out_dir: Annotated[

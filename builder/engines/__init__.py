@@ -17,12 +17,13 @@ from typing import Literal, Protocol, get_args
 
 from builder.observer import Log
 
-EngineName = Literal["docker", "podman"]
-Where = Literal["host", "docker", "podman"]  # where a job runs: this host or an engine's container
+EngineName = Literal["docker", "podman", "oci"]
+Where = Literal["host", "docker", "podman", "oci"]  # this host, or an engine's container
 ENGINE_NAMES: tuple[str, ...] = get_args(EngineName)
 ENGINES: dict[str, str] = {
     "docker": "builder.engines.docker:DockerEngine",
     "podman": "builder.engines.podman:PodmanEngine",
+    "oci": "builder.engines.runc:OciEngine",  # daemonless: umoci + runc
 }
 
 
@@ -130,8 +131,9 @@ class Job:
 
 
 class Engine(Protocol):
-    name: str  # as on the command line and in the image record: "docker", "podman"
+    name: str  # as on the command line and in the image record: "docker", "podman", "oci"
     label: str  # in sentences: "the Docker engine"
+    missing_hint: str  # how an image gets into it ("" : build it, or import an export)
 
     def check(self) -> None:
         """EngineMissing (exit 4), saying how to start it, unless the engine answers."""

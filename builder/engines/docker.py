@@ -44,6 +44,7 @@ class ApiEngine:
     label = "the Docker engine"
     start_hint = "start one with scripts/docker-up.sh or `dockerd &`"
     oci_load = False  # load the canonical image as an OCI layout rather than `docker save`'s
+    missing_hint = ""
 
     def __init__(self) -> None:
         try:

@@ -1,4 +1,6 @@
-"""Executor `slurm`: one Slurm job array through submitit, each task a warm process.
+"""Executor `slurm`: one Slurm job array through submitit, each task a warm process — on the
+node's Python, or (`--on docker|podman|oci`) one container of the capsule's image per task
+(executors/in_image.py), so the runs use the capsule's frozen environment.
 
 Without slurmdbd submitit cannot tell a crashed task from a queued one and would wait forever,
 so the queue is polled (`squeue -r`) and a task that left it without a result is reported.
@@ -14,6 +16,7 @@ import uuid
 
 from builder.errors import EngineMissing
 from builder.executors import Executor, Failure, Key, OnDone
+from builder.executors.in_image import image_of, run_chunk_in_image
 from builder.executors.journal import part_name, read_journal
 from builder.executors.work import run_chunk, worker_error
 from builder.store import Capsule
@@ -44,6 +47,9 @@ class SlurmArray:
     name = "slurm"
     poll = 0.5  # seconds between looks at the journals and the queue
 
+    def __init__(self, on: str = "host") -> None:
+        self.on = on  # "host": the node's Python; else the engine each task runs its image on
+
     def run(
         self, capsule: Capsule, todo: list[Key], jobs: int, on_done: OnDone, journal: str
     ) -> list[Failure]:
@@ -51,6 +57,8 @@ class SlurmArray:
             raise EngineMissing("executor slurm: sbatch/squeue not found (no Slurm here)")
         import submitit
 
+        if self.on != "host":
+            image_of(capsule, self.on)  # refused here, before any task, if the image is absent
         folder = capsule.path / ".slurm" / uuid.uuid4().hex[:8]  # fresh: job IDs restart with Slurm
         executor = submitit.SlurmExecutor(folder=folder)
         threads = capsule.manifest.spec.controls.threads
@@ -63,7 +71,13 @@ class SlurmArray:
         chunks = [todo[i::count] for i in range(count)]
         names = [part_name(journal, f"task{i}") for i in range(count)]
         try:
-            tasks = executor.map_array(run_chunk, [str(capsule.path)] * count, chunks, names)
+            if self.on == "host":
+                tasks = executor.map_array(run_chunk, [str(capsule.path)] * count, chunks, names)
+            else:
+                where = [str(capsule.path)] * count, [self.on] * count
+                tasks = executor.map_array(run_chunk_in_image, *where, chunks, names)
+        except EngineMissing:
+            raise
         except Exception as error:  # sbatch refused, or Slurm is down
             raise EngineMissing(f"executor slurm: submitting failed: {error}") from None
         wanted, seen = set(todo), set[Key]()

@@ -12,6 +12,7 @@ import ctypes
 import hashlib
 import os
 import signal
+import socket
 import sys
 import tempfile
 from collections.abc import Callable
@@ -23,6 +24,7 @@ import numpy as np
 from builder.executors import Failure, Key
 from builder.executors.journal import append_journal, part_name
 from builder.observer import SILENT
+from builder.records.enums import Where
 from builder.records.run import Outcome
 from builder.records.spec import Spec, UserSpec
 from builder.records.sweep import SweepRun
@@ -66,6 +68,8 @@ def run_one(capsule: str, init: int, order: int) -> SweepRun:
         final=outcome.final_values(),
         weights_sha256=weights_digest(weights),
         seconds=outcome.train_seconds,
+        on=Where.host,  # a container's relay (executors/in_image.py) writes its engine instead
+        node=socket.gethostname(),
     )
 
 

@@ -38,6 +38,7 @@ class Where(Closed):
     host = "host"
     docker = "docker"
     podman = "podman"
+    oci = "oci"
 
 
 class Tier(Closed):

@@ -4,6 +4,7 @@ over it (`capsule stats`, diff's equivalent tier)."""
 from typing import Literal
 
 from builder.model_base import Printed, Real, Strict
+from builder.records.enums import Where
 
 
 class SweepRun(Strict):
@@ -14,6 +15,11 @@ class SweepRun(Strict):
     final: dict[str, Real | None]
     weights_sha256: str
     seconds: Real
+    on: Where | None = None
+    """Where it ran: this host's Python, or a container of the capsule's image on an engine
+    (absent from runs recorded before)."""
+    node: str | None = None
+    """The machine's name (a Slurm node's, for a sweep on Slurm)."""
 
 
 class Summary(Strict):
