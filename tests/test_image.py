@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import shutil
+import socket
 import subprocess
 from collections.abc import Iterator
 from datetime import datetime
@@ -532,8 +533,45 @@ def test_a_sweep_on_podman_runs_in_containers_and_gives_the_hosts_numbers(
         digests
     )
     ok(capsule("verify", in_image))
-    refused = capsule("sweep", in_image, "--seeds", "2", "--on", "podman", "--executor", "slurm")
-    assert refused.returncode == 2 and "--executor slurm" in refused.stderr
+    assert {(r["on"], r["node"]) for r in found["runs"]} == {("podman", socket.gethostname())}
+    assert {r["on"] for r in here["runs"]} == {"host"}
+
+
+@pytest.mark.slurm
+def test_a_slurm_sweep_runs_each_task_in_the_image_without_a_daemon(
+    small_image: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`sweep --executor slurm --on oci`: each Slurm task runs its share in a container of the
+    capsule's image with runc (no daemon reachable); the runs equal a host sweep of the same
+    four seeds bit for bit, and each records where it ran."""
+    from builder.engines import open_engine
+
+    store = tmp_path / "oci-store"
+    monkeypatch.setenv("CAPSULE_OCI_STORE", str(store))
+    image_id = manifest(small_image)["images"]["cpu"]["image_id"]
+    open_engine("oci").load(open_engine("docker").save(image_id))
+    in_image, on_host = tmp_path / "image", tmp_path / "host"
+    shutil.copytree(small_image, in_image)
+    shutil.copytree(small_image, on_host)
+    node = {
+        "DOCKER_HOST": "unix:///nonexistent/docker.sock",
+        "CAPSULE_PODMAN_HOST": "unix:///nonexistent/podman.sock",
+        "CAPSULE_OCI_STORE": str(store),
+    }
+    sweep = ["--seeds", "4", "--jobs", "2", "--json"]
+    on_slurm = capsule("sweep", in_image, *sweep, "--executor", "slurm", "--on", "oci", env=node)
+    found = json.loads(ok(on_slurm).stdout)
+    assert found["ran"] == 4 and not found["failures"]
+    here = json.loads(ok(capsule("sweep", on_host, *sweep)).stdout)
+    key = ("init", "order", "final", "weights_sha256")
+    assert [{k: r[k] for k in key} for r in found["runs"]] == [
+        {k: r[k] for k in key} for r in here["runs"]
+    ]
+    stored = json.loads((in_image / manifest(in_image)["artifacts"]["sweep"]["path"]).read_text())
+    assert {(r["on"], r["node"]) for r in stored["runs"]} == {("oci", socket.gethostname())}
+    assert list((store / "runs").iterdir()) == []
+    ok(capsule("verify", in_image))
+    shutil.rmtree(store)
 
 
 # ---------------------------------------------------------------- export --format oci (issue 16)
