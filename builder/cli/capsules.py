@@ -119,6 +119,7 @@ def replay(
     """
     from builder.cli.progress import LINES, training
     from builder.controls import ensure_process_env
+    from builder.history import note
     from builder.records.results import RunSummary
     from builder.replay import replay_in_image, replay_on_host, replay_spec
     from builder.report.text import render_summary
@@ -152,6 +153,8 @@ def replay(
                     force=force,
                     sets=sets,
                 )
+    if not opened:  # a matrix's step: the matrix is what the history records
+        note(capsule, "replay", on.value, path=str(out_dir.resolve()))
     verb = "replayed" if on == WhereChoice.host else f"replayed in {on}"
     emit(
         RunSummary.of(record, out_dir), as_json, lambda: render_summary(out, record, out_dir, verb)
@@ -313,6 +316,8 @@ def inspect(
             sweep.stats if sweep else (),
             studies.audits if studies else (),
             digest,
+            studies.history if studies else (),
+            studies.ran_on if studies else (),
         )
 
     emit(as_document(record, studies, digest) if studies else record, as_json, render)

@@ -90,6 +90,7 @@ def export(
 ) -> None:
     """Write the capsule, and optionally its image (from --engine), into one file."""
     from builder.cli.progress import LINES
+    from builder.history import note
     from builder.report.text import render_export
     from builder.transfer import export as do_export
 
@@ -106,6 +107,9 @@ def export(
             result = do_export(
                 open_capsule(capsule), out_file, with_image, LINES, force, engine.value
             )
+    image_from = engine.value if result.with_image else None
+    path, size = str(Path(result.path).resolve()), result.bytes
+    note(capsule, "export", path=path, format=format_.value, engine=image_from, bytes=size)
     emit(
         result,
         as_json,
@@ -125,9 +129,13 @@ def import_(
 ) -> None:
     """Unpack an export safely, verify every digest, and load its image into --engine."""
     from builder.cli.progress import LINES
+    from builder.history import note
     from builder.report.text import render_import
     from builder.transfer import import_capsule
 
     with reported():
         result = import_capsule(source, out_dir, LINES, force, engine.value)
+    image_to = engine.value if result.images else None
+    size = source.stat().st_size
+    note(out_dir, "import", path=str(source.resolve()), engine=image_to, bytes=size)
     emit(result, as_json, lambda: render_import(out, result.name, out_dir, result.images))

@@ -80,6 +80,7 @@ def sweep(
     """
     from builder.cli.progress import sweeping
     from builder.controls import ensure_process_env
+    from builder.history import note
     from builder.records.enums import Where
     from builder.report.text import render_sweep, render_sweep_failures
     from builder.store import load_manifest
@@ -103,6 +104,8 @@ def sweep(
             except KeyboardInterrupt:
                 err.print("capsule: interrupted; finished runs are kept — run again to resume")
                 raise typer.Exit(130) from None
+    if result.ran:
+        note(capsule, "sweep", on.value, runs=result.ran, executor=executor.value)
     name = manifest.spec.name
     emit(
         result,
@@ -234,6 +237,7 @@ def matrix(
     trained model on every configuration; says whether each training is bit-identical to the
     capsule's baseline."""
     from builder.cli.progress import LINES
+    from builder.history import note
     from builder.matrix import csv_text, parse_devices
     from builder.matrix import matrix as do_matrix
     from builder.report.text import render_matrix
@@ -241,6 +245,8 @@ def matrix(
     with reported():
         configs = parse_devices(devices)
         result = do_matrix(open_capsule(capsule), configs, out_dir, LINES, force=False)
+    for where in sorted({c.on for c in configs}):
+        note(capsule, "matrix", where, path=str(out_dir.resolve()))
     if csv is not None:
         csv.write_text(csv_text(result))
     emit(result, as_json, lambda: render_matrix(out, result))

@@ -8,7 +8,8 @@ from pydantic import Field
 
 from builder.model_base import Printed
 from builder.records.audit import AuditRecord
-from builder.records.enums import Device
+from builder.records.enums import Device, Where
+from builder.records.history import HistoryEvent
 from builder.records.manifest import ImageRecord, Manifest
 from builder.records.replay import ReplayRecord
 from builder.records.run import Finding
@@ -133,3 +134,8 @@ class Studies(Printed):
 
     sweep: SweepStudy | None
     audits: list[AuditRecord]
+    history: list[HistoryEvent]
+    """This directory's history (not part of the capsule's digest, not exported)."""
+    ran_on: list[Where]
+    """Every place the capsule ran: host (the freeze), and where its sweep's runs, replays
+    and matrices ran."""

@@ -22,6 +22,7 @@ from builder.records.spec import Spec, UserSpec
 
 if TYPE_CHECKING:
     from builder.records.audit import AuditRecord
+    from builder.records.history import HistoryEvent
     from builder.records.matrix import MatrixRecord
     from builder.records.replay import ReplayRecord
     from builder.records.report import ReportResult
@@ -369,9 +370,12 @@ def render_describe(
     summaries: Sequence[Summary] = (),
     audits: Sequence[AuditRecord] = (),
     digest: str | None = None,
+    history: Sequence[HistoryEvent] = (),
+    ran_on: Sequence[str] = (),
 ) -> None:
     """`inspect`: what a capsule or replay holds — spec, controls, environment, outcome,
-    findings, its sweep's statistics and its upgrade audits, and the artifacts.
+    findings, its sweep's statistics and its upgrade audits, where it ran and its history
+    here, and the artifacts.
 
     Renders only: `builder.inspection.inspect` loads a capsule's sweep and audits (each
     artifact's digest checked) and summarizes the sweep as `stats` does; a replay has neither,
@@ -475,7 +479,38 @@ def render_describe(
         if sweep is not None:
             render_stats_table(console, sweep.runs, summaries)
         render_audit_lines(console, audits)
+        if ran_on:
+            console.print(f"ran on     {', '.join(ran_on)}")
+        render_history(console, history)
     arts = Table("artifact", "path", "size", "sha256")
     for name, ref in record.artifacts.items():
         arts.add_row(name, ref.path, f"{ref.size:,}", ref.sha256[:16] + "…")
     console.print(arts)
+
+
+HISTORY_SHOWN = 20  # the newest events; --json has them all
+
+
+def render_history(console: Console, history: Sequence[HistoryEvent]) -> None:
+    """The capsule directory's history: each import, export, replay, sweep and matrix, where
+    it ran and what it wrote (newest last)."""
+    if not history:
+        return
+    table = Table("when (UTC)", "command", "on", "node", "what", title="history (this directory)")
+    for event in history[-HISTORY_SHOWN:]:
+        what = event.path or ""
+        if event.command == "export":
+            what = f"{event.format} → {what}"
+            what += f" (image from {event.engine})" if event.engine else ""
+        elif event.command == "import":
+            what = f"from {what}"
+            what += f" (image into {event.engine})" if event.engine else ""
+        elif event.command == "sweep":
+            what = f"{event.runs} run(s), {event.executor}"
+        if event.bytes is not None:
+            what += f", {event.bytes / 2**20:,.1f} MiB"
+        when = event.at.replace("+00:00", "").replace("T", " ")
+        table.add_row(when, event.command, event.on or "", event.node, what)
+    console.print(table)
+    if len(history) > HISTORY_SHOWN:
+        console.print(f"           … and {len(history) - HISTORY_SHOWN} earlier (inspect --json)")
