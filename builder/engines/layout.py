@@ -176,10 +176,17 @@ def write_blob(layout: Path, digest: str, stream: IO[bytes]) -> None:
 
 
 def read_index(layout: Path) -> list[dict[str, Any]]:
+    """The layout's index entries (none for a layout not yet written)."""
     index = layout / "index.json"
     if not index.exists():
         return []
-    return list(json.loads(index.read_text()).get("manifests", []))
+    try:
+        entries = json.loads(index.read_text()).get("manifests", [])
+        if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+            raise ValueError("manifests is not a list of objects")
+    except (ValueError, AttributeError, OSError) as error:
+        raise IntegrityError(f"{index}: unreadable ({error})") from None
+    return entries
 
 
 def write_index(layout: Path, entries: list[dict[str, Any]]) -> None:

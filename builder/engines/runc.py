@@ -247,10 +247,10 @@ class OciEngine:
                 }
             )
         linux = config.setdefault("linux", {})
-        if c.network != "none" or not any(
-            n.get("type") == "network" for n in linux.get("namespaces", [])
-        ):
-            raise EngineMissing("the bundle's config has no private network namespace")
+        namespaces = linux.setdefault("namespaces", [])
+        for kind in ("pid", "network", "ipc", "uts", "mount"):  # network: loopback only
+            if not any(n.get("type") == kind for n in namespaces):
+                namespaces.append({"type": kind})
         resources = linux.setdefault("resources", {})
         resources["memory"] = {"limit": c.memory_bytes()}
         resources["pids"] = {"limit": c.pids}
