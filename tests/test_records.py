@@ -157,7 +157,9 @@ def test_a_capsule_written_before_the_records_moved_still_verifies_and_diffs(
     ok(capsule("verify", rep))
     shown = json.loads(ok(capsule("inspect", cap, "--json")).stdout)
     stored = json.loads((cap / "manifest.json").read_text())
-    assert {k: v for k, v in shown.items() if k not in ("sweep", "audits", "digest")} == stored
+    added = ("sweep", "audits", "digest", "history", "ran_on")
+    assert {k: v for k, v in shown.items() if k not in added} == stored
+    assert shown["history"] == [] and shown["ran_on"] == ["host"]  # runs recorded no place
     assert [r["init"] for r in shown["sweep"]["record"]["runs"]] == [1, 2]  # what text shows
     assert shown["sweep"]["stats"] and len(shown["audits"]) == 1
     assert ok(capsule("inspect", rep, "--json")).stdout == (rep / "replay.json").read_text()

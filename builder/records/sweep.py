@@ -1,7 +1,9 @@
 """The seed/order sweep stored in a capsule (artifact "sweep"), and the statistics printed
 over it (`capsule stats`, diff's equivalent tier)."""
 
-from typing import Literal
+from typing import Any, Literal
+
+from pydantic import SerializerFunctionWrapHandler, model_serializer
 
 from builder.model_base import Printed, Real, Strict
 from builder.records.enums import Where
@@ -20,6 +22,15 @@ class SweepRun(Strict):
     (absent from runs recorded before)."""
     node: str | None = None
     """The machine's name (a Slurm node's, for a sweep on Slurm)."""
+
+    @model_serializer(mode="wrap")
+    def _unknown_place_unwritten(self, write: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """A run recorded before runs said where they ran is written back as it was."""
+        data: dict[str, Any] = write(self)
+        for key in ("on", "node"):
+            if data.get(key) is None:
+                data.pop(key, None)
+        return data
 
 
 class Summary(Strict):
