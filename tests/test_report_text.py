@@ -22,6 +22,8 @@ from typing import Any
 import pytest
 from rich.console import Console
 
+from builder.history import read_history
+from builder.inspection import places
 from builder.records import load
 from builder.records.audit import AuditRecord, Trial, TrialVerdict
 from builder.records.enums import Device
@@ -151,7 +153,11 @@ def describe(directory: Path) -> str:
         stats = summaries(sweep) if sweep is not None else []
         audits = audits_of(directory, manifest)
         digest = content_digest(manifest)
-        return rendered(text.render_describe, manifest, sweep, stats, audits, digest)
+        history = read_history(directory)
+        ran_on = places(sweep, history)
+        return rendered(
+            text.render_describe, manifest, sweep, stats, audits, digest, history, ran_on
+        )
     return rendered(text.render_describe, replay_of(directory))
 
 
@@ -183,6 +189,7 @@ def test_describe_of_the_capsule_is_what_inspect_prints() -> None:
     assert lines[outcome + 6] == "│ 3     │ 0.37368    │ 16.25%    │ —       │ 17.50%   │"
     assert "trace      4 checkpoints over 45 steps" in lines
     assert "sweep: 2 init seed(s) x 1 order seed(s)" in lines
+    assert "ran on     host" in lines  # a fixture of before: runs recorded no place
     assert "upgrade    2026-11-27T14:52:52+00:00 on host: numpy 2.4.6 → 2.4.5 → identical" in lines
     assert (
         "│ audit/2d0dec799724 │ audits/audit-2d0dec799724.json │ 629   │ 2d0dec7997249afe… │"
