@@ -23,7 +23,7 @@ ENGINE_NAMES: tuple[str, ...] = get_args(EngineName)
 ENGINES: dict[str, str] = {
     "docker": "builder.engines.docker:DockerEngine",
     "podman": "builder.engines.podman:PodmanEngine",
-    "oci": "builder.engines.runc:OciEngine",  # daemonless: umoci + runc
+    "oci": "builder.engines.oci:OciEngine",  # daemonless: umoci + runc
 }
 
 
