@@ -21,6 +21,23 @@ CAPSULE_BIN = Path(sys.executable).parent / "capsule"
 DOCKER_TESTS = "tests/test_image.py"  # the one file that touches Docker and Podman
 
 
+@pytest.fixture(scope="session", autouse=True)
+def repository_left_as_it_was() -> Iterator[None]:
+    """Tests write only under their own temporary folders: at the end of a session (of each
+    xdist worker) nothing under tests/fixtures or capsules/ was added or changed (a replay of
+    a fixture capsule in place once added a history line to it)."""
+    yield
+    if not (ROOT / ".git").exists():
+        return
+    changed = subprocess.run(
+        ["git", "status", "--porcelain", "--", "tests/fixtures", "capsules"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    ).stdout
+    assert not changed, f"tests changed the repository:\n{changed}"
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Docker tests first: under `-n 2 --dist loadfile` (make test) their file is the longest
     unit of work, so it starts at once on one worker while the other takes every other file;

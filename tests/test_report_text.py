@@ -464,7 +464,8 @@ def test_evaluation_lines_are_what_evaluate_prints() -> None:
 
 def test_replay_summary_is_what_replay_prints(tmp_path: Path) -> None:
     out = tmp_path / "replay"
-    printed = stdout("replay", CAP, "--out", out)
+    shutil.copytree(CAP, tmp_path / "cap")  # a replay adds to the capsule's history
+    printed = stdout("replay", tmp_path / "cap", "--out", out)
     record = replay_of(out)
     words = rendered(text.render_summary, record, out, "replayed")
     assert words == printed
