@@ -1,0 +1,110 @@
+"""`Ops` for PyTorch (CPU or CUDA): each method one eager elementwise kernel (a kernel computes
+one IEEE operation per element, so nothing fuses two into a multiply-add), results flushed
+below 2**-126 (`builder/portable/ops.py`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from builder.portable.ops import TINY
+
+
+class TorchOps:
+    name = "torch"
+
+    def __init__(self, device: str = "cpu") -> None:
+        self.device = torch.device(device)
+        self._tiny = torch.tensor(TINY, dtype=torch.float32, device=self.device)
+
+    def tensor(self, array: Any) -> torch.Tensor:
+        """A float32 (or integer) tensor of a NumPy array, on this device."""
+        return torch.as_tensor(array, device=self.device)
+
+    def _flush(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.where(torch.abs(x) < self._tiny, x * 0.0, x)
+
+    def const(self, value: float) -> torch.Tensor:
+        return torch.tensor(value, dtype=torch.float32, device=self.device)
+
+    def add(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return self._flush(torch.add(a, b))
+
+    def sub(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return self._flush(torch.sub(a, b))
+
+    def mul(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return self._flush(torch.mul(a, b))
+
+    def div(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return self._flush(torch.div(a, b))
+
+    def neg(self, a: torch.Tensor) -> torch.Tensor:
+        return torch.neg(a)
+
+    def abs(self, a: torch.Tensor) -> torch.Tensor:
+        return torch.abs(a)
+
+    def floor(self, a: torch.Tensor) -> torch.Tensor:
+        return torch.floor(a)
+
+    def greater(self, a: torch.Tensor, b: torch.Tensor | int) -> torch.Tensor:
+        return torch.gt(a, b)
+
+    def where(self, condition: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return torch.where(condition, a, b)
+
+    def maximum(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return torch.where(torch.gt(a, b), a, b)
+
+    def shape(self, a: torch.Tensor) -> tuple[int, ...]:
+        return tuple(a.shape)
+
+    def pad_last(self, a: torch.Tensor, count: int, value: float) -> torch.Tensor:
+        return torch.nn.functional.pad(a, (0, count), value=value)
+
+    def move_to_last(self, a: torch.Tensor, axis: int) -> torch.Tensor:
+        return torch.movedim(a, axis, -1)
+
+    def take_rows(self, a: torch.Tensor, rows: Any) -> torch.Tensor:
+        return a[rows]
+
+    def one_hot(self, labels: torch.Tensor, classes: int) -> torch.Tensor:
+        return torch.nn.functional.one_hot(labels.long(), classes).to(torch.float32)
+
+    def float_bits(self, a: torch.Tensor) -> torch.Tensor:
+        return a.contiguous().view(torch.int32)
+
+    def bits_float(self, a: torch.Tensor) -> torch.Tensor:
+        return a.contiguous().view(torch.float32)
+
+    def shift_right(self, a: torch.Tensor, count: int) -> torch.Tensor:
+        return torch.bitwise_right_shift(a, count)
+
+    def shift_left(self, a: torch.Tensor, count: int) -> torch.Tensor:
+        return torch.bitwise_left_shift(a, count)
+
+    def bit_and(self, a: torch.Tensor, mask: int) -> torch.Tensor:
+        return torch.bitwise_and(a, mask)
+
+    def bit_or(self, a: torch.Tensor, mask: int) -> torch.Tensor:
+        return torch.bitwise_or(a, mask)
+
+    def int_add(self, a: torch.Tensor, value: int) -> torch.Tensor:
+        return torch.add(a, value)
+
+    def widen(self, a: torch.Tensor) -> torch.Tensor:
+        return a.to(torch.int64)
+
+    def int_mul(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return torch.mul(a, b)
+
+    def int_to_float(self, a: torch.Tensor) -> torch.Tensor:
+        return a.to(torch.float32)
+
+    def isqrt_guess(self, a: torch.Tensor) -> torch.Tensor:
+        return torch.sqrt(a.to(torch.float64)).to(torch.int64)
+
+    def float_to_int(self, a: torch.Tensor) -> torch.Tensor:
+        return a.to(torch.int32)

@@ -1,0 +1,244 @@
+"""The portable algorithm: sums, exp, log, a dense layer, ReLU, softmax cross-entropy, the MLP's
+explicit backward pass and Adam — each written only with `Ops`, in one fixed order.
+
+The orders, which every backend follows because they are written here and nowhere else:
+
+- **Sums** (`pairwise_sum`) run along the last axis: pad it with zeros to the next power of two
+  n, then add the first half to the second half elementwise (`x[:n/2] + x[n/2:]`) until one
+  element is left. A layer's inner product, the gradient's sum over the batch and the loss's
+  sum over the batch are all such sums.
+- **exp** (Cody & Waite's range reduction with Cephes' float32 polynomial): k = floor(x·log2(e)
+  + 1/2); r = (x - k·0.693359375) - k·(-2.12194440e-4); p = ((((((1.9875691500e-4·r +
+  1.3981999507e-3)·r + 8.3334519073e-3)·r + 4.1665795894e-2)·r + 1.6666665459e-1)·r +
+  5.0000001201e-1)·r²) + r + 1; the result is p·2^k with 2^k made from its bits. x is clamped to
+  [-88, 88] first; below -87.33654 the true result is not a normal float32 and the flush makes it
+  0, above 88.72284 it is +inf.
+- **log** of a positive normal x (Cephes' logf): x = m·2^e with m in [1, 2) from the bits, then
+  m ≥ √2 is halved (e + 1); f = m - 1 (exact); z = f²; y = (((((((((7.0376836292e-2·f -
+  1.1514610310e-1)·f + 1.1676998740e-1)·f - 1.2420140846e-1)·f + 1.4249322787e-1)·f -
+  1.6668057665e-1)·f + 2.0000714765e-1)·f - 2.4999993993e-1)·f + 3.3333331174e-1)·f)·z;
+  y = y + e·(-2.12194440e-4); y = y - 0.5·z; result = (f + y) + e·0.693359375.
+- **softmax cross-entropy** (mean over the batch): per row the maximum (a pairwise tree of
+  `maximum`), s = z - max, e = exp(s), S = Σ e, loss_row = log(S) - s[label]; loss = Σ loss_row / B;
+  the gradient (e / S - onehot) / B.
+- **Dense layer** z = x·W + b with W as [in, out]: the products x[b, i]·W[i, j] as one [B, in, out]
+  tensor, summed over `in`; the backward pass: dW = Σ_b x[b, i]·dz[b, j], db = Σ_b dz[b, j],
+  dx = Σ_j dz[b, j]·W[i, j], each a pairwise sum.
+- **Adam** (PyTorch's update, no weight decay), per step: β1^t and β2^t as running float32
+  products, c1 = 1 - β1^t, c2 = 1 - β2^t, step = lr / c1, s2 = √c2; per tensor m = β1·m + (1 -
+  β1)·g, v = β2·v + (1 - β2)·(g·g), denom = √v / s2 + ε, w = w - step·(m / denom).
+
+Every product, quotient, sum and difference is flushed below 2**-126 by `Ops` itself.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from builder.portable.ops import Ops
+
+T = Any
+
+EXP_HI, EXP_LO = 88.0, -88.0
+EXP_OVERFLOW = 88.72283935546875  # above: +inf
+LOG2E = 1.44269504088896341
+LN2_HI, LN2_LO = 0.693359375, -2.12194440e-4
+EXP_POLY = (1.9875691500e-4, 1.3981999507e-3, 8.3334519073e-3, 4.1665795894e-2,
+            1.6666665459e-1, 5.0000001201e-1)  # fmt: skip
+LOG_POLY = (7.0376836292e-2, -1.1514610310e-1, 1.1676998740e-1, -1.2420140846e-1,
+            1.4249322787e-1, -1.6668057665e-1, 2.0000714765e-1, -2.4999993993e-1,
+            3.3333331174e-1)  # fmt: skip
+SQRT2 = 1.41421356237309505
+
+
+def pairwise_sum(o: Ops, x: T) -> T:
+    """The sum over the last axis, in the fixed pairwise order (module docstring)."""
+    n = o.shape(x)[-1]
+    width = 1 if n <= 1 else 1 << (n - 1).bit_length()
+    if width > n:
+        x = o.pad_last(x, width - n, 0.0)
+    while width > 1:
+        width //= 2
+        x = o.add(x[..., :width], x[..., width:])
+    return x[..., 0]
+
+
+def pairwise_max(o: Ops, x: T) -> T:
+    """The maximum over the last axis (exact; the tree only fixes which of equal values wins)."""
+    n = o.shape(x)[-1]
+    width = 1 if n <= 1 else 1 << (n - 1).bit_length()
+    if width > n:
+        x = o.pad_last(x, width - n, float("-inf"))
+    while width > 1:
+        width //= 2
+        x = o.maximum(x[..., :width], x[..., width:])
+    return x[..., 0]
+
+
+def _horner(o: Ops, x: T, coefficients: tuple[float, ...]) -> T:
+    """((c0·x + c1)·x + c2)… — each product and sum its own operation."""
+    y = o.mul(o.const(coefficients[0]), x)
+    for c in coefficients[1:-1]:
+        y = o.mul(o.add(y, o.const(c)), x)
+    return o.add(y, o.const(coefficients[-1]))
+
+
+def exp(o: Ops, x: T) -> T:
+    """e**x in float32 (module docstring); max error measured in tests/test_portable.py."""
+    clamped = o.maximum(o.neg(o.maximum(o.neg(x), o.const(-EXP_HI))), o.const(EXP_LO))
+    k = o.floor(o.add(o.mul(clamped, o.const(LOG2E)), o.const(0.5)))
+    r = o.sub(o.sub(clamped, o.mul(k, o.const(LN2_HI))), o.mul(k, o.const(LN2_LO)))
+    p = o.add(o.add(o.mul(_horner(o, r, EXP_POLY), o.mul(r, r)), r), o.const(1.0))
+    scale = o.bits_float(o.shift_left(o.int_add(o.float_to_int(k), 127), 23))  # 2**k
+    result = o.mul(p, scale)
+    return o.where(o.greater(x, o.const(EXP_OVERFLOW)), o.const(float("inf")), result)
+
+
+def log(o: Ops, x: T) -> T:
+    """The natural logarithm of a positive normal float32 (module docstring)."""
+    bits = o.float_bits(x)
+    e = o.int_to_float(o.int_add(o.bit_and(o.shift_right(bits, 23), 255), -127))
+    m = o.bits_float(o.bit_or(o.bit_and(bits, 0x7FFFFF), 0x3F800000))  # [1, 2)
+    big = o.greater(m, o.const(SQRT2))
+    m = o.where(big, o.mul(m, o.const(0.5)), m)
+    e = o.where(big, o.add(e, o.const(1.0)), e)
+    f = o.sub(m, o.const(1.0))
+    z = o.mul(f, f)
+    y = o.mul(o.mul(_horner(o, f, LOG_POLY), f), z)
+    y = o.add(y, o.mul(e, o.const(LN2_LO)))
+    y = o.sub(y, o.mul(o.const(0.5), z))
+    return o.add(o.add(f, y), o.mul(e, o.const(LN2_HI)))
+
+
+def isqrt(o: Ops, n: T) -> T:
+    """⌊√n⌋ of int64 n < 2**53, exactly: the backend's guess, corrected by integer products."""
+    r = o.isqrt_guess(n)
+    for _ in range(2):
+        r = o.where(o.greater(o.int_mul(r, r), n), o.int_add(r, -1), r)
+    for _ in range(2):
+        up = o.int_add(r, 1)
+        r = o.where(o.greater(o.int_mul(up, up), n), r, up)
+    return r
+
+
+def sqrt(o: Ops, x: T) -> T:
+    """The correctly rounded square root of a non-negative float32 (zero or normal), from
+    integers: libraries' float32 sqrt is not always correctly rounded (PyTorch's CPU kernel
+    misses on ~0.5 % of inputs). x = m·2^k with m the 24-bit integer mantissa and k made even
+    (m doubled otherwise); r = ⌊√(m·2^26)⌋; 2r + (1 if r² < m·2^26) is converted to float32
+    (correctly rounded: the appended bit breaks what would be a false tie) and scaled by
+    2^(k/2 - 14)."""
+    bits = o.float_bits(x)
+    k = o.int_add(o.bit_and(o.shift_right(bits, 23), 255), -127 - 23)
+    m = o.bit_or(o.bit_and(bits, 0x7FFFFF), 0x800000)
+    odd = o.greater(o.bit_and(k, 1), 0)
+    m = o.where(odd, o.shift_left(m, 1), m)
+    k = o.where(odd, o.int_add(k, -1), k)
+    n = o.shift_left(o.widen(m), 26)
+    r = isqrt(o, n)
+    doubled = o.shift_left(r, 1)
+    inexact = o.greater(n, o.int_mul(r, r))
+    value = o.int_to_float(o.where(inexact, o.int_add(doubled, 1), doubled))
+    scale = o.bits_float(o.shift_left(o.int_add(o.shift_right(k, 1), 127 - 14), 23))
+    return o.where(o.greater(x, o.const(0.0)), o.mul(value, scale), x)
+
+
+def relu(o: Ops, z: T) -> T:
+    return o.where(o.greater(z, o.const(0.0)), z, o.const(0.0))
+
+
+def relu_backward(o: Ops, z: T, grad: T) -> T:
+    return o.where(o.greater(z, o.const(0.0)), grad, o.const(0.0))
+
+
+def dense(o: Ops, x: T, weight: T, bias: T) -> T:
+    """x [B, in] · weight [in, out] + bias [out]."""
+    products = o.mul(x[:, :, None], weight[None, :, :])  # [B, in, out]
+    return o.add(pairwise_sum(o, o.move_to_last(products, 1)), bias[None, :])
+
+
+def softmax_cross_entropy(o: Ops, logits: T, onehot: T) -> tuple[T, T]:
+    """(the mean loss over the batch, its gradient with respect to the logits)."""
+    rows = o.const(float(o.shape(logits)[0]))
+    shifted = o.sub(logits, pairwise_max(o, logits)[:, None])
+    e = exp(o, shifted)
+    total = pairwise_sum(o, e)
+    picked = pairwise_sum(o, o.where(o.greater(onehot, o.const(0.0)), shifted, o.const(0.0)))
+    loss = o.div(pairwise_sum(o, o.sub(log(o, total), picked)), rows)
+    grad = o.div(o.sub(o.div(e, total[:, None]), onehot), rows)
+    return loss, grad
+
+
+Layers = list[tuple[T, T]]  # (weight [in, out], bias [out]) per layer, input to output
+
+
+def mlp_forward(o: Ops, layers: Layers, x: T) -> tuple[T, list[tuple[T, T]]]:
+    """The logits, and per layer (its input, its pre-activation) for the backward pass."""
+    cache = []
+    a = x
+    for index, (weight, bias) in enumerate(layers):
+        z = dense(o, a, weight, bias)
+        cache.append((a, z))
+        a = relu(o, z) if index < len(layers) - 1 else z
+    return a, cache
+
+
+def mlp_gradients(o: Ops, layers: Layers, x: T, onehot: T) -> tuple[T, T, Layers]:
+    """(loss, logits, per-layer (dW, db)) of a ReLU MLP under softmax cross-entropy."""
+    logits, cache = mlp_forward(o, layers, x)
+    loss, dz = softmax_cross_entropy(o, logits, onehot)
+    grads: Layers = []
+    for index in range(len(layers) - 1, -1, -1):
+        a, _ = cache[index]
+        weight, _ = layers[index]
+        products = o.mul(a[:, :, None], dz[:, None, :])  # [B, in, out]
+        weight_grad = pairwise_sum(o, o.move_to_last(products, 0))
+        grads.append((weight_grad, pairwise_sum(o, o.move_to_last(dz, 0))))
+        if index > 0:
+            da = pairwise_sum(o, o.mul(dz[:, None, :], weight[None, :, :]))  # [B, in]
+            dz = relu_backward(o, cache[index - 1][1], da)
+    return loss, logits, grads[::-1]
+
+
+@dataclass
+class AdamState:
+    """Adam's moments per tensor and the running powers β1^t, β2^t (float32 scalars)."""
+
+    m: list[T] = field(default_factory=list)
+    v: list[T] = field(default_factory=list)
+    beta1_power: T = None
+    beta2_power: T = None
+    steps: int = 0
+
+
+def adam_step(
+    o: Ops,
+    params: list[T],
+    grads: list[T],
+    state: AdamState,
+    lr: float,
+    betas: tuple[float, float],
+    eps: float,
+) -> list[T]:
+    """One Adam update (PyTorch's, no weight decay) in the fixed order; returns the new
+    parameters and advances `state`."""
+    b1, b2 = o.const(betas[0]), o.const(betas[1])
+    one = o.const(1.0)
+    if state.steps == 0:
+        state.m = [o.mul(p, o.const(0.0)) for p in params]
+        state.v = [o.mul(p, o.const(0.0)) for p in params]
+        state.beta1_power, state.beta2_power = one, one
+    state.steps += 1
+    state.beta1_power = o.mul(state.beta1_power, b1)
+    state.beta2_power = o.mul(state.beta2_power, b2)
+    step = o.div(o.const(lr), o.sub(one, state.beta1_power))
+    root = sqrt(o, o.sub(one, state.beta2_power))
+    keep1, keep2 = o.sub(one, b1), o.sub(one, b2)
+    updated = []
+    for i, (p, g) in enumerate(zip(params, grads, strict=True)):
+        state.m[i] = o.add(o.mul(b1, state.m[i]), o.mul(keep1, g))
+        state.v[i] = o.add(o.mul(b2, state.v[i]), o.mul(keep2, o.mul(g, g)))
+        denom = o.add(o.div(sqrt(o, state.v[i]), root), o.const(eps))
+        updated.append(o.sub(p, o.mul(step, o.div(state.m[i], denom))))
+    return updated
