@@ -3,7 +3,8 @@ the capsule, read by `inspect`.
 
 Appending is best effort: a capsule on a read-only file system, or someone else's, is used all
 the same and gains no line. Each line is one write on an O_APPEND descriptor (no lock needed);
-reading takes at most MAX_BYTES and skips lines that do not parse (a torn line, a hand edit).
+reading takes the last MAX_BYTES (the newest events) and skips lines that do not parse (a torn
+line, a hand edit).
 """
 
 from __future__ import annotations
@@ -50,8 +51,12 @@ def read_history(capsule: Path) -> list[HistoryEvent]:
     except OSError:
         return []
     with os.fdopen(fd, "rb") as f:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):  # a FIFO or a device is never read
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):  # a FIFO or a device is never read
             return []
+        if info.st_size > MAX_BYTES:  # the newest events: the last MAX_BYTES, whole lines
+            f.seek(info.st_size - MAX_BYTES)
+            f.readline()
         data = f.read(MAX_BYTES)
     events = []
     for line in data.decode(errors="replace").splitlines():

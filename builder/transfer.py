@@ -380,7 +380,7 @@ def _unpack(
     manifest: Manifest | None = None
     listed: dict[str, ArtifactRef] = {}
     images_listed: set[str] = set()
-    layout_names = {"oci-layout", "index.json", "blobs", "blobs/sha256"}  # an OCI export's image
+    layout_names = {"oci-layout", "index.json"}  # an OCI export's image: these, and its blobs
     directories = {"capsule"}
     limit = 3  # before the manifest: capsule/, manifest.json, manifest.sha256
     seen: set[str] = set()
@@ -454,13 +454,17 @@ def _unpack(
         elif name == f"capsule/{SIGNATURE}":
             _write_new(root / SIGNATURE, _read_member(tar, member, source, MAX_SIGNATURE_BYTES))
         elif name in images_listed:
+            if images_dir / "layout" in images:
+                raise BadInput(f"{source}: member {_show(name)}: an image in two forms; refused")
             _make_dirs(images_dir.parent, PurePosixPath(images_dir.name))
             images.append(images_dir / path.name)
             _copy_member(tar, member, source, images[-1])
         elif manifest.images and (name in layout_names or BLOB.fullmatch(name)):
+            if images and images != [images_dir / "layout"]:
+                raise BadInput(f"{source}: member {_show(name)}: an image in two forms; refused")
             if not images:  # the first member of an OCI layout: room for its blobs
                 images.append(images_dir / "layout")
-                limit += len(layout_names) + MAX_LAYOUT_BLOBS
+                limit += len(layout_names) + 2 + MAX_LAYOUT_BLOBS
                 directories |= {"blobs", "blobs/sha256"}
             target = images[0] / name
             _make_dirs(images_dir.parent, PurePosixPath(images_dir.name) / "layout" / path.parent)
@@ -521,9 +525,9 @@ def _load_layout(manifest: Manifest, layout: Path, engine_name: str, log: Log) -
             assert found is not None
             used |= {entry["digest"], found["config"]["digest"]}
             used |= {layer["digest"] for layer in found["layers"]}
+        held = {f"sha256:{p.name}" for p in (layout / "blobs" / "sha256").iterdir()}
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
         raise BadInput(f"the OCI layout in the export is unreadable: {_reason(error)}") from None
-    held = {f"sha256:{p.name}" for p in (layout / "blobs" / "sha256").iterdir()}
     if used - held or held - used:
         what, odd = ("missing", used - held) if used - held else ("not used", held - used)
         raise IntegrityError(f"blobs/sha256/{sorted(odd)[0][7:19]}…: {what} by the images")

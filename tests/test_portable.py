@@ -41,7 +41,7 @@ def ulps(got: np.ndarray, exact: np.ndarray) -> np.ndarray:
 
 def test_exp_and_log_are_the_references_bits_and_within_two_ulps_of_float64() -> None:
     o = TorchOps()
-    x = hard_inputs(-87.0, 88.0)
+    x = hard_inputs(-87.0, 88.72)
     got = exp(o, o.tensor(x))
     assert np.array_equal(bits(got), bits(ref.exp(x)))
     assert ulps(got.numpy(), np.exp(x.astype(np.float64))).max() <= 2.0
@@ -111,7 +111,7 @@ def test_training_steps_are_the_references_bits(
     layers = layers_of(x.shape[1], 3)
     params = [o.tensor(a) for layer in layers for a in layer]
     state = AdamState()
-    flat = [a for layer in layers for a in layer]
+    flat = [ref.f(a) for layer in layers for a in layer]
     adam = ref.Adam(5e-4, (0.9, 0.999), 1e-8)
     for step in range(steps):
         rows = order[step * 32 : (step + 1) * 32]

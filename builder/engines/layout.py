@@ -74,10 +74,12 @@ def saved_images(sources: dict[str, tarfile.TarFile], ids: dict[str, str]) -> tu
             )
         diff_ids = json.loads(config)["rootfs"]["diff_ids"]
         layers = []
+        if len(archive[0]["Layers"]) != len(diff_ids):
+            raise IntegrityError(f"images.{ref}: the archive's layers are not its config's")
         for name, diff_id in zip(archive[0]["Layers"], diff_ids, strict=True):
             size, digest = _hash_member(source, name)
             if digest != diff_id:
-                raise CapsuleError(f"images.{ref}: layer {name} is not its diff_id")
+                raise IntegrityError(f"images.{ref}: layer {name} is not its diff_id")
             layers.append(Blob(digest, size, source=source, member=name))
         image_manifest = json_blob(
             {
@@ -108,14 +110,20 @@ def saved_images(sources: dict[str, tarfile.TarFile], ids: dict[str, str]) -> tu
 
 
 def _member(source: tarfile.TarFile, name: str) -> bytes:
-    member = source.extractfile(name)
+    try:
+        member = source.extractfile(name)
+    except KeyError:
+        member = None
     if member is None:
         raise CapsuleError(f"the saved image archive has no file {name!r}")
     return member.read()
 
 
 def _hash_member(source: tarfile.TarFile, name: str) -> tuple[int, str]:
-    member = source.extractfile(name)
+    try:
+        member = source.extractfile(name)
+    except KeyError:
+        member = None
     if member is None:
         raise CapsuleError(f"the saved image archive has no file {name!r}")
     digest, size = hashlib.sha256(), 0
@@ -168,6 +176,8 @@ def write_blob(layout: Path, digest: str, stream: IO[bytes]) -> None:
                 f.write(chunk)
             if "sha256:" + hasher.hexdigest() != digest:
                 raise IntegrityError(f"blob {digest[:19]}…: its bytes hash to another digest")
+            f.flush()
+            os.fsync(f.fileno())  # on disk before it has its digest's name
             os.chmod(f.name, 0o644)
             os.replace(f.name, target)
         except BaseException:
@@ -217,10 +227,15 @@ def image_manifest(layout: Path, ref: str) -> dict[str, Any] | None:
     """The image manifest tagged `ref`, or None; its blob checked against its digest."""
     for entry in read_index(layout):
         if entry.get("annotations", {}).get(REF_NAME) == ref:
-            data = _blob_path(layout, entry["digest"]).read_bytes()
-            if "sha256:" + hashlib.sha256(data).hexdigest() != entry["digest"]:
-                raise IntegrityError(f"{layout}: the manifest of {ref!r} was altered")
-            return dict(json.loads(data))
+            try:
+                data = _blob_path(layout, str(entry["digest"])).read_bytes()
+                if "sha256:" + hashlib.sha256(data).hexdigest() != entry["digest"]:
+                    raise ValueError("its blob was altered")
+                manifest = json.loads(data)
+                manifest["config"]["digest"], manifest["layers"]
+            except (OSError, ValueError, KeyError, TypeError) as error:
+                raise IntegrityError(f"{layout}: the manifest of {ref!r}: {error}") from None
+            return dict(manifest)
     return None
 
 

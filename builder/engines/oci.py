@@ -24,6 +24,7 @@ import hashlib
 import json
 import os
 import shutil
+import stat
 import subprocess
 import tarfile
 import tempfile
@@ -41,11 +42,48 @@ from builder.engines.layout import (
     read_index,
     write_index,
 )
-from builder.errors import BadInput, EngineMissing
+from builder.errors import BadInput, EngineMissing, IntegrityError
 
 STORE_ENV = "CAPSULE_OCI_STORE"
+RUNTIME_MOUNTS = [  # runc's (and umoci's) default mounts
+    {"destination": "/proc", "type": "proc", "source": "proc"},
+    {"destination": "/dev", "type": "tmpfs", "source": "tmpfs",
+     "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]},
+    {"destination": "/dev/pts", "type": "devpts", "source": "devpts",
+     "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]},
+    {"destination": "/dev/shm", "type": "tmpfs", "source": "shm",
+     "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]},
+    {"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue",
+     "options": ["nosuid", "noexec", "nodev"]},
+    {"destination": "/sys", "type": "sysfs", "source": "sysfs",
+     "options": ["nosuid", "noexec", "nodev", "ro"]},
+    {"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup",
+     "options": ["nosuid", "noexec", "nodev", "relatime", "ro"]},
+]  # fmt: skip
+MASKED_PATHS = ["/proc/kcore", "/proc/latency_stats", "/proc/timer_list", "/proc/timer_stats",
+                "/proc/sched_debug", "/sys/firmware", "/proc/scsi"]  # fmt: skip
+READONLY_PATHS = ["/proc/asound", "/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys",
+                  "/proc/sysrq-trigger"]  # fmt: skip
+CLONE_NEWUSER = 0x10000000
+SECCOMP = {  # what Docker's default profile refuses a process without capabilities
+    "defaultAction": "SCMP_ACT_ALLOW",
+    "architectures": ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"],
+    "syscalls": [
+        {"names": ["unshare", "setns", "keyctl", "add_key", "request_key", "bpf",
+                   "userfaultfd", "perf_event_open", "ptrace", "process_vm_readv",
+                   "process_vm_writev", "mount", "umount2", "pivot_root", "kexec_load",
+                   "kexec_file_load", "init_module", "finit_module", "delete_module",
+                   "open_by_handle_at", "name_to_handle_at", "swapon", "swapoff", "reboot",
+                   "acct", "fsopen", "fsmount", "move_mount", "open_tree"],
+         "action": "SCMP_ACT_ERRNO", "errnoRet": 1},
+        {"names": ["clone"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1,
+         "args": [{"index": 0, "value": CLONE_NEWUSER, "valueTwo": CLONE_NEWUSER,
+                   "op": "SCMP_CMP_MASKED_EQ"}]},
+        {"names": ["clone3"], "action": "SCMP_ACT_ERRNO", "errnoRet": 38},  # ENOSYS: clone
+    ],
+}  # fmt: skip
 TOOLS = ("runc", "umoci")
-CDI_DIRS = (Path("/etc/cdi"), Path("/var/run/cdi"))
+CDI_DIRS = (Path("/var/run/cdi"), Path("/etc/cdi"))  # CDI: the first wins
 NVIDIA_HOOK = "nvidia-container-runtime-hook"  # the NVIDIA container toolkit's OCI hook
 
 
@@ -76,6 +114,7 @@ class OciEngine:
     def __init__(self) -> None:
         self.check()
         self.root = store_root()
+        self._check_store()
         self.layout = self.root / "layout"
         self.bundles = self.root / "bundles"
         self.runs = self.root / "runs"
@@ -93,6 +132,20 @@ class OciEngine:
                 "Apptainer (README, 'On a cluster')"
             )
 
+    def _check_store(self) -> None:
+        """runc runs as root what the store holds: the store must be root's alone (owned by
+        root, writable by no one else), or anyone who can write it could run code as root."""
+        self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        for folder in (self.root, *(self.root / n for n in ("layout", "bundles", "runs"))):
+            if not folder.exists():
+                continue
+            info = folder.lstat()
+            if not stat.S_ISDIR(info.st_mode) or info.st_uid != 0 or info.st_mode & 0o022:
+                raise BadInput(
+                    f"{folder}: the OCI store must be a directory owned by root and writable "
+                    f"by no one else ({STORE_ENV} names another)"
+                )
+
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
         """The store's lock: one writer of the index or a bundle at a time."""
@@ -106,8 +159,11 @@ class OciEngine:
     def has_image(self, ref: str) -> str | None:
         if not ref.startswith("sha256:") or not self.layout.exists():
             return None
-        manifest = image_manifest(self.layout, image_tag(ref))
-        if manifest is None or manifest["config"]["digest"] != ref:
+        try:
+            manifest = image_manifest(self.layout, image_tag(ref))
+            if manifest is None or manifest["config"]["digest"] != ref:
+                return None
+        except (OSError, KeyError, TypeError):  # removed meanwhile, or not an image manifest
             return None
         return ref
 
@@ -181,7 +237,9 @@ class OciEngine:
         with self._locked():
             if (bundle / "config.json").exists():
                 return bundle
-            self.bundles.mkdir(parents=True, exist_ok=True)
+            self.bundles.mkdir(parents=True, exist_ok=True, mode=0o700)
+            for stale in [*self.bundles.glob(".partial-*"), bundle]:  # killed unpacks
+                shutil.rmtree(stale, ignore_errors=True)
             partial = self.bundles / f".partial-{uuid.uuid4().hex[:8]}"
             log(f"oci: unpacking image {image_id[:19]}… into a runtime bundle (once per image)")
             result = subprocess.run(
@@ -203,57 +261,61 @@ class OciEngine:
         return bundle
 
     def _config(self, bundle: Path, job: Job) -> dict[str, Any]:
-        """The bundle's config (the image's env, umoci's defaults: namespaces incl. a private
-        network one, masked paths) with the job and the confinement written over it."""
-        config: dict[str, Any] = json.loads((bundle / "config.json").read_text())
+        """The job's runtime config, written here from a fixed template (runc's defaults,
+        RUNTIME_MOUNTS…): of the bundle's own config only the image's environment is taken,
+        so nothing in the store (hooks, mounts, devices) reaches the container but the image's
+        files."""
+        try:
+            image_env = json.loads((bundle / "config.json").read_text())["process"]["env"]
+            image_env = [e for e in image_env if isinstance(e, str)]
+        except (OSError, ValueError, KeyError, TypeError):
+            raise IntegrityError(f"{bundle}/config.json: unreadable; remove the bundle") from None
         c = confinement()
         uid, _, gid = job.user.partition(":")
-        process = config["process"]
-        image_env = [e for e in process.get("env", []) if e.split("=", 1)[0] not in job.env]
-        process.update(
-            terminal=False,
-            args=job.argv,
-            env=image_env + [f"{k}={v}" for k, v in job.env.items()],
-            user={"uid": int(uid), "gid": int(gid or uid)},
-            cwd="/tmp",
-            noNewPrivileges=c.no_new_privileges,
-            capabilities={
-                kind: [f"CAP_{cap}" for cap in c.capabilities]
-                for kind in ("bounding", "effective", "inheritable", "permitted", "ambient")
+        env = [e for e in image_env if e.split("=", 1)[0] not in job.env]
+        tmpfs = [
+            {"destination": target, "type": "tmpfs", "source": "tmpfs",
+             "options": [*options.split(","), "noexec"]}  # as Docker's --tmpfs
+            for target, options in c.tmpfs().items()
+        ]  # fmt: skip
+        binds = [
+            {"destination": m.target, "type": "bind", "source": str(m.source.resolve()),
+             "options": ["rbind", "rw" if m.writable else "ro", "nosuid", "nodev"]}
+            for m in job.mounts
+        ]  # fmt: skip
+        config: dict[str, Any] = {
+            "ociVersion": "1.0.2",
+            "process": {
+                "terminal": False,
+                "user": {"uid": int(uid), "gid": int(gid or uid)},
+                "args": job.argv,
+                "env": env + [f"{k}={v}" for k, v in job.env.items()],
+                "cwd": "/tmp",
+                "capabilities": {
+                    kind: [f"CAP_{cap}" for cap in c.capabilities]
+                    for kind in ("bounding", "effective", "inheritable", "permitted", "ambient")
+                },
+                "rlimits": [
+                    {"type": "RLIMIT_NOFILE", "hard": c.open_files, "soft": c.open_files},
+                    {"type": "RLIMIT_NPROC", "hard": c.processes, "soft": c.processes},
+                ],
+                "noNewPrivileges": c.no_new_privileges,
             },
-            rlimits=[
-                {"type": "RLIMIT_NOFILE", "hard": c.open_files, "soft": c.open_files},
-                {"type": "RLIMIT_NPROC", "hard": c.processes, "soft": c.processes},
-            ],
-        )
-        config["root"] = {"path": str((bundle / "rootfs").resolve()), "readonly": c.read_only_root}
-        config["hostname"] = "capsule"
-        for target, options in c.tmpfs().items():
-            config["mounts"].append(
-                {
-                    "destination": target,
-                    "type": "tmpfs",
-                    "source": "tmpfs",
-                    "options": options.split(","),
-                }
-            )
-        for mount in job.mounts:
-            config["mounts"].append(
-                {
-                    "destination": mount.target,
-                    "type": "bind",
-                    "source": str(mount.source.resolve()),
-                    "options": ["rbind", "rw" if mount.writable else "ro", "nosuid", "nodev"],
-                }
-            )
-        linux = config.setdefault("linux", {})
-        namespaces = linux.setdefault("namespaces", [])
-        for kind in ("pid", "network", "ipc", "uts", "mount"):  # network: loopback only
-            if not any(n.get("type") == kind for n in namespaces):
-                namespaces.append({"type": kind})
-        resources = linux.setdefault("resources", {})
-        resources["memory"] = {"limit": c.memory_bytes()}
-        resources["pids"] = {"limit": c.pids}
+            "root": {"path": str((bundle / "rootfs").resolve()), "readonly": c.read_only_root},
+            "hostname": "capsule",
+            "mounts": [*RUNTIME_MOUNTS, *tmpfs, *binds],
+            "linux": {
+                "namespaces": [{"type": t} for t in ("pid", "network", "ipc", "uts", "mount")],
+                "resources": {
+                    "devices": [{"allow": False, "access": "rwm"}],
+                    "memory": {"limit": c.memory_bytes()},
+                    "pids": {"limit": c.pids},
+                },
+                "seccomp": SECCOMP,
+                "maskedPaths": MASKED_PATHS,
+                "readonlyPaths": READONLY_PATHS,
+            },
+        }
         if job.gpu:
             gpu(config)
         return config
@@ -261,8 +323,11 @@ class OciEngine:
     def run(self, image_id: str, job: Job, log: Log) -> tuple[int, str]:
         bundle = self._bundle(image_id, log)
         name = job.name or f"capsule-{uuid.uuid4().hex[:12]}"
-        self.runs.mkdir(parents=True, exist_ok=True)
+        self.runs.mkdir(parents=True, exist_ok=True, mode=0o700)
         run_dir = self.runs / name
+        if run_dir.exists():  # a run of that name was killed: its container goes first
+            self.stop(name)
+            shutil.rmtree(run_dir, ignore_errors=True)
         run_dir.mkdir()
         try:
             (run_dir / "config.json").write_text(json.dumps(self._config(bundle, job)))
@@ -289,6 +354,13 @@ class OciEngine:
         subprocess.run(["runc", "delete", "--force", name], capture_output=True)
 
 
+def _read(source: tarfile.TarFile, name: str) -> bytes:
+    member = source.extractfile(name)  # KeyError if absent
+    if member is None:
+        raise BadInput(f"oci load: {name!r} is not a file in the archive")
+    return member.read()
+
+
 def gpu(config: dict[str, Any]) -> None:
     """Give the job the NVIDIA devices and driver libraries as the NVIDIA container toolkit
     does: its OCI prestart hook (which calls nvidia-container-cli) where installed, else the
@@ -300,17 +372,27 @@ def gpu(config: dict[str, Any]) -> None:
         hooks = config.setdefault("hooks", {})
         hooks.setdefault("prestart", []).append({"path": hook, "args": [NVIDIA_HOOK, "prestart"]})
         return
-    spec = cdi_spec()
+    spec, unread = cdi_spec()
     if spec is None:
+        why = f"; {unread}" if unread else ""
         raise EngineMissing(
             "--device cuda with --on oci needs the NVIDIA container toolkit on this host "
             f"({NVIDIA_HOOK} and nvidia-container-cli, or a CDI spec for nvidia.com/gpu in "
-            f"{' or '.join(map(str, CDI_DIRS))}); none is here: replay with --device cpu"
+            f"{' or '.join(map(str, CDI_DIRS))}){why}: replay with --device cpu"
         )
-    edits = [spec.get("containerEdits") or {}]
-    edits += [
-        d.get("containerEdits") or {} for d in spec.get("devices", []) if d.get("name") == "all"
-    ]
+    try:
+        _apply_cdi(config, spec, env)
+    except (KeyError, TypeError, ValueError, OSError) as error:
+        raise EngineMissing(
+            f"the host's CDI spec for nvidia.com/gpu is unusable: {error}"
+        ) from None
+
+
+def _apply_cdi(config: dict[str, Any], spec: dict[str, Any], env: list[str]) -> None:
+    """The spec's own edits and those of its device `all` (else of every device it lists)."""
+    devices = spec.get("devices") or []
+    chosen = [d for d in devices if d.get("name") == "all"] or devices
+    edits = [spec.get("containerEdits") or {}, *(d.get("containerEdits") or {} for d in chosen)]
     for edit in edits:
         env += edit.get("env", [])
         for node in edit.get("deviceNodes", []):
@@ -340,9 +422,11 @@ def gpu(config: dict[str, Any]) -> None:
             config.setdefault("hooks", {}).setdefault(stage, []).append(entry)
 
 
-def cdi_spec() -> dict[str, Any] | None:
-    """The host's CDI spec of kind nvidia.com/gpu (`nvidia-ctk cdi generate` writes one), JSON
-    or YAML, or None."""
+def cdi_spec() -> tuple[dict[str, Any] | None, str]:
+    """The host's CDI spec of kind nvidia.com/gpu (`nvidia-ctk cdi generate` writes one), JSON,
+    or YAML where PyYAML is installed; /var/run/cdi before /etc/cdi, as CDI orders them. With
+    None, why a spec that is there could not be read ("" if there is none)."""
+    unread = ""
     for folder in CDI_DIRS:
         for path in sorted(folder.glob("*")) if folder.is_dir() else []:
             if path.suffix not in (".json", ".yaml", ".yml"):
@@ -354,8 +438,12 @@ def cdi_spec() -> dict[str, Any] | None:
                     import yaml  # type: ignore[import-untyped]
 
                     spec = yaml.safe_load(path.read_text())
-            except Exception:
+            except ImportError:
+                unread = f"{path} is YAML and PyYAML is not installed (pip install pyyaml)"
+                continue
+            except Exception as error:
+                unread = f"{path} is unreadable ({type(error).__name__})"
                 continue
             if isinstance(spec, dict) and spec.get("kind") == "nvidia.com/gpu":
-                return spec
-    return None
+                return spec, ""
+    return None, unread

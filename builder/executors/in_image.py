@@ -11,6 +11,7 @@ engine and this machine's name), so an interrupted share keeps what finished.
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import tempfile
 import threading
@@ -61,7 +62,8 @@ def run_share(
     relayed: set[Key] = set()
     with tempfile.TemporaryDirectory(prefix="capsule-share-") as tmp:
         outbox = Path(tmp)
-        os.chmod(outbox, 0o777)  # the container's unprivileged user writes its journal here
+        if os.getuid() == 0:  # the container's user alone may write its journal here
+            os.chown(outbox, *(int(part) for part in CONTAINER_USER.split(":")))
 
         def relay() -> None:
             path = outbox / "runs.jsonl"
@@ -98,11 +100,18 @@ def run_share(
     return ended
 
 
+def _interrupted(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt  # so that the engine's clean-up stops and removes the container
+
+
 def run_chunk_in_image(
     capsule: str, engine_name: str, keys: list[Key], journal: str
 ) -> list[Failure]:
     """One Slurm task with `--on ENGINE`: its share in one container of the capsule's image on
-    this node; the runs the container did not journal are failures."""
+    this node; the runs the container did not journal are failures. Slurm ends a cancelled or
+    timed-out task with SIGTERM: the container is stopped and removed then, not left running
+    (it is not a child of the task)."""
+    signal.signal(signal.SIGTERM, _interrupted)
     handle = Capsule.trusted(Path(capsule))
     name = f"capsule-sweep-{socket.gethostname()}-{os.getpid()}"
     code, last = run_share(handle, engine_name, keys, journal, name)

@@ -4,8 +4,11 @@ flush subnormals themselves, the flush makes every backend agree (builder/portab
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import tensorflow as tf
 
 from builder.portable.ops import TINY
@@ -21,7 +24,12 @@ class TensorFlowOps:
             self._zero = tf.constant(0.0, tf.float32)
 
     def tensor(self, array: Any) -> tf.Tensor:
+        """A tensor of a NumPy array on this device: floats as float32, flushed (TensorFlow's
+        CPU would read a subnormal input as zero; the other backends must too)."""
+        array = np.asarray(array)
         with tf.device(self.device):
+            if array.dtype.kind == "f":
+                return self._flush(tf.constant(array.astype(np.float32)))
             return tf.constant(array)
 
     def _flush(self, x: tf.Tensor) -> tf.Tensor:
@@ -113,3 +121,23 @@ class TensorFlowOps:
 
     def isqrt_guess(self, a: tf.Tensor) -> tf.Tensor:
         return tf.cast(tf.sqrt(tf.cast(a, tf.float64)), tf.int64)
+
+
+def _placed(method: Callable[..., Any]) -> Callable[..., Any]:
+    """The op runs on the Ops' device (eager TensorFlow would otherwise pick the GPU)."""
+
+    @functools.wraps(method)
+    def run(self: TensorFlowOps, *args: Any) -> Any:
+        with tf.device(self.device):
+            return method(self, *args)
+
+    return run
+
+
+for _name in (
+    "add", "sub", "mul", "div", "neg", "abs", "floor", "greater", "where", "maximum",
+    "pad_last", "move_to_last", "take_rows", "one_hot", "float_bits", "bits_float",
+    "shift_right", "shift_left", "bit_and", "bit_or", "int_add", "widen", "int_mul",
+    "int_to_float", "float_to_int", "isqrt_guess",
+):  # fmt: skip
+    setattr(TensorFlowOps, _name, _placed(getattr(TensorFlowOps, _name)))

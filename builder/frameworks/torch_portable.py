@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import torch
 
 from builder.portable.ops import TINY
@@ -19,7 +20,11 @@ class TorchOps:
         self._tiny = torch.tensor(TINY, dtype=torch.float32, device=self.device)
 
     def tensor(self, array: Any) -> torch.Tensor:
-        """A float32 (or integer) tensor of a NumPy array, on this device."""
+        """A tensor of a NumPy array on this device: floats as float32, flushed (as
+        TensorFlow's CPU reads subnormal inputs: as zero)."""
+        array = np.asarray(array)
+        if array.dtype.kind == "f":
+            return self._flush(torch.as_tensor(array.astype(np.float32), device=self.device))
         return torch.as_tensor(array, device=self.device)
 
     def _flush(self, x: torch.Tensor) -> torch.Tensor:

@@ -10,9 +10,11 @@ The orders, which every backend follows because they are written here and nowher
 - **exp** (Cody & Waite's range reduction with Cephes' float32 polynomial): k = floor(x·log2(e)
   + 1/2); r = (x - k·0.693359375) - k·(-2.12194440e-4); p = ((((((1.9875691500e-4·r +
   1.3981999507e-3)·r + 8.3334519073e-3)·r + 4.1665795894e-2)·r + 1.6666665459e-1)·r +
-  5.0000001201e-1)·r²) + r + 1; the result is p·2^k with 2^k made from its bits. x is clamped to
-  [-88, 88] first; below -87.33654 the true result is not a normal float32 and the flush makes it
-  0, above 88.72284 it is +inf.
+  5.0000001201e-1)·r²) + r + 1; the result is (p·2^(k-t))·(1+t), t = 1 if k = 128 else 0, the
+  powers of two made from their bits. x is clamped to [-88, 88.72284] first; below -87.33654
+  the true result is not a normal float32 and the flush makes it 0, above 88.72284 it is +inf.
+  NaN is not propagated (it takes the clamp's bound): training that reaches NaN is diverged
+  anyway.
 - **log** of a positive normal x (Cephes' logf): x = m·2^e with m in [1, 2) from the bits, then
   m ≥ √2 is halved (e + 1); f = m - 1 (exact); z = f²; y = (((((((((7.0376836292e-2·f -
   1.1514610310e-1)·f + 1.1676998740e-1)·f - 1.2420140846e-1)·f + 1.4249322787e-1)·f -
@@ -40,8 +42,8 @@ from builder.portable.ops import Ops
 
 T = Any
 
-EXP_HI, EXP_LO = 88.0, -88.0
 EXP_OVERFLOW = 88.72283935546875  # above: +inf
+EXP_HI, EXP_LO = EXP_OVERFLOW, -88.0
 LOG2E = 1.44269504088896341
 LN2_HI, LN2_LO = 0.693359375, -2.12194440e-4
 EXP_POLY = (1.9875691500e-4, 1.3981999507e-3, 8.3334519073e-3, 4.1665795894e-2,
@@ -90,8 +92,9 @@ def exp(o: Ops, x: T) -> T:
     k = o.floor(o.add(o.mul(clamped, o.const(LOG2E)), o.const(0.5)))
     r = o.sub(o.sub(clamped, o.mul(k, o.const(LN2_HI))), o.mul(k, o.const(LN2_LO)))
     p = o.add(o.add(o.mul(_horner(o, r, EXP_POLY), o.mul(r, r)), r), o.const(1.0))
-    scale = o.bits_float(o.shift_left(o.int_add(o.float_to_int(k), 127), 23))  # 2**k
-    result = o.mul(p, scale)
+    top = o.where(o.greater(k, o.const(127.0)), o.const(1.0), o.const(0.0))  # k = 128: 2**127·2
+    scale = o.bits_float(o.shift_left(o.int_add(o.float_to_int(o.sub(k, top)), 127), 23))
+    result = o.mul(o.mul(p, scale), o.add(top, o.const(1.0)))
     return o.where(o.greater(x, o.const(EXP_OVERFLOW)), o.const(float("inf")), result)
 
 
