@@ -179,3 +179,15 @@ def test_a_tampered_oci_export_is_refused_and_leaves_nothing(
     assert words in result.stderr and result.stderr.count("\n") == 1
     assert not (tmp_path / "in").exists()
     assert not (tmp_path / "store" / "layout" / "index.json").exists()
+
+
+def test_a_store_others_can_write_is_refused(exported: tuple[Path, str], tmp_path: Path) -> None:
+    """runc runs as root what the store holds: a store anyone else can write is refused."""
+    archive, _ = exported
+    store = tmp_path / "store"
+    store.mkdir()
+    store.chmod(0o777)
+    node = {"CAPSULE_OCI_STORE": str(store)}
+    result = capsule("import", archive, "--engine", "oci", "--out", tmp_path / "in", env=node)
+    assert result.returncode == 2 and "writable by no one else" in result.stderr
+    assert not (tmp_path / "in").exists()
