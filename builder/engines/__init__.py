@@ -62,8 +62,10 @@ class Confinement:
 
     def tmpfs(self) -> dict[str, str]:
         """/tmp as a tmpfs, sticky and world-writable as /tmp is; its pages count against the
-        container's memory limit, so it is bounded by it (size: a quarter of it)."""
-        return {"/tmp": f"rw,nosuid,nodev,mode=1777,size={self.memory_bytes() // 4}"}
+        container's memory limit, so it is bounded by it (size: a quarter of it). `exec`
+        stated, because the engines' defaults differ (Podman adds noexec, Docker does not) and
+        code that loads what it compiled into a cache under HOME=/tmp needs it."""
+        return {"/tmp": f"rw,exec,nosuid,nodev,mode=1777,size={self.memory_bytes() // 4}"}
 
 
 CONFINEMENT = Confinement()

@@ -109,23 +109,22 @@ def saved_images(sources: dict[str, tarfile.TarFile], ids: dict[str, str]) -> tu
     return entries, list(blobs.values())
 
 
-def _member(source: tarfile.TarFile, name: str) -> bytes:
+def _open_member(source: tarfile.TarFile, name: str) -> IO[bytes]:
     try:
         member = source.extractfile(name)
     except KeyError:
         member = None
     if member is None:
         raise CapsuleError(f"the saved image archive has no file {name!r}")
-    return member.read()
+    return member
+
+
+def _member(source: tarfile.TarFile, name: str) -> bytes:
+    return _open_member(source, name).read()
 
 
 def _hash_member(source: tarfile.TarFile, name: str) -> tuple[int, str]:
-    try:
-        member = source.extractfile(name)
-    except KeyError:
-        member = None
-    if member is None:
-        raise CapsuleError(f"the saved image archive has no file {name!r}")
+    member = _open_member(source, name)
     digest, size = hashlib.sha256(), 0
     while chunk := member.read(1 << 20):
         digest.update(chunk)

@@ -275,7 +275,7 @@ class OciEngine:
         env = [e for e in image_env if e.split("=", 1)[0] not in job.env]
         tmpfs = [
             {"destination": target, "type": "tmpfs", "source": "tmpfs",
-             "options": [*options.split(","), "noexec"]}  # as Docker's --tmpfs
+             "options": options.split(",")}
             for target, options in c.tmpfs().items()
         ]  # fmt: skip
         binds = [
