@@ -45,7 +45,9 @@ def test_crashed_slurm_task_is_reported_and_the_rerun_completes(
 ) -> None:
     cap = tmp_path / "paper-2d"
     shutil.copytree(frozen_2d, cap)
-    command = [str(CAPSULE_BIN), "sweep", str(cap), "--seeds", "4", "--jobs", "2"]
+    # 8 seeds: 2 tasks of 4 runs, so the kill lands inside a task's work (with 2 runs a task
+    # could journal both and die only before writing its result: no run lost, exit 0)
+    command = [str(CAPSULE_BIN), "sweep", str(cap), "--seeds", "8", "--jobs", "2"]
     command += ["--executor", "slurm"]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     killed, deadline = False, time.time() + 240
@@ -64,9 +66,9 @@ def test_crashed_slurm_task_is_reported_and_the_rerun_completes(
     _, stderr = process.communicate(timeout=300)
     assert process.returncode == 1, stderr
     assert "ended without a result" in stderr or "died" in stderr, stderr
-    rerun = swept(cap, "--seeds", "4", "--jobs", "2", "--executor", "slurm")
-    assert rerun["ran"] >= 1 and rerun["ran"] + rerun["reused"] == 4
-    assert len(rerun["runs"]) == 4 and not rerun["failures"]
+    rerun = swept(cap, "--seeds", "8", "--jobs", "2", "--executor", "slurm")
+    assert rerun["ran"] >= 1 and rerun["ran"] + rerun["reused"] == 8
+    assert len(rerun["runs"]) == 8 and not rerun["failures"]
 
 
 def test_no_slurm_is_exit_4(tiny_spec: Callable[..., Path], tmp_path: Path) -> None:
