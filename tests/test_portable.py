@@ -56,9 +56,10 @@ def test_exp_and_log_are_the_references_bits_and_within_two_ulps_of_float64() ->
     assert np.abs(got.numpy()[near_one] - exact[near_one]).max() < 1e-9
 
 
-def test_sqrt_is_correctly_rounded_where_the_librarys_is_not() -> None:
-    """PyTorch's CPU sqrt misses the correctly rounded float32 on some inputs; the portable one,
-    made from integers, is NumPy's (correctly rounded) and the reference's on every input."""
+def test_sqrt_is_correctly_rounded_on_every_input() -> None:
+    """The portable sqrt, made from integers, is the correctly rounded one (NumPy's) and the
+    reference's on every input, whatever the backend library's sqrt does (PyTorch's CPU build
+    here misses on ~0.5 % of inputs; another build or CPU may not)."""
     o = TorchOps()
     x = np.abs(hard_inputs(0.0, 4.0))
     x = np.concatenate([x[(x == 0) | (x >= 2.0**-126)], np.array([1e-30, 3e30, 2.0**-126], F)])
@@ -66,8 +67,6 @@ def test_sqrt_is_correctly_rounded_where_the_librarys_is_not() -> None:
     got = sqrt(o, o.tensor(x))
     assert np.array_equal(bits(got), bits(exact))
     assert np.array_equal(bits(ref.sqrt(x[:20_000])), bits(exact[:20_000]))
-    library = torch.sqrt(o.tensor(x)).numpy()
-    assert not np.array_equal(bits(library), bits(exact))  # why sqrt is the algorithm's own
 
 
 def layers_of(features: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
