@@ -87,6 +87,7 @@ def applied_controls(
         adam_impl=adam_impl,
         framework_switches=switches,
         env=applied_env(spec),
+        numerics=spec.controls.numerics,
     )
 
 

@@ -237,7 +237,15 @@ def environment_reasons(a: Side, b: Side) -> list[Reason]:
         for k, v in b.overrides.items()
     ]
     ca, cb = a.controls, b.controls
-    for field in ("device", "threads", "interop_threads", "deterministic", "dtype", "adam_impl"):
+    for field in (
+        "numerics",
+        "device",
+        "threads",
+        "interop_threads",
+        "deterministic",
+        "dtype",
+        "adam_impl",
+    ):
         if getattr(ca, field) != getattr(cb, field):
             reasons.append(
                 Reason(

@@ -18,9 +18,9 @@ TINY = F(2.0**-126)
 
 
 def f(x: np.ndarray) -> np.ndarray:
-    """Flush results below the smallest normal float32 to a zero of their sign."""
+    """Flush results below the smallest normal float32 (zeros too) to +0."""
     x = np.asarray(x, dtype=F)
-    return np.where(np.abs(x) < TINY, x * F(0), x).astype(F)
+    return np.where(np.abs(x) < TINY, F(0), x).astype(F)
 
 
 def tree(x: np.ndarray, combine, pad: float) -> np.ndarray:  # type: ignore[no-untyped-def]

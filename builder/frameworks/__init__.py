@@ -261,10 +261,16 @@ def check_spec(spec: SpecBase, source: str) -> None:
             f"{source}: seeds.init: at most 2**32 - 1 = {2**32 - 1} with framework 'tensorflow' "
             f"(keras.utils.set_random_seed seeds NumPy's global RNG with it; got {spec.seeds.init})"
         )
-    if isinstance(spec, Spec) and spec.framework == "tensorflow" and spec.train.weight_decay:
+    if (
+        isinstance(spec, Spec)
+        and spec.framework == "tensorflow"
+        and spec.train.weight_decay
+        and spec.controls.numerics == "native"
+    ):
         raise BadInput(
             f"{source}: train.weight_decay: not supported with framework 'tensorflow' "
-            "(Keras's Adam decays weights differently from PyTorch's)"
+            "(Keras's Adam decays weights differently from PyTorch's; with controls.numerics = "
+            "'portable' it is supported)"
         )
 
 

@@ -84,10 +84,17 @@ def torch_adam_update(spec: Spec, variables: list[tf.Variable]) -> Update:
     return update
 
 
+def _adam_variant(spec: Spec) -> str:
+    """Whose Adam runs: the spec's choice; Keras's by default; PyTorch's under portable numerics."""
+    if spec.controls.numerics == "portable":
+        return "torch"
+    return spec.train.adam_variant or "keras"
+
+
 def _adam_as_used(spec: Spec) -> dict[str, str | int | float | bool | None]:
     """Adam's hyperparameters as the optimizer object holds them (Keras's) or as the formula
-    uses them (the PyTorch variant)."""
-    if (spec.train.adam_variant or "keras") == "torch":
+    uses them (the PyTorch variant, and portable numerics, whose Adam is PyTorch's)."""
+    if _adam_variant(spec) == "torch":
         t = spec.train
         return {
             "adam.lr": t.lr,
@@ -250,14 +257,21 @@ class TensorflowFramework:
             **_adam_as_used(spec),
             **switches,
             "keras.backend.floatx": keras.backend.floatx(),
-            "tf.function": "whole epoch",
-            "adam.variant": spec.train.adam_variant or "keras",
+            "tf.function": "whole epoch" if spec.controls.numerics == "native" else "none",
+            "adam.variant": _adam_variant(spec),
             "init": spec.model.init,
         }
 
     def evaluate(
         self, spec: Spec, dataset: Dataset, weights: dict[str, np.ndarray], device: str
     ) -> EpochMetrics:
+        if spec.controls.numerics == "portable":
+            from builder.frameworks.layout import to_reference_layout
+            from builder.frameworks.tensorflow_portable import TensorFlowOps
+            from builder.portable.train import evaluate_one
+
+            reference = to_reference_layout(weights)
+            return evaluate_one(TensorFlowOps(device), spec, dataset, reference)
         keras.backend.set_floatx(spec.train.dtype)
         return _evaluate_weights(spec, dataset, weights, device)
 
@@ -269,6 +283,12 @@ class TensorflowFramework:
         device: str,
         on_epoch: EpochCallback,
     ) -> Trained:
+        if spec.controls.numerics == "portable":
+            from builder.frameworks.tensorflow_portable import TensorFlowOps
+            from builder.portable.train import train_one
+
+            ops = TensorFlowOps(device)
+            return train_one(ops, spec, dataset, order, on_epoch, to_kernel_layout)
         with tf.device("/GPU:0" if device == "cuda" else "/CPU:0"):
             return self._train(spec, dataset, order, on_epoch)
 

@@ -249,6 +249,11 @@ class TorchFramework:
         device: str,
         on_epoch: EpochCallback,
     ) -> Trained:
+        if spec.controls.numerics == "portable":
+            from builder.frameworks.torch_portable import TorchOps
+            from builder.portable.train import train_one
+
+            return train_one(TorchOps(device), spec, dataset, order, on_epoch, dict)
         dtype = DTYPES[spec.train.dtype]
         splits = {
             s: (torch.from_numpy(x).to(device, dtype), torch.from_numpy(y).to(device))
@@ -305,6 +310,11 @@ class TorchFramework:
     def evaluate(
         self, spec: Spec, dataset: Dataset, weights: dict[str, np.ndarray], device: str
     ) -> EpochMetrics:
+        if spec.controls.numerics == "portable":
+            from builder.frameworks.torch_portable import TorchOps
+            from builder.portable.train import evaluate_one
+
+            return evaluate_one(TorchOps(device), spec, dataset, weights)
         dtype = DTYPES[spec.train.dtype]
         splits = {
             s: (torch.from_numpy(x).to(device, dtype), torch.from_numpy(y).to(device))

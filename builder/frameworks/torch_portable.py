@@ -4,6 +4,7 @@ below 2**-126 (`builder/portable/ops.py`)."""
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -11,13 +12,15 @@ import torch
 
 from builder.portable.ops import TINY
 
+LARGEST_SUBNORMAL = TINY - 2.0**-149
+
 
 class TorchOps:
     name = "torch"
 
     def __init__(self, device: str = "cpu") -> None:
         self.device = torch.device(device)
-        self._tiny = torch.tensor(TINY, dtype=torch.float32, device=self.device)
+        self._consts: dict[tuple[float, bool], torch.Tensor] = {}
 
     def tensor(self, array: Any) -> torch.Tensor:
         """A tensor of a NumPy array on this device: floats as float32, flushed (as
@@ -27,11 +30,28 @@ class TorchOps:
             return self._flush(torch.as_tensor(array.astype(np.float32), device=self.device))
         return torch.as_tensor(array, device=self.device)
 
+    def numpy(self, a: torch.Tensor) -> np.ndarray:
+        return a.detach().cpu().numpy()
+
+    def compile(self, fn: Any) -> Any:
+        return fn  # eager kernels; torch.compile would fuse operations
+
     def _flush(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.where(torch.abs(x) < self._tiny, x * 0.0, x)
+        """hardshrink: one kernel that keeps x where |x| > λ, else +0; λ, the largest
+        subnormal float32, is exactly representable, so |x| < 2**-126 is what goes."""
+        return torch.nn.functional.hardshrink(x, LARGEST_SUBNORMAL)
 
     def const(self, value: float) -> torch.Tensor:
-        return torch.tensor(value, dtype=torch.float32, device=self.device)
+        key = (value, math.copysign(1.0, value) < 0)
+        if key not in self._consts:
+            self._consts[key] = torch.tensor(value, dtype=torch.float32, device=self.device)
+        return self._consts[key]
+
+    def reshape(self, a: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
+        return torch.reshape(a, shape)
+
+    def concat_last(self, parts: list[torch.Tensor]) -> torch.Tensor:
+        return torch.cat(parts, dim=-1)
 
     def add(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         return self._flush(torch.add(a, b))

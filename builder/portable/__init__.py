@@ -6,7 +6,7 @@ multiply-adds, and take exp/log from different libraries. Here the algorithm is 
 (`algorithm.py`) against a tiny set of operations (`ops.Ops`) that IEEE-754 defines exactly:
 float32 +, -, x, / and sqrt, each correctly rounded and each its own operation (so nothing can
 fuse them), comparisons and selection, floor, and integer/bit operations on the float's bits.
-Every result below the smallest normal float32 is flushed to a signed zero (`Ops` does it after
+Every result below the smallest normal float32 is flushed to +0 (`Ops` does it after
 each arithmetic operation), so a backend that flushes subnormals (TensorFlow's CPU threads do)
 and one that does not give the same bits. Everything else — sums, exp, log, softmax
 cross-entropy, the backward pass and Adam — is built from those operations in one written-down

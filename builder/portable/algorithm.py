@@ -26,9 +26,15 @@ The orders, which every backend follows because they are written here and nowher
 - **Dense layer** z = x·W + b with W as [in, out]: the products x[b, i]·W[i, j] as one [B, in, out]
   tensor, summed over `in`; the backward pass: dW = Σ_b x[b, i]·dz[b, j], db = Σ_b dz[b, j],
   dx = Σ_j dz[b, j]·W[i, j], each a pairwise sum.
-- **Adam** (PyTorch's update, no weight decay), per step: β1^t and β2^t as running float32
-  products, c1 = 1 - β1^t, c2 = 1 - β2^t, step = lr / c1, s2 = √c2; per tensor m = β1·m + (1 -
-  β1)·g, v = β2·v + (1 - β2)·(g·g), denom = √v / s2 + ε, w = w - step·(m / denom).
+- **Activations** of the hidden layers: ReLU (exact); sigmoid 1/(1 + exp(-z)); tanh
+  sign(z)·(1 - e)/(1 + e) with e = exp(-2|z|). Backward: ReLU passes the gradient where z > 0,
+  tanh multiplies it by (1 - a·a), sigmoid by a·(1 - a), a the activation's output.
+- **Adam** (PyTorch's update), per step: β1^t and β2^t as running float32 products, c1 = 1 -
+  β1^t, c2 = 1 - β2^t, step = lr / c1, s2 = √c2 (the correctly rounded sqrt below); per tensor
+  g = g + decay·w (only with weight decay), m = β1·m + (1 - β1)·g, v = β2·v + (1 - β2)·(g·g),
+  denom = √v / s2 + ε, w = w - step·(m / denom).
+- **Leading axes** (a batched sweep's seed axis) broadcast through every function: each
+  element is computed by the same operations in the same order whatever stands beside it.
 
 Every product, quotient, sum and difference is flushed below 2**-126 by `Ops` itself.
 """
@@ -151,56 +157,101 @@ def relu(o: Ops, z: T) -> T:
     return o.where(o.greater(z, o.const(0.0)), z, o.const(0.0))
 
 
-def relu_backward(o: Ops, z: T, grad: T) -> T:
-    return o.where(o.greater(z, o.const(0.0)), grad, o.const(0.0))
+def sigmoid(o: Ops, z: T) -> T:
+    """1 / (1 + e**-z): within a few ulps everywhere (no cancellation)."""
+    one = o.const(1.0)
+    return o.div(one, o.add(one, exp(o, o.neg(z))))
+
+
+def tanh(o: Ops, z: T) -> T:
+    """sign(z)·(1 - e)/(1 + e), e = e**-2|z|: exact at 0, within ~1e-7 absolute near 0 (where
+    1 - e cancels) and a few ulps away from it."""
+    one = o.const(1.0)
+    e = exp(o, o.mul(o.const(-2.0), o.abs(z)))
+    magnitude = o.div(o.sub(one, e), o.add(one, e))
+    return o.where(o.greater(o.const(0.0), z), o.neg(magnitude), magnitude)
+
+
+def activate(o: Ops, name: str, z: T) -> T:
+    """The hidden layers' activation: "relu", "tanh" or "sigmoid"."""
+    return {"relu": relu, "tanh": tanh, "sigmoid": sigmoid}[name](o, z)
+
+
+def activation_backward(o: Ops, name: str, z: T, a: T, grad: T) -> T:
+    """The gradient through the activation, from its input z and its output a: ReLU passes it
+    where z > 0, tanh scales it by 1 - a², sigmoid by a·(1 - a)."""
+    if name == "relu":
+        return o.where(o.greater(z, o.const(0.0)), grad, o.const(0.0))
+    one = o.const(1.0)
+    if name == "tanh":
+        return o.mul(grad, o.sub(one, o.mul(a, a)))
+    return o.mul(grad, o.mul(a, o.sub(one, a)))
 
 
 def dense(o: Ops, x: T, weight: T, bias: T) -> T:
-    """x [B, in] · weight [in, out] + bias [out]."""
-    products = o.mul(x[:, :, None], weight[None, :, :])  # [B, in, out]
-    return o.add(pairwise_sum(o, o.move_to_last(products, 1)), bias[None, :])
+    """x [..., B, in] · weight [..., in, out] + bias [..., out] (leading axes, e.g. one per
+    seed of a batched sweep, broadcast; they change no bits)."""
+    products = o.mul(x[..., :, :, None], weight[..., None, :, :])  # [..., B, in, out]
+    return o.add(pairwise_sum(o, o.move_to_last(products, -2)), bias[..., None, :])
 
 
-def softmax_cross_entropy(o: Ops, logits: T, onehot: T) -> tuple[T, T]:
-    """(the mean loss over the batch, its gradient with respect to the logits)."""
-    rows = o.const(float(o.shape(logits)[0]))
-    shifted = o.sub(logits, pairwise_max(o, logits)[:, None])
+def softmax_parts(o: Ops, logits: T, onehot: T) -> tuple[T, T, T]:
+    """(each row's loss [..., B], e = exp(z - max) [..., B, C], S = Σ e [..., B])."""
+    shifted = o.sub(logits, pairwise_max(o, logits)[..., None])
     e = exp(o, shifted)
     total = pairwise_sum(o, e)
     picked = pairwise_sum(o, o.where(o.greater(onehot, o.const(0.0)), shifted, o.const(0.0)))
-    loss = o.div(pairwise_sum(o, o.sub(log(o, total), picked)), rows)
-    grad = o.div(o.sub(o.div(e, total[:, None]), onehot), rows)
-    return loss, grad
+    return o.sub(log(o, total), picked), e, total
 
 
-Layers = list[tuple[T, T]]  # (weight [in, out], bias [out]) per layer, input to output
+def mean_rows(o: Ops, row_values: T) -> T:
+    """The mean over the last axis: its pairwise sum divided by the count."""
+    return o.div(pairwise_sum(o, row_values), o.const(float(o.shape(row_values)[-1])))
 
 
-def mlp_forward(o: Ops, layers: Layers, x: T) -> tuple[T, list[tuple[T, T]]]:
-    """The logits, and per layer (its input, its pre-activation) for the backward pass."""
+def softmax_cross_entropy(o: Ops, logits: T, onehot: T) -> tuple[T, T]:
+    """(the mean loss over the batch [...], its gradient with respect to the logits)."""
+    rows = o.const(float(o.shape(logits)[-2]))
+    row_loss, e, total = softmax_parts(o, logits, onehot)
+    grad = o.div(o.sub(o.div(e, total[..., None]), onehot), rows)
+    return mean_rows(o, row_loss), grad
+
+
+Layers = list[tuple[T, T]]  # (weight [..., in, out], bias [..., out]) per layer, input first
+
+
+def mlp_forward(
+    o: Ops, layers: Layers, x: T, activation: str = "relu"
+) -> tuple[T, list[tuple[T, T, T]]]:
+    """The logits, and per layer (its input, its pre-activation, its output) for the backward
+    pass; every layer but the last is followed by the activation."""
     cache = []
     a = x
     for index, (weight, bias) in enumerate(layers):
         z = dense(o, a, weight, bias)
-        cache.append((a, z))
-        a = relu(o, z) if index < len(layers) - 1 else z
+        out = activate(o, activation, z) if index < len(layers) - 1 else z
+        cache.append((a, z, out))
+        a = out
     return a, cache
 
 
-def mlp_gradients(o: Ops, layers: Layers, x: T, onehot: T) -> tuple[T, T, Layers]:
-    """(loss, logits, per-layer (dW, db)) of a ReLU MLP under softmax cross-entropy."""
-    logits, cache = mlp_forward(o, layers, x)
+def mlp_gradients(
+    o: Ops, layers: Layers, x: T, onehot: T, activation: str = "relu"
+) -> tuple[T, T, Layers]:
+    """(loss, logits, per-layer (dW, db)) of the MLP under softmax cross-entropy."""
+    logits, cache = mlp_forward(o, layers, x, activation)
     loss, dz = softmax_cross_entropy(o, logits, onehot)
     grads: Layers = []
     for index in range(len(layers) - 1, -1, -1):
-        a, _ = cache[index]
-        weight, _ = layers[index]
-        products = o.mul(a[:, :, None], dz[:, None, :])  # [B, in, out]
-        weight_grad = pairwise_sum(o, o.move_to_last(products, 0))
-        grads.append((weight_grad, pairwise_sum(o, o.move_to_last(dz, 0))))
+        a = cache[index][0]
+        weight = layers[index][0]
+        products = o.mul(a[..., :, :, None], dz[..., :, None, :])  # [..., B, in, out]
+        weight_grad = pairwise_sum(o, o.move_to_last(products, -3))
+        grads.append((weight_grad, pairwise_sum(o, o.move_to_last(dz, -2))))
         if index > 0:
-            da = pairwise_sum(o, o.mul(dz[:, None, :], weight[None, :, :]))  # [B, in]
-            dz = relu_backward(o, cache[index - 1][1], da)
+            da = pairwise_sum(o, o.mul(dz[..., :, None, :], weight[..., None, :, :]))
+            _, z, out = cache[index - 1]
+            dz = activation_backward(o, activation, z, out, da)
     return loss, logits, grads[::-1]
 
 
@@ -215,6 +266,13 @@ class AdamState:
     steps: int = 0
 
 
+def adam_start(o: Ops, params: list[T], state: AdamState) -> None:
+    """Adam's first state: zero moments (p·0, so a zero keeps p's sign) and β powers of 1."""
+    state.m = [o.mul(p, o.const(0.0)) for p in params]
+    state.v = [o.mul(p, o.const(0.0)) for p in params]
+    state.beta1_power = state.beta2_power = o.const(1.0)
+
+
 def adam_step(
     o: Ops,
     params: list[T],
@@ -223,15 +281,14 @@ def adam_step(
     lr: float,
     betas: tuple[float, float],
     eps: float,
+    weight_decay: float = 0.0,
 ) -> list[T]:
-    """One Adam update (PyTorch's, no weight decay) in the fixed order; returns the new
-    parameters and advances `state`."""
+    """One Adam update (PyTorch's; weight decay as PyTorch's L2 term, g + decay·w) in the fixed
+    order; returns the new parameters and advances `state`."""
     b1, b2 = o.const(betas[0]), o.const(betas[1])
     one = o.const(1.0)
     if state.steps == 0:
-        state.m = [o.mul(p, o.const(0.0)) for p in params]
-        state.v = [o.mul(p, o.const(0.0)) for p in params]
-        state.beta1_power, state.beta2_power = one, one
+        adam_start(o, params, state)
     state.steps += 1
     state.beta1_power = o.mul(state.beta1_power, b1)
     state.beta2_power = o.mul(state.beta2_power, b2)
@@ -240,6 +297,8 @@ def adam_step(
     keep1, keep2 = o.sub(one, b1), o.sub(one, b2)
     updated = []
     for i, (p, g) in enumerate(zip(params, grads, strict=True)):
+        if weight_decay:
+            g = o.add(g, o.mul(o.const(weight_decay), p))
         state.m[i] = o.add(o.mul(b1, state.m[i]), o.mul(keep1, g))
         state.v[i] = o.add(o.mul(b2, state.v[i]), o.mul(keep2, o.mul(g, g)))
         denom = o.add(o.div(sqrt(o, state.v[i]), root), o.const(eps))

@@ -2,8 +2,9 @@
 
 Each arithmetic method is one elementwise IEEE-754 float32 operation, correctly rounded, run as
 an operation of its own (never fused with another into a multiply-add), whose result is then
-flushed: a result of magnitude below 2**-126 becomes a zero of the same sign (`x * 0`), so
-backends that flush subnormals in hardware and backends that keep them agree. Comparisons,
+flushed: a result of magnitude below 2**-126 (a subnormal, or a zero of either sign) becomes
++0, so backends that flush subnormals in hardware (with either sign) and backends that keep
+them agree. Comparisons,
 selection, floor, abs, negation, slicing, padding and bit operations are exact by nature.
 A backend implements `Ops` faithfully or not at all: tests/test_portable.py holds each one to an
 independent NumPy implementation, bit for bit.
@@ -47,6 +48,11 @@ class Ops(Protocol):
     def shape(self, a: T) -> tuple[int, ...]: ...
     def pad_last(self, a: T, count: int, value: float) -> T:
         """`a` with `count` copies of `value` appended along its last axis."""
+        ...
+
+    def reshape(self, a: T, shape: tuple[int, ...]) -> T: ...
+    def concat_last(self, parts: list[T]) -> T:
+        """The tensors joined along their last axis."""
         ...
 
     def move_to_last(self, a: T, axis: int) -> T:
@@ -93,4 +99,19 @@ class Ops(Protocol):
 
     def float_to_int(self, a: T) -> T:
         """float32 holding an integer → int32, exact (the only use)."""
+        ...
+
+    def tensor(self, array: Any) -> T:
+        """A tensor of this backend on its device from a NumPy array: floats become float32
+        and are flushed (as TensorFlow's CPU reads a subnormal input: as zero)."""
+        ...
+
+    def numpy(self, a: T) -> Any:
+        """The tensor as a NumPy array on the host (the same bits)."""
+        ...
+
+    def compile(self, fn: Any) -> Any:
+        """`fn` (tensors in, tensors out) as one program of this backend where running it so
+        changes no bits (TensorFlow: a graph with its optimizer off, so nothing is rewritten
+        or fused), else `fn` itself."""
         ...

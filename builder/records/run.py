@@ -1,9 +1,9 @@
 """The parts of a run that a manifest and a replay record both hold: the tool, the applied
 controls, the machine's fingerprint, the outcome, findings, inputs and artifacts."""
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, Field
+from pydantic import AfterValidator, Field, SerializerFunctionWrapHandler, model_serializer
 
 from builder.model_base import Real, Strict
 from builder.records.enums import Device
@@ -54,6 +54,16 @@ class AppliedControls(Strict):
     order_source: Literal["recorded"] = "recorded"
     framework_switches: dict[str, str | int | float | bool | None]
     env: dict[str, str]
+    numerics: Literal["native", "portable"] = "native"
+
+    @model_serializer(mode="wrap")
+    def _native_unwritten(self, write: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """Native numerics is written as before it could be chosen (old records keep their
+        bytes and digests)."""
+        data: dict[str, Any] = write(self)
+        if data.get("numerics") == "native":
+            data.pop("numerics")
+        return data
 
 
 class GpuInfo(Strict):

@@ -8,7 +8,15 @@ import math
 from itertools import pairwise
 from typing import Annotated, Any, Literal, Self
 
-from pydantic import Discriminator, Field, Tag, field_validator, model_validator
+from pydantic import (
+    Discriminator,
+    Field,
+    SerializerFunctionWrapHandler,
+    Tag,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
 from builder.model_base import Strict
 from builder.records.enums import Device
@@ -125,6 +133,21 @@ class ControlSpec(Strict):
         description="TensorFloat-32 matmuls and convolutions on Ampere and later GPUs: faster, "
         "10-bit mantissas; off unless asked (TensorFlow turns it on by default)",
     )
+    numerics: Literal["native", "portable"] = Field(
+        default="native",
+        description="'portable': the built-in MLP trains with Capsule's portable numerics "
+        "(correctly rounded float32 operations in one fixed order): the same bits on every CPU "
+        "and GPU, in PyTorch and in TensorFlow; 'native': the framework's own kernels (faster)",
+    )
+
+    @model_serializer(mode="wrap")
+    def _native_unwritten(self, write: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """A spec with native numerics is written as before numerics could be chosen, so the
+        capsules made then keep their digests."""
+        data: dict[str, Any] = write(self)
+        if data.get("numerics") == "native":
+            data.pop("numerics")
+        return data
 
 
 class SpecBase(Strict):
@@ -146,6 +169,27 @@ class Spec(SpecBase):
     data: DataSpec
     model: ModelSpec = Field(default_factory=ModelSpec)
     train: TrainSpec
+
+    @model_validator(mode="after")
+    def _portable_as_built(self) -> Self:
+        """What portable numerics implements: float32, Capsule's shared initial weights (every
+        framework starts from the same bits) and PyTorch's Adam update."""
+        if self.controls.numerics != "portable":
+            return self
+        if self.model.init != "shared":
+            raise ValueError(
+                "controls.numerics = 'portable' starts from Capsule's shared initial weights: "
+                "set model.init = 'shared'"
+            )
+        if self.train.dtype != "float32":
+            raise ValueError("controls.numerics = 'portable' trains in float32: set "
+                             "train.dtype = 'float32'")  # fmt: skip
+        if self.train.adam_variant == "keras":
+            raise ValueError(
+                "controls.numerics = 'portable' implements PyTorch's Adam update: leave "
+                "train.adam_variant out or set it to 'torch'"
+            )
+        return self
 
 
 ParamValue = str | int | float | bool | list[str | int | float | bool]
@@ -188,6 +232,15 @@ class UserSpec(SpecBase):
                 if isinstance(item, float) and not math.isfinite(item):
                     raise ValueError(f"{key!r} is {item}; a value must be a finite number")
         return params
+
+    @model_validator(mode="after")
+    def _native_numerics(self) -> Self:
+        if self.controls.numerics == "portable":
+            raise ValueError(
+                "controls.numerics = 'portable' applies to the built-in MLP; your own code gets "
+                "portable numerics by building its model with builder.portable (README)"
+            )
+        return self
 
     @property
     def module_file(self) -> str:
