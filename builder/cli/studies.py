@@ -68,6 +68,15 @@ def sweep(
             help="Exit 1 when a metric (or the weights) did not vary although the seeds did.",
         ),
     ] = False,
+    batched: Annotated[
+        bool,
+        typer.Option(
+            "--batched",
+            help="Train all the runs at once, in this process, as one program with a run axis "
+            "(a capsule with controls.numerics = 'portable'; each run is bit-identical to its "
+            "solo replay, and many times faster than a pool).",
+        ),
+    ] = False,
     as_json: JsonFlag = False,
 ) -> None:
     """Run the capsule's experiment under many init and/or order seeds; store every run's
@@ -90,6 +99,8 @@ def sweep(
     with reported():
         if seeds is None and orders is None:
             raise BadUsage("give --seeds and/or --orders")
+        if batched and (executor != ExecutorChoice.local or on != WhereChoice.host):
+            raise BadUsage("--batched runs here, on the host: leave out --executor and --on")
         manifest = load_manifest(capsule)  # its digest only: the process may re-execute
         seed_list = parse_seeds(seeds, "--seeds") if seeds else None
         order_list = parse_seeds(orders, "--orders") if orders else None
@@ -98,9 +109,8 @@ def sweep(
         handle = open_capsule(capsule)
         with sweeping() as observer:
             try:
-                result = do_sweep(
-                    handle, seed_list, order_list, jobs, observer, executor.value, Where(on)
-                )
+                name = "batched" if batched else executor.value
+                result = do_sweep(handle, seed_list, order_list, jobs, observer, name, Where(on))
             except KeyboardInterrupt:
                 err.print("capsule: interrupted; finished runs are kept — run again to resume")
                 raise typer.Exit(130) from None

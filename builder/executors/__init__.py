@@ -53,6 +53,7 @@ class Executor(Protocol):
 EXECUTORS = {
     "local": "builder.executors.local",
     "slurm": "builder.executors.slurm",
+    "batched": "builder.executors.batched",  # `sweep --batched`: portable capsules only
 }
 
 

@@ -92,6 +92,12 @@ class Framework(Protocol):
         every split, computed on `device` — the cross-device matrix's evaluation."""
         ...
 
+    def portable(self, device: str) -> tuple[Any, Callable[[dict], dict]]:
+        """Portable numerics here: this framework's `builder.portable.Ops` on `device`, and
+        the function that puts reference-layout weights into this framework's layout;
+        ValueError where the framework has none."""
+        ...
+
     def nondeterministic_op(self, warning: str) -> str | None:
         """The op a warning says has no deterministic implementation (the framework's
         warn-only alert), or None for any other warning."""

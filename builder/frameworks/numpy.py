@@ -9,6 +9,7 @@ code runs, and its BLAS threads are sized through the process environment (contr
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +58,9 @@ class NumpyFramework:
                 return {name: arrays[name] for name in arrays.files} or None
         except (OSError, ValueError):
             return None
+
+    def portable(self, device: str) -> tuple[Any, Callable[[dict], dict]]:
+        raise ValueError("portable numerics trains the built-in MLP, which NumPy capsules lack")
 
     def sampler(self, order: OrderFn, n: int) -> object:
         raise ValueError("a PyTorch DataLoader sampler; with NumPy use run.order(n, epoch)")

@@ -262,16 +262,20 @@ class TensorflowFramework:
             "init": spec.model.init,
         }
 
+    def portable(self, device: str) -> tuple[Any, Callable[[dict], dict]]:
+        from builder.frameworks.tensorflow_portable import TensorFlowOps
+
+        return TensorFlowOps(device), to_kernel_layout
+
     def evaluate(
         self, spec: Spec, dataset: Dataset, weights: dict[str, np.ndarray], device: str
     ) -> EpochMetrics:
         if spec.controls.numerics == "portable":
             from builder.frameworks.layout import to_reference_layout
-            from builder.frameworks.tensorflow_portable import TensorFlowOps
             from builder.portable.train import evaluate_one
 
             reference = to_reference_layout(weights)
-            return evaluate_one(TensorFlowOps(device), spec, dataset, reference)
+            return evaluate_one(self.portable(device)[0], spec, dataset, reference)
         keras.backend.set_floatx(spec.train.dtype)
         return _evaluate_weights(spec, dataset, weights, device)
 
@@ -284,11 +288,9 @@ class TensorflowFramework:
         on_epoch: EpochCallback,
     ) -> Trained:
         if spec.controls.numerics == "portable":
-            from builder.frameworks.tensorflow_portable import TensorFlowOps
             from builder.portable.train import train_one
 
-            ops = TensorFlowOps(device)
-            return train_one(ops, spec, dataset, order, on_epoch, to_kernel_layout)
+            return train_one(*self.portable(device), spec, dataset, order, on_epoch)
         with tf.device("/GPU:0" if device == "cuda" else "/CPU:0"):
             return self._train(spec, dataset, order, on_epoch)
 

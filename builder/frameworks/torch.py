@@ -11,7 +11,7 @@ import hashlib
 import shutil
 import subprocess
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from itertools import pairwise
 from pathlib import Path
 from typing import Any
@@ -127,6 +127,11 @@ class TorchFramework:
                     )
                 )
         return gpus, torch.version.cuda, str(cudnn) if cudnn else None
+
+    def portable(self, device: str) -> tuple[Any, Callable[[dict], dict]]:
+        from builder.frameworks.torch_portable import TorchOps
+
+        return TorchOps(device), dict  # the reference layout is PyTorch's
 
     def nondeterministic_op(self, warning: str) -> str | None:
         """`use_deterministic_algorithms(True, warn_only=True)` warns "OP does not have a
@@ -250,10 +255,9 @@ class TorchFramework:
         on_epoch: EpochCallback,
     ) -> Trained:
         if spec.controls.numerics == "portable":
-            from builder.frameworks.torch_portable import TorchOps
             from builder.portable.train import train_one
 
-            return train_one(TorchOps(device), spec, dataset, order, on_epoch, dict)
+            return train_one(*self.portable(device), spec, dataset, order, on_epoch)
         dtype = DTYPES[spec.train.dtype]
         splits = {
             s: (torch.from_numpy(x).to(device, dtype), torch.from_numpy(y).to(device))
@@ -311,10 +315,9 @@ class TorchFramework:
         self, spec: Spec, dataset: Dataset, weights: dict[str, np.ndarray], device: str
     ) -> EpochMetrics:
         if spec.controls.numerics == "portable":
-            from builder.frameworks.torch_portable import TorchOps
             from builder.portable.train import evaluate_one
 
-            return evaluate_one(TorchOps(device), spec, dataset, weights)
+            return evaluate_one(self.portable(device)[0], spec, dataset, weights)
         dtype = DTYPES[spec.train.dtype]
         splits = {
             s: (torch.from_numpy(x).to(device, dtype), torch.from_numpy(y).to(device))

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -126,7 +126,7 @@ def train(
     spec: Spec,
     dataset: Dataset,
     inits: list[int],
-    orders: list[Iterable[np.ndarray]],
+    orders: Sequence[Iterable[np.ndarray]],
     on_epoch: Callable[[int, list[EpochMetrics]], None] | None = None,
 ) -> list[Trained]:
     """Train one run per (init seed, order) pair, all at once; `on_epoch(epoch, metrics)` after
@@ -209,11 +209,11 @@ Layout = Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]
 
 def train_one(
     o: Ops,
+    layout: Layout,
     spec: Spec,
     dataset: Dataset,
     order: Iterable[np.ndarray],
     on_epoch: EpochCallback,
-    layout: Layout,
 ) -> Trained:
     """A framework's `train` under portable numerics: one run, its weights in the framework's
     `layout`."""
