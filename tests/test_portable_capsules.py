@@ -166,3 +166,22 @@ def test_what_portable_numerics_does_not_do_is_refused(tmp_path: Path) -> None:
     ok(capsule("freeze", spec, "--out", portable))
     verdict = json.loads(capsule("diff", native, portable, "--json").stdout)
     assert any(r["message"] == "numerics: native → portable" for r in verdict["reasons"])
+
+
+def test_the_users_own_portable_model_is_identical_in_pytorch_and_tensorflow(
+    tmp_path: Path,
+) -> None:
+    """capsules/portable-mlp (the user's own MLP built with builder.portable's layers) frozen
+    as it is (PyTorch) and with TensorFlow's kernels: diff says identical."""
+    variant = tmp_path / "portable-mlp-tensorflow"
+    shutil.copytree(CAPSULES / "portable-mlp", variant)
+    spec = variant / "capsule.toml"
+    text = spec.read_text().replace('framework = "torch"', 'framework = "tensorflow"')
+    spec.write_text(text.replace('backend = "torch"', 'backend = "tensorflow"'))
+    ok(capsule("freeze", CAPSULES / "portable-mlp", "--out", tmp_path / "torch"))
+    ok(capsule("freeze", variant, "--out", tmp_path / "tensorflow"))
+    record = manifest(tmp_path / "tensorflow")
+    assert record["fingerprint"]["framework"] == "tensorflow"
+    assert len(record["outcome"]["trace"]) == 14  # a checkpoint every 10 of 140 steps
+    diff = ok(capsule("diff", tmp_path / "torch", tmp_path / "tensorflow", "--json"))
+    assert json.loads(diff.stdout)["verdict"] == "identical", diff.stdout

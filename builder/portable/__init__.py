@@ -13,8 +13,10 @@ cross-entropy, the backward pass and Adam — is built from those operations in 
 order (docs/architecture.md, "Portable numerics"), so any backend that implements `Ops`
 faithfully computes the same bits.
 
-Backends: `builder.frameworks.torch_portable.TorchOps` (CPU and CUDA). The tests check the
-algorithm bit for bit against an independent NumPy implementation (tests/portable_reference.py).
+Backends: `backend("torch", device)` (PyTorch, CPU or CUDA) and `backend("tensorflow",
+device)`. The built-in MLP uses them under `[controls] numerics = "portable"`
+(`train.py`); the user's own model uses `layers.py`. The tests check the algorithm bit for bit
+against an independent NumPy implementation (tests/portable_reference.py).
 """
 
 from builder.portable.algorithm import (
@@ -29,12 +31,29 @@ from builder.portable.algorithm import (
     relu,
     softmax_cross_entropy,
 )
+from builder.portable.layers import Adam, Linear, ReLU, Sequential, Sigmoid, Tanh
 from builder.portable.ops import Ops
 
+
+def backend(framework: str, device: str = "cpu") -> Ops:
+    """The portable operations of "torch" or "tensorflow" on "cpu" or "cuda"."""
+    from builder.frameworks import get_framework
+
+    ops: Ops = get_framework(framework).portable(device)[0]
+    return ops
+
+
 __all__ = [
+    "Adam",
     "AdamState",
+    "Linear",
     "Ops",
+    "ReLU",
+    "Sequential",
+    "Sigmoid",
+    "Tanh",
     "adam_step",
+    "backend",
     "dense",
     "exp",
     "log",
