@@ -177,8 +177,8 @@ def test_describe_of_the_capsule_is_what_inspect_prints() -> None:
         "framework  torch 2.13.0+cpu on cpu, 1 thread(s), float32, deterministic=True"
     )
     assert lines[3] == (
-        "model      mlp hidden=[8] tanh; adam lr=0.01 betas=[0.9, 0.999] eps=1e-08 (for-loop); "
-        "3 epochs, batch 16"
+        "model      mlp hidden=[8] tanh, init framework; adam lr=0.01 betas=[0.9, 0.999] "
+        "eps=1e-08 (for-loop); 3 epochs, batch 16"
     )
     assert "seeds      init=11 order=13 PYTHONHASHSEED=0; data order: recorded" in lines
     assert (

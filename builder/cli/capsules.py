@@ -47,10 +47,11 @@ def freeze(
     """Run SPEC under full controls and write the capsule (manifest + artifacts) atomically.
 
     SPEC is a built-in experiment, or the user's own code (`entrypoint = "train.py:main"` or a
-    plain script `entrypoint = "main.py"`, with `[code] include = [...]`): the code is copied
+    plain script `entrypoint = "main.py"`, with `\\[code] include = \\[...]`): the code is copied
     into the capsule, scanned for nondeterminism, and `main(run)` is called with a
     `builder.Run` — or the script runs as `__main__` with its command line built from
-    [params] (`--key value`).
+    \\[params] (`--key value`). With `\\[controls] numerics = "portable"` the built-in MLP
+    trains to the same bits on any CPU or GPU, in PyTorch and TensorFlow.
     """
     from builder.cli.progress import training
     from builder.controls import ensure_process_env

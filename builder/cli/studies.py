@@ -44,7 +44,9 @@ def sweep(
     jobs: Annotated[
         int,
         typer.Option(
-            min=1, help="Runs at a time: worker processes (local) or array tasks (slurm)."
+            min=1,
+            help="Runs at a time: worker processes (local) or array tasks (slurm); with "
+            "--batched, the threads of the one program.",
         ),
     ] = 1,
     executor: Annotated[

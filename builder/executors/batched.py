@@ -50,7 +50,9 @@ class BatchedRuns:
         framework = get_framework(spec.framework)
         require_device(framework, spec)
         seed_everything(spec.seeds.init)
-        framework.apply_controls(spec, spec.controls.device, spec.controls.threads)
+        # threads change no bit of portable numerics: --jobs N lends the program N cores
+        threads = max(jobs, spec.controls.threads)
+        framework.apply_controls(spec, spec.controls.device, threads)
         ops, layout = framework.portable(spec.controls.device)
         assert capsule.manifest.data is not None
         dataset = Dataset.from_tensors(capsule.tensors("data"), capsule.manifest.data.classes)

@@ -394,13 +394,15 @@ def render_describe(
     console.print(
         f"framework  {fp.framework} {fp.framework_version} on {ctl.device}, "
         f"{ctl.threads} thread(s), {ctl.dtype}, deterministic={ctl.deterministic}"
+        + (", portable numerics" if ctl.numerics == "portable" else "")
     )
     if isinstance(spec, Spec):
         t = spec.train
+        impl = "portable" if ctl.numerics == "portable" else ctl.adam_impl
         console.print(
-            f"model      mlp hidden={spec.model.hidden} {spec.model.activation}; adam lr={t.lr} "
-            f"betas={t.betas} eps={t.eps} ({ctl.adam_impl}); {t.epochs} epochs, "
-            f"batch {t.batch_size}"
+            f"model      mlp hidden={spec.model.hidden} {spec.model.activation}, "
+            f"init {spec.model.init}; adam lr={t.lr} betas={t.betas} eps={t.eps} ({impl}); "
+            f"{t.epochs} epochs, batch {t.batch_size}"
         )
     else:
         code = [n.removeprefix("code/") for n in record.artifacts if n.startswith("code/")]
