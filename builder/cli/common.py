@@ -94,6 +94,7 @@ class FormatChoice(StrEnum):
 class ExecutorChoice(StrEnum):
     local = "local"
     slurm = "slurm"
+    batched = "batched"
 
 
 EngineOption = Annotated[

@@ -52,7 +52,8 @@ def sweep(
     executor: Annotated[
         ExecutorChoice,
         typer.Option(
-            help="local: a pool of warm processes here; slurm: one Slurm job array (submitit)."
+            help="local: a pool of warm processes here; slurm: one Slurm job array (submitit); "
+            "batched: all runs as one program here (as --batched)."
         ),
     ] = ExecutorChoice.local,
     on: Annotated[
@@ -101,8 +102,10 @@ def sweep(
     with reported():
         if seeds is None and orders is None:
             raise BadUsage("give --seeds and/or --orders")
-        if batched and (executor != ExecutorChoice.local or on != WhereChoice.host):
-            raise BadUsage("--batched runs here, on the host: leave out --executor and --on")
+        if batched and executor == ExecutorChoice.slurm:
+            raise BadUsage("--batched runs here, as one program: leave out --executor slurm")
+        if (batched or executor == ExecutorChoice.batched) and on != WhereChoice.host:
+            raise BadUsage("--batched runs here, on the host: leave out --on")
         manifest = load_manifest(capsule)  # its digest only: the process may re-execute
         seed_list = parse_seeds(seeds, "--seeds") if seeds else None
         order_list = parse_seeds(orders, "--orders") if orders else None
@@ -111,7 +114,7 @@ def sweep(
         handle = open_capsule(capsule)
         with sweeping() as observer:
             try:
-                name = "batched" if batched else executor.value
+                name = ExecutorChoice.batched.value if batched else executor.value
                 result = do_sweep(handle, seed_list, order_list, jobs, observer, name, Where(on))
             except KeyboardInterrupt:
                 err.print("capsule: interrupted; finished runs are kept — run again to resume")
