@@ -16,6 +16,7 @@ import pytest
 from safetensors.numpy import load_file
 
 from builder.data import generate_builtin
+from builder.executors.work import weights_digest
 from builder.frameworks.initial_weights import shared_initial_weights
 from builder.records.spec import ModelSpec
 from tests import portable_reference as ref
@@ -122,7 +123,8 @@ def test_pytorch_tensorflow_and_the_reference_train_the_same_bits(
 def test_a_batched_sweep_stores_each_run_as_its_solo_run(tmp_path: Path) -> None:
     """8 runs (4 init seeds x 2 order seeds) batched, and the same 8 each in a process of its
     own (the pool): the same final metrics and weights digests, bit for bit; and one of them
-    replayed solo from the capsule: the same weights as the batched run stored."""
+    replayed solo from the capsule (`replay --set`): the same final metrics and weights digest
+    as the batched run stored."""
     out = tmp_path / "p2d"
     ok(capsule("freeze", portable_spec(tmp_path, "paper-2d", "torch"), "--out", out))
     solo = tmp_path / "solo"
@@ -141,8 +143,9 @@ def test_a_batched_sweep_stores_each_run_as_its_solo_run(tmp_path: Path) -> None
     assert len({digest for _, digest in runs[batched].values()}) == 8
     replay = tmp_path / "replay"
     ok(capsule("replay", out, "--out", replay, "--set", "seeds.init=3", "--set", "seeds.order=2"))
-    replayed = json.loads((replay / "replay.json").read_text())["outcome"]["final"]
-    assert runs[batched][(3, 2)][0] == replayed
+    record = json.loads((replay / "replay.json").read_text())
+    weights = load_file(str(replay / record["artifacts"]["weights"]["path"]))
+    assert runs[batched][(3, 2)] == (record["outcome"]["final"], weights_digest(weights))
 
 
 def test_what_portable_numerics_does_not_do_is_refused(tmp_path: Path) -> None:

@@ -41,8 +41,11 @@ Every product, quotient, sum and difference is flushed below 2**-126 by `Ops` it
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
+
+import numpy as np
 
 from builder.portable.ops import Ops
 
@@ -121,14 +124,12 @@ def log(o: Ops, x: T) -> T:
 
 
 def isqrt(o: Ops, n: T) -> T:
-    """⌊√n⌋ of int64 n < 2**53, exactly: the backend's guess, corrected by integer products."""
+    """⌊√n⌋ of int64 n < 2**53, exactly: the backend's guess (within one of it), corrected by
+    integer products once each way."""
     r = o.isqrt_guess(n)
-    for _ in range(2):
-        r = o.where(o.greater(o.int_mul(r, r), n), o.int_add(r, -1), r)
-    for _ in range(2):
-        up = o.int_add(r, 1)
-        r = o.where(o.greater(o.int_mul(up, up), n), r, up)
-    return r
+    r = o.where(o.greater(o.int_mul(r, r), n), o.int_add(r, -1), r)
+    up = o.int_add(r, 1)
+    return o.where(o.greater(o.int_mul(up, up), n), r, up)
 
 
 def sqrt(o: Ops, x: T) -> T:
@@ -195,26 +196,37 @@ def dense(o: Ops, x: T, weight: T, bias: T) -> T:
     return o.add(pairwise_sum(o, o.move_to_last(products, -2)), bias[..., None, :])
 
 
-def softmax_parts(o: Ops, logits: T, onehot: T) -> tuple[T, T, T]:
-    """(each row's loss [..., B], e = exp(z - max) [..., B, C], S = Σ e [..., B])."""
-    shifted = o.sub(logits, pairwise_max(o, logits)[..., None])
-    e = exp(o, shifted)
-    total = pairwise_sum(o, e)
-    picked = pairwise_sum(o, o.where(o.greater(onehot, o.const(0.0)), shifted, o.const(0.0)))
-    return o.sub(log(o, total), picked), e, total
-
-
 def mean_rows(o: Ops, row_values: T) -> T:
     """The mean over the last axis: its pairwise sum divided by the count."""
     return o.div(pairwise_sum(o, row_values), o.const(float(o.shape(row_values)[-1])))
 
 
-def softmax_cross_entropy(o: Ops, logits: T, onehot: T) -> tuple[T, T]:
-    """(the mean loss over the batch [...], its gradient with respect to the logits)."""
+def softmax_parts(o: Ops, logits: T, onehot: T) -> tuple[T, T, T]:
+    """(each row's loss [..., B], e = exp(z - max) [..., B, C], S = Σ e [..., B])."""
+    shifted, e, total = _softmax(o, logits)
+    picked = pairwise_sum(o, o.where(o.greater(onehot, o.const(0.0)), shifted, o.const(0.0)))
+    return o.sub(log(o, total), picked), e, total
+
+
+def _softmax(o: Ops, logits: T) -> tuple[T, T, T]:
+    """(s = z - max, e = exp(s), S = Σ e) per row."""
+    shifted = o.sub(logits, pairwise_max(o, logits)[..., None])
+    e = exp(o, shifted)
+    return shifted, e, pairwise_sum(o, e)
+
+
+def softmax_cross_entropy(
+    o: Ops, logits: T, onehot: T, with_loss: bool = True
+) -> tuple[T | None, T]:
+    """(the mean loss over the batch [...], its gradient with respect to the logits). The
+    gradient needs no log: `with_loss=False` skips the loss (None)."""
     rows = o.const(float(o.shape(logits)[-2]))
-    row_loss, e, total = softmax_parts(o, logits, onehot)
+    if with_loss:
+        row_loss, e, total = softmax_parts(o, logits, onehot)
+    else:
+        _, e, total = _softmax(o, logits)
     grad = o.div(o.sub(o.div(e, total[..., None]), onehot), rows)
-    return mean_rows(o, row_loss), grad
+    return (mean_rows(o, row_loss) if with_loss else None), grad
 
 
 Layers = list[tuple[T, T]]  # (weight [..., in, out], bias [..., out]) per layer, input first
@@ -236,11 +248,12 @@ def mlp_forward(
 
 
 def mlp_gradients(
-    o: Ops, layers: Layers, x: T, onehot: T, activation: str = "relu"
-) -> tuple[T, T, Layers]:
-    """(loss, logits, per-layer (dW, db)) of the MLP under softmax cross-entropy."""
+    o: Ops, layers: Layers, x: T, onehot: T, activation: str = "relu", with_loss: bool = True
+) -> tuple[T | None, T, Layers]:
+    """(loss — None unless `with_loss` —, logits, per-layer (dW, db)) of the MLP under softmax
+    cross-entropy."""
     logits, cache = mlp_forward(o, layers, x, activation)
-    loss, dz = softmax_cross_entropy(o, logits, onehot)
+    loss, dz = softmax_cross_entropy(o, logits, onehot, with_loss)
     grads: Layers = []
     for index in range(len(layers) - 1, -1, -1):
         a = cache[index][0]
@@ -257,20 +270,68 @@ def mlp_gradients(
 
 @dataclass
 class AdamState:
-    """Adam's moments per tensor and the running powers β1^t, β2^t (float32 scalars)."""
+    """Adam's moments per tensor (on the backend) and the running powers β1^t, β2^t (float32
+    scalars on the host: they depend on the step count alone, so the host computes them — and
+    the step size and √(1 - β2^t) — once per step for every backend alike)."""
 
     m: list[T] = field(default_factory=list)
     v: list[T] = field(default_factory=list)
-    beta1_power: T = None
-    beta2_power: T = None
+    beta1_power: np.float32 = field(default_factory=lambda: np.float32(1.0))
+    beta2_power: np.float32 = field(default_factory=lambda: np.float32(1.0))
     steps: int = 0
+
+    def advance(self, lr: float, betas: tuple[float, float]) -> tuple[np.float32, np.float32]:
+        """The next step's (step size lr / (1 - β1^t), √(1 - β2^t)), in float32 on the host:
+        NumPy's float32 scalar operations are IEEE's, flushed as `Ops` flushes, and the square
+        root of a float32 taken in float64 and rounded to float32 is the correctly rounded one
+        (53 ≥ 2·24 + 2 bits)."""
+        one = np.float32(1.0)
+        self.steps += 1
+        self.beta1_power = _host_flush(self.beta1_power * np.float32(betas[0]))
+        self.beta2_power = _host_flush(self.beta2_power * np.float32(betas[1]))
+        step = _host_flush(np.float32(lr) / _host_flush(one - self.beta1_power))
+        root = np.float32(math.sqrt(float(_host_flush(one - self.beta2_power))))
+        return step, root
+
+
+def _host_flush(x: np.float32) -> np.float32:
+    return np.float32(0.0) if abs(x) < np.float32(2.0**-126) else np.float32(x)
 
 
 def adam_start(o: Ops, params: list[T], state: AdamState) -> None:
-    """Adam's first state: zero moments (p·0, so a zero keeps p's sign) and β powers of 1."""
+    """Adam's first moments: zeros shaped as the parameters (p·0, flushed to +0)."""
     state.m = [o.mul(p, o.const(0.0)) for p in params]
     state.v = [o.mul(p, o.const(0.0)) for p in params]
-    state.beta1_power = state.beta2_power = o.const(1.0)
+
+
+def adam_update(
+    o: Ops,
+    params: list[T],
+    grads: list[T],
+    moments: tuple[list[T], list[T]],
+    step: T,
+    root: T,
+    betas: tuple[float, float],
+    eps: float,
+    weight_decay: float = 0.0,
+) -> tuple[list[T], list[T], list[T]]:
+    """The elementwise part of one Adam update, given the step's scalars (`AdamState.advance`,
+    as tensors): (new parameters, new m, new v)."""
+    b1, b2 = o.const(betas[0]), o.const(betas[1])
+    one = np.float32(1.0)
+    keep1 = o.const(float(one - np.float32(betas[0])))
+    keep2 = o.const(float(one - np.float32(betas[1])))
+    updated, new_m, new_v = [], [], []
+    for p, g, m, v in zip(params, grads, *moments, strict=True):
+        if weight_decay:
+            g = o.add(g, o.mul(o.const(weight_decay), p))
+        m = o.add(o.mul(b1, m), o.mul(keep1, g))
+        v = o.add(o.mul(b2, v), o.mul(keep2, o.mul(g, g)))
+        denom = o.add(o.div(sqrt(o, v), root), o.const(eps))
+        updated.append(o.sub(p, o.mul(step, o.div(m, denom))))
+        new_m.append(m)
+        new_v.append(v)
+    return updated, new_m, new_v
 
 
 def adam_step(
@@ -285,22 +346,11 @@ def adam_step(
 ) -> list[T]:
     """One Adam update (PyTorch's; weight decay as PyTorch's L2 term, g + decay·w) in the fixed
     order; returns the new parameters and advances `state`."""
-    b1, b2 = o.const(betas[0]), o.const(betas[1])
-    one = o.const(1.0)
     if state.steps == 0:
         adam_start(o, params, state)
-    state.steps += 1
-    state.beta1_power = o.mul(state.beta1_power, b1)
-    state.beta2_power = o.mul(state.beta2_power, b2)
-    step = o.div(o.const(lr), o.sub(one, state.beta1_power))
-    root = sqrt(o, o.sub(one, state.beta2_power))
-    keep1, keep2 = o.sub(one, b1), o.sub(one, b2)
-    updated = []
-    for i, (p, g) in enumerate(zip(params, grads, strict=True)):
-        if weight_decay:
-            g = o.add(g, o.mul(o.const(weight_decay), p))
-        state.m[i] = o.add(o.mul(b1, state.m[i]), o.mul(keep1, g))
-        state.v[i] = o.add(o.mul(b2, state.v[i]), o.mul(keep2, o.mul(g, g)))
-        denom = o.add(o.div(sqrt(o, state.v[i]), root), o.const(eps))
-        updated.append(o.sub(p, o.mul(step, o.div(state.m[i], denom))))
+    step, root = state.advance(lr, betas)
+    updated, state.m, state.v = adam_update(
+        o, params, grads, (state.m, state.v), o.tensor(step), o.tensor(root), betas, eps,
+        weight_decay,
+    )  # fmt: skip
     return updated

@@ -23,7 +23,7 @@ from builder.frameworks.initial_weights import layer_names, shared_initial_weigh
 from builder.portable.algorithm import (
     AdamState,
     adam_start,
-    adam_step,
+    adam_update,
     mean_rows,
     mlp_forward,
     mlp_gradients,
@@ -148,20 +148,30 @@ def train(
     activation, betas = spec.model.activation, (t.betas[0], t.betas[1])
 
     def one_step(
-        params: T, m: T, v: T, powers: list[T], x: T, onehot: T, rows: T
-    ) -> tuple[T, T, T, T, list[T]]:
-        """One Adam step, state in and out (so a backend can run it as one program)."""
-        state = AdamState([m], [v], powers[0], powers[1], steps=1)
+        params: T, m: T, v: T, scalars: list[T], x: T, onehot: T, rows: T, with_loss: bool
+    ) -> tuple[T, T, T, T]:
+        """One Adam step, state in and out (so a backend can run it as one program); the loss
+        only where asked (a checkpoint's), as the gradient does not need it."""
         tensors = _split(o, params, shapes)
         layers = list(zip(tensors[::2], tensors[1::2], strict=True))
         xb, yb = o.take_rows(x, rows), o.take_rows(onehot, rows)
-        loss, _, grads = mlp_gradients(o, layers, xb, yb, activation)
+        loss, _, grads = mlp_gradients(o, layers, xb, yb, activation, with_loss)
         flat = _join(o, [g for pair in grads for g in pair])
-        (params,) = adam_step(o, [params], [flat], state, t.lr, betas, t.eps, t.weight_decay)
-        return loss, params, state.m[0], state.v[0], [state.beta1_power, state.beta2_power]
+        (params,), (m,), (v,) = adam_update(
+            o, [params], [flat], ([m], [v]), scalars[0], scalars[1], betas, t.eps,
+            t.weight_decay,
+        )  # fmt: skip
+        return (o.const(0.0) if loss is None else loss), params, m, v
 
-    run_step = o.compile(one_step)
-    m, v, powers = state.m[0], state.v[0], [state.beta1_power, state.beta2_power]
+    steps = {
+        with_loss: o.compile(
+            lambda p, m, v, s, x, y, rows, with_loss=with_loss: one_step(
+                p, m, v, s, x, y, rows, with_loss
+            )
+        )
+        for with_loss in (False, True)
+    }
+    m, v = state.m[0], state.v[0]
     traces: list[list[TracePoint]] = [[] for _ in inits]
     history: list[list[EpochMetrics]] = [[] for _ in inits]
     iterators: list[Iterator[np.ndarray]] = [iter(order) for order in orders]
@@ -171,9 +181,11 @@ def train(
         permutation = o.tensor(np.stack([next(i) for i in iterators]))  # [runs, rows]
         for start in range(0, x_train.shape[0], t.batch_size):
             rows = permutation[:, start : start + t.batch_size]
-            loss, params, m, v, powers = run_step(params, m, v, list(powers), x, onehot, rows)
+            scalars = [o.tensor(value) for value in state.advance(t.lr, betas)]
             step += 1
-            if step % t.checkpoint_every == 0:
+            checkpoint = step % t.checkpoint_every == 0
+            loss, params, m, v = steps[checkpoint](params, m, v, scalars, x, onehot, rows)
+            if checkpoint:
                 for r, (value, weights) in enumerate(
                     zip(o.numpy(loss), _unstack(o, _split(o, params, shapes), names), strict=True)
                 ):
