@@ -30,9 +30,10 @@ The orders, which every backend follows because they are written here and nowher
   sign(z)·(1 - e)/(1 + e) with e = exp(-2|z|). Backward: ReLU passes the gradient where z > 0,
   tanh multiplies it by (1 - a·a), sigmoid by a·(1 - a), a the activation's output.
 - **Adam** (PyTorch's update), per step: β1^t and β2^t as running float32 products, c1 = 1 -
-  β1^t, c2 = 1 - β2^t, step = lr / c1, s2 = √c2 (the correctly rounded sqrt below); per tensor
-  g = g + decay·w (only with weight decay), m = β1·m + (1 - β1)·g, v = β2·v + (1 - β2)·(g·g),
-  denom = √v / s2 + ε, w = w - step·(m / denom).
+  β1^t, c2 = 1 - β2^t, step = lr / c1, s2 = √c2 — these scalars on the host (`AdamState.
+  advance`: NumPy float32, flushed, the square root correctly rounded through float64); per
+  tensor g = g + decay·w (only with weight decay), m = β1·m + (1 - β1)·g, v = β2·v + (1 -
+  β2)·(g·g), denom = √v / s2 + ε (√ the correctly rounded sqrt below), w = w - step·(m / denom).
 - **Leading axes** (a batched sweep's seed axis) broadcast through every function: each
   element is computed by the same operations in the same order whatever stands beside it.
 
@@ -136,7 +137,8 @@ def sqrt(o: Ops, x: T) -> T:
     """The correctly rounded square root of a non-negative float32 (zero or normal), from
     integers: libraries' float32 sqrt is not always correctly rounded (PyTorch's CPU kernel
     misses on ~0.5 % of inputs). x = m·2^k with m the 24-bit integer mantissa and k made even
-    (m doubled otherwise); r = ⌊√(m·2^26)⌋; 2r + (1 if r² < m·2^26) is converted to float32
+    (m doubled otherwise); r = ⌊√(m·2^26)⌋ (the backend's float64 guess, corrected once each way
+    with integer products); 2r + (1 if r² < m·2^26) is converted to float32
     (correctly rounded: the appended bit breaks what would be a false tie) and scaled by
     2^(k/2 - 14)."""
     bits = o.float_bits(x)
