@@ -127,3 +127,43 @@ def test_training_steps_are_the_references_bits(
     for got, expected in zip(params, flat, strict=True):
         assert np.array_equal(bits(got), bits(expected))
     assert np.isfinite(float(loss))
+
+
+def test_compiled_tensorflow_steps_leave_the_graph_optimizer_as_it_was() -> None:
+    """A portable step runs as a tf.function with Grappler and XLA auto-clustering off — and
+    the process gets TensorFlow's defaults back after each call (user code or a native run in
+    the same process must not lose them); its result is eager mode's, bit for bit."""
+    import tensorflow as tf
+
+    from builder.frameworks.tensorflow_portable import TensorFlowOps
+
+    o = TensorFlowOps()
+    x = o.tensor(hard_inputs(-80.0, 80.0)[:1000])
+    compiled = o.compile(lambda t: exp(o, t))
+    assert np.array_equal(bits(compiled(x).numpy()), bits(exp(o, x).numpy()))
+    assert not tf.config.optimizer.get_experimental_options().get("disable_meta_optimizer")
+    assert not tf.config.optimizer.get_jit()
+
+
+def test_the_layer_api_on_misuse_and_nesting() -> None:
+    """builder.portable's layers: a nested Sequential trains and names its weights; Adam before
+    backward, and a device neither 'cpu' nor 'cuda', are refused with a sentence."""
+    from builder.portable import Adam, Linear, ReLU, Sequential, backend, softmax_cross_entropy
+
+    with pytest.raises(ValueError, match="expected 'cpu' or 'cuda'"):
+        backend("torch", "gpu")
+    o = backend("torch")
+    rng = np.random.Generator(np.random.PCG64(1))
+    model = Sequential(Sequential(Linear(o, 3, 4, rng), ReLU(o)), Linear(o, 4, 2, rng))
+    adam = Adam(o, lr=0.01)
+    with pytest.raises(ValueError, match=r"before model\.backward"):
+        adam.step(model)
+    x = o.tensor(rng.normal(size=(8, 3)).astype(F))
+    onehot = o.one_hot(o.tensor(np.arange(8) % 2), 2)
+    before = model.weights()
+    _, grad = softmax_cross_entropy(o, model.forward(x), onehot)
+    model.backward(grad)
+    adam.step(model)
+    after = model.weights()
+    assert sorted(after) == ["0.0.bias", "0.0.weight", "1.bias", "1.weight"]
+    assert all(not np.array_equal(before[k], after[k]) for k in after)

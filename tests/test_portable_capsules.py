@@ -157,7 +157,9 @@ def test_what_portable_numerics_does_not_do_is_refused(tmp_path: Path) -> None:
     assert_refused(capsule("freeze", spec, "--out", tmp_path / "b"), "train.dtype")
     spec.write_text(text.replace("lr = 0.0005", 'lr = 0.0005\nadam_variant = "keras"'))
     assert_refused(capsule("freeze", spec, "--out", tmp_path / "c"), "adam_variant")
-    assert not any((tmp_path / d).exists() for d in "abc")
+    spec.write_text(text.replace("eps = 1e-8", "eps = 1e-40"))
+    assert_refused(capsule("freeze", spec, "--out", tmp_path / "d"), "train.eps", "2**-126")
+    assert not any((tmp_path / d).exists() for d in "abcd")
     native = tmp_path / "native"
     spec.write_text(text.replace('numerics = "portable"\n', ""))
     ok(capsule("freeze", spec, "--out", native))

@@ -257,7 +257,11 @@ class TensorflowFramework:
             **_adam_as_used(spec),
             **switches,
             "keras.backend.floatx": keras.backend.floatx(),
-            "tf.function": "whole epoch" if spec.controls.numerics == "native" else "none",
+            "tf.function": (
+                "whole epoch"
+                if spec.controls.numerics == "native"
+                else "per step, graph unrewritten"
+            ),
             "adam.variant": _adam_variant(spec),
             "init": spec.model.init,
         }
@@ -270,7 +274,7 @@ class TensorflowFramework:
     def evaluate(
         self, spec: Spec, dataset: Dataset, weights: dict[str, np.ndarray], device: str
     ) -> EpochMetrics:
-        if spec.controls.numerics == "portable":
+        if spec.controls.numerics == "portable":  # placed on `device` by the Ops
             from builder.frameworks.layout import to_reference_layout
             from builder.portable.train import evaluate_one
 

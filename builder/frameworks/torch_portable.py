@@ -4,6 +4,7 @@ below 2**-126 (`builder/portable/ops.py`)."""
 
 from __future__ import annotations
 
+import contextlib
 import math
 from typing import Any
 
@@ -19,6 +20,8 @@ class TorchOps:
     name = "torch"
 
     def __init__(self, device: str = "cpu") -> None:
+        if device not in ("cpu", "cuda"):
+            raise ValueError(f"device {device!r}: expected 'cpu' or 'cuda'")
         self.device = torch.device(device)
         self._consts: dict[tuple[float, bool], torch.Tensor] = {}
         self._pads: dict[tuple[tuple[int, ...], float, torch.dtype], torch.Tensor] = {}
@@ -37,6 +40,9 @@ class TorchOps:
     def compile(self, fn: Any) -> Any:
         return fn  # eager kernels; torch.compile would fuse operations
 
+    def scope(self) -> Any:
+        return contextlib.nullcontext()  # every tensor here is made on self.device
+
     def _flush(self, x: torch.Tensor) -> torch.Tensor:
         """hardshrink: one kernel that keeps x where |x| > λ, else +0; λ, the largest
         subnormal float32, is exactly representable, so |x| < 2**-126 is what goes."""
@@ -45,7 +51,8 @@ class TorchOps:
     def const(self, value: float) -> torch.Tensor:
         key = (value, math.copysign(1.0, value) < 0)
         if key not in self._consts:
-            self._consts[key] = torch.tensor(value, dtype=torch.float32, device=self.device)
+            flushed = _flushed(value)  # as every result is
+            self._consts[key] = torch.tensor(flushed, dtype=torch.float32, device=self.device)
         return self._consts[key]
 
     def reshape(self, a: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
@@ -140,3 +147,9 @@ class TorchOps:
 
     def float_to_int(self, a: torch.Tensor) -> torch.Tensor:
         return a.to(torch.int32)
+
+
+def _flushed(value: float) -> float:
+    """`value` as float32 would hold it, +0 below 2**-126 (as every result)."""
+    rounded = float(np.float32(value))
+    return 0.0 if abs(rounded) < TINY else rounded

@@ -59,16 +59,20 @@ class Linear(Layer):
 
     def forward(self, x: T) -> T:
         self._input = x
-        return dense(self.o, x, self.params[0], self.params[1])
+        with self.o.scope():
+            return dense(self.o, x, self.params[0], self.params[1])
 
     def backward(self, grad: T) -> T:
         o, x, weight = self.o, self._input, self.params[0]
-        products = o.mul(x[..., :, :, None], grad[..., :, None, :])  # [..., B, in, out]
-        self.grads = [
-            pairwise_sum(o, o.move_to_last(products, -3)),
-            pairwise_sum(o, o.move_to_last(grad, -2)),
-        ]
-        return pairwise_sum(o, o.mul(grad[..., :, None, :], weight[..., None, :, :]))
+        if x is None:
+            raise ValueError("Linear.backward before forward: call model.forward(x) first")
+        with o.scope():
+            products = o.mul(x[..., :, :, None], grad[..., :, None, :])  # [..., B, in, out]
+            self.grads = [
+                pairwise_sum(o, o.move_to_last(products, -3)),
+                pairwise_sum(o, o.move_to_last(grad, -2)),
+            ]
+            return pairwise_sum(o, o.mul(grad[..., :, None, :], weight[..., None, :, :]))
 
 
 class Activation(Layer):
@@ -127,15 +131,23 @@ class Sequential(Layer):
         return grad
 
     def set_params(self, params: list[T]) -> None:
+        """Hand each layer its share of `params` (in `self.params`' order)."""
         for layer in self.layers:
             count = len(layer.params)
-            layer.params, params = list(params[:count]), params[count:]
+            share, params = list(params[:count]), params[count:]
+            if isinstance(layer, Sequential):
+                layer.set_params(share)
+            else:
+                layer.params = share
 
     def weights(self) -> dict[str, np.ndarray]:
-        """The parameters as NumPy arrays, named `<layer index>.weight` / `.bias` (for
-        `run.save_weights`)."""
+        """The parameters as NumPy arrays, named `<layer index>.weight` / `.bias` (a nested
+        Sequential's prefixed by its index), for `run.save_weights`."""
         out = {}
         for index, layer in enumerate(self.layers):
+            if isinstance(layer, Sequential):
+                out.update({f"{index}.{k}": v for k, v in layer.weights().items()})
+                continue
             for name, p in zip(("weight", "bias"), layer.params, strict=False):
                 out[f"{index}.{name}"] = np.asarray(layer.o.numpy(p))
         return out
@@ -157,8 +169,11 @@ class Adam:
 
     def step(self, model: Sequential) -> None:
         """One update of the model's parameters from the gradients of its last backward."""
-        updated = adam_step(
-            self.o, model.params, model.grads, self.state, self.lr, self.betas, self.eps,
-            self.decay,
-        )  # fmt: skip
+        if len(model.grads) != len(model.params):
+            raise ValueError("Adam.step before model.backward(grad): no gradients to apply")
+        with self.o.scope():
+            updated = adam_step(
+                self.o, model.params, model.grads, self.state, self.lr, self.betas, self.eps,
+                self.decay,
+            )  # fmt: skip
         model.set_params(updated)

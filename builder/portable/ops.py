@@ -25,7 +25,8 @@ class Ops(Protocol):
     name: str
 
     def const(self, value: float) -> T:
-        """A float32 scalar: `value` rounded to float32 (round to nearest, ties to even)."""
+        """A float32 scalar: `value` rounded to float32 (round to nearest, ties to even), +0
+        if that is below 2**-126 (as every result)."""
         ...
 
     def add(self, a: T, b: T) -> T: ...
@@ -108,6 +109,10 @@ class Ops(Protocol):
 
     def numpy(self, a: T) -> Any:
         """The tensor as a NumPy array on the host (the same bits)."""
+        ...
+
+    def scope(self) -> Any:
+        """A context manager under which every op (slicing too) runs on this backend's device."""
         ...
 
     def compile(self, fn: Any) -> Any:

@@ -86,6 +86,13 @@ def params_digest(weights: dict[str, np.ndarray]) -> str:
 def evaluate(
     o: Ops, spec: Spec, dataset: Dataset, params: list[T], epoch: int
 ) -> list[EpochMetrics]:
+    with o.scope():
+        return _evaluate(o, spec, dataset, params, epoch)
+
+
+def _evaluate(
+    o: Ops, spec: Spec, dataset: Dataset, params: list[T], epoch: int
+) -> list[EpochMetrics]:
     """Each run's loss on the training set and error rate on every split. Rows go through in
     chunks (a row's logits do not depend on the others); the loss is the pairwise mean of all
     rows' losses; a prediction is the first largest logit (NumPy's argmax of the same bits)."""
@@ -131,6 +138,18 @@ def train(
 ) -> list[Trained]:
     """Train one run per (init seed, order) pair, all at once; `on_epoch(epoch, metrics)` after
     each epoch. Everything but the recorded order and the initial weights is the spec's."""
+    with o.scope():
+        return _train(o, spec, dataset, inits, orders, on_epoch)
+
+
+def _train(
+    o: Ops,
+    spec: Spec,
+    dataset: Dataset,
+    inits: list[int],
+    orders: Sequence[Iterable[np.ndarray]],
+    on_epoch: Callable[[int, list[EpochMetrics]], None] | None,
+) -> list[Trained]:
     t = spec.train
     names = layer_names(spec.model)
     initial = [

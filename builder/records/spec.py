@@ -37,6 +37,7 @@ MAX_LR = 10.0
 MAX_WEIGHT_DECAY = 10.0
 MAX_EPS = 1.0
 MAX_THREADS = 1024
+TINY_FLOAT32 = 2.0**-126  # portable numerics flushes anything smaller to 0
 
 Seed = Annotated[int, Field(ge=0, le=MAX_SEED)]
 
@@ -189,6 +190,16 @@ class Spec(SpecBase):
                 "controls.numerics = 'portable' implements PyTorch's Adam update: leave "
                 "train.adam_variant out or set it to 'torch'"
             )
+        t = self.train
+        hyper = {"lr": t.lr, "eps": t.eps, "weight_decay": t.weight_decay}
+        hyper.update({f"betas[{i}]": beta for i, beta in enumerate(t.betas)})
+        for name, value in hyper.items():
+            if 0 < value < TINY_FLOAT32:
+                raise ValueError(
+                    f"train.{name} = {value} is below float32's smallest normal number "
+                    "(2**-126), which portable numerics flushes to 0 on every backend: use 0 or "
+                    "a larger value"
+                )
         return self
 
 
