@@ -52,8 +52,8 @@ def test_crashed_slurm_task_is_reported_and_the_rerun_completes(
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     killed, deadline = False, time.time() + 240
     while not killed and time.time() < deadline and process.poll() is None:
-        found = subprocess.run(
-            ["pgrep", "-f", "submitit.core._submit"], capture_output=True, text=True
+        found = subprocess.run(  # this sweep's tasks only: another test may run Slurm tasks
+            ["pgrep", "-f", f"submitit.core._submit {cap}/.slurm/"], capture_output=True, text=True
         ).stdout.split()
         if found:
             time.sleep(1.0)  # let it get into its run
