@@ -18,6 +18,7 @@ from safetensors.numpy import load_file
 from builder.data import generate_builtin
 from builder.executors.work import weights_digest
 from builder.frameworks.initial_weights import shared_initial_weights
+from builder.frameworks.layout import to_reference_layout
 from builder.records.spec import ModelSpec
 from tests import portable_reference as ref
 from tests.conftest import CAPSULES, assert_refused, capsule, ok
@@ -76,14 +77,7 @@ def reference_run(capsule_dir: Path, builtin: str) -> tuple[dict[str, np.ndarray
 def stored_weights(capsule_dir: Path) -> dict[str, np.ndarray]:
     """The capsule's final weights in the reference layout (PyTorch's names, [out, in])."""
     ref_ = manifest(capsule_dir)["artifacts"]["weights"]
-    weights = load_file(str(capsule_dir / ref_["path"]))
-    out = {}
-    for name, array in weights.items():
-        if name.endswith(".kernel"):
-            out[name.removesuffix(".kernel") + ".weight"] = array.T
-        else:
-            out[name] = array
-    return out
+    return to_reference_layout(load_file(str(capsule_dir / ref_["path"])))
 
 
 def bits(a: np.ndarray) -> bytes:

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from builder.portable.ops import TINY
+from builder.portable.ops import TINY, flushed_constant
 
 
 class TensorFlowOps:
@@ -84,7 +84,7 @@ class TensorFlowOps:
 
     def const(self, value: float) -> tf.Tensor:
         with tf.device(self.device):
-            return tf.constant(_flushed(value), tf.float32)
+            return tf.constant(flushed_constant(value), tf.float32)
 
     def reshape(self, a: tf.Tensor, shape: tuple[int, ...]) -> tf.Tensor:
         return tf.reshape(a, shape)
@@ -214,9 +214,3 @@ for _name in (
     "int_to_float", "float_to_int", "isqrt_guess",
 ):  # fmt: skip
     setattr(TensorFlowOps, _name, _placed(getattr(TensorFlowOps, _name)))
-
-
-def _flushed(value: float) -> float:
-    """`value` as float32 would hold it, +0 below 2**-126 (as every result)."""
-    rounded = float(np.float32(value))
-    return 0.0 if abs(rounded) < TINY else rounded

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from builder.portable.ops import TINY
+from builder.portable.ops import TINY, flushed_constant
 
 LARGEST_SUBNORMAL = TINY - 2.0**-149
 
@@ -51,7 +51,7 @@ class TorchOps:
     def const(self, value: float) -> torch.Tensor:
         key = (value, math.copysign(1.0, value) < 0)
         if key not in self._consts:
-            flushed = _flushed(value)  # as every result is
+            flushed = flushed_constant(value)  # as every result is
             self._consts[key] = torch.tensor(flushed, dtype=torch.float32, device=self.device)
         return self._consts[key]
 
@@ -147,9 +147,3 @@ class TorchOps:
 
     def float_to_int(self, a: torch.Tensor) -> torch.Tensor:
         return a.to(torch.int32)
-
-
-def _flushed(value: float) -> float:
-    """`value` as float32 would hold it, +0 below 2**-126 (as every result)."""
-    rounded = float(np.float32(value))
-    return 0.0 if abs(rounded) < TINY else rounded

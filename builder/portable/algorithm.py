@@ -198,6 +198,24 @@ def dense(o: Ops, x: T, weight: T, bias: T) -> T:
     return o.add(pairwise_sum(o, o.move_to_last(products, -2)), bias[..., None, :])
 
 
+def dense_backward(
+    o: Ops, x: T, weight: T, dz: T, input_grad: bool = True
+) -> tuple[T, T, T | None]:
+    """The dense layer's (dW, db, dx) from its input x [..., B, in] and the gradient of its
+    output dz [..., B, out]: dW = Σ_b x[b, i]·dz[b, j], db = Σ_b dz[b, j], dx = Σ_j dz[b, j]·W[i, j]
+    (dx only if `input_grad`)."""
+    products = o.mul(x[..., :, :, None], dz[..., :, None, :])  # [..., B, in, out]
+    weight_grad = pairwise_sum(o, o.move_to_last(products, -3))
+    bias_grad = pairwise_sum(o, o.move_to_last(dz, -2))
+    if not input_grad:
+        return weight_grad, bias_grad, None
+    return (
+        weight_grad,
+        bias_grad,
+        pairwise_sum(o, o.mul(dz[..., :, None, :], weight[..., None, :, :])),
+    )
+
+
 def mean_rows(o: Ops, row_values: T) -> T:
     """The mean over the last axis: its pairwise sum divided by the count."""
     return o.div(pairwise_sum(o, row_values), o.const(float(o.shape(row_values)[-1])))
@@ -258,13 +276,11 @@ def mlp_gradients(
     loss, dz = softmax_cross_entropy(o, logits, onehot, with_loss)
     grads: Layers = []
     for index in range(len(layers) - 1, -1, -1):
-        a = cache[index][0]
-        weight = layers[index][0]
-        products = o.mul(a[..., :, :, None], dz[..., :, None, :])  # [..., B, in, out]
-        weight_grad = pairwise_sum(o, o.move_to_last(products, -3))
-        grads.append((weight_grad, pairwise_sum(o, o.move_to_last(dz, -2))))
+        weight_grad, bias_grad, da = dense_backward(
+            o, cache[index][0], layers[index][0], dz, index > 0
+        )
+        grads.append((weight_grad, bias_grad))
         if index > 0:
-            da = pairwise_sum(o, o.mul(dz[..., :, None, :], weight[..., None, :, :]))
             _, z, out = cache[index - 1]
             dz = activation_backward(o, activation, z, out, da)
     return loss, logits, grads[::-1]

@@ -25,7 +25,7 @@ from builder.portable.algorithm import (
     activation_backward,
     adam_step,
     dense,
-    pairwise_sum,
+    dense_backward,
 )
 from builder.portable.ops import Ops, T
 
@@ -67,12 +67,9 @@ class Linear(Layer):
         if x is None:
             raise ValueError("Linear.backward before forward: call model.forward(x) first")
         with o.scope():
-            products = o.mul(x[..., :, :, None], grad[..., :, None, :])  # [..., B, in, out]
-            self.grads = [
-                pairwise_sum(o, o.move_to_last(products, -3)),
-                pairwise_sum(o, o.move_to_last(grad, -2)),
-            ]
-            return pairwise_sum(o, o.mul(grad[..., :, None, :], weight[..., None, :, :]))
+            weight_grad, bias_grad, dx = dense_backward(o, x, weight, grad)
+        self.grads = [weight_grad, bias_grad]
+        return dx
 
 
 class Activation(Layer):

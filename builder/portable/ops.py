@@ -14,9 +14,18 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
+import numpy as np
+
 T = Any  # a backend's float32 (or int32, bool) tensor
 
 TINY = 2.0**-126  # the smallest normal float32: below it, results are flushed to zero
+
+
+def flushed_constant(value: float) -> float:
+    """`value` as float32 holds it, +0 below 2**-126 (as every result): what `Ops.const`
+    makes of it."""
+    rounded = float(np.float32(value))
+    return 0.0 if abs(rounded) < TINY else rounded
 
 
 class Ops(Protocol):
