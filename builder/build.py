@@ -10,7 +10,8 @@ import uuid
 from datetime import datetime
 from pathlib import Path
 
-from builder.engines import open_engine
+from builder.base_image import carried, carry, restore, update_keeping_used
+from builder.engines import Engine, open_engine
 from builder.engines.recipe import (
     build_context,
     code_in_image,
@@ -23,13 +24,13 @@ from builder.engines.wheelhouse import (
     download_wheels,
     pinned_distributions,
 )
-from builder.errors import BadInput, IntegrityError
+from builder.errors import BadInput, EngineMissing, IntegrityError
 from builder.frameworks import FRAMEWORKS
 from builder.freeze import now
 from builder.observer import SILENT, Log, Observer
 from builder.provenance import ensure_provenance, record_provenance
 from builder.records.enums import Device
-from builder.records.manifest import ImageRecord
+from builder.records.manifest import BaseRecord, ImageRecord
 from builder.records.results import BuildResult
 from builder.records.run import ArtifactRef
 from builder.records.spec import UserSpec
@@ -119,12 +120,21 @@ def build(
             f"{where}: images.{variant}: no image recorded yet; run `capsule build` first"
         )
     engine = open_engine(engine_name)
+    if not engine.builds:
+        raise BadInput(
+            f"--engine {engine.name}: {engine.label} runs images but does not build them; "
+            "build with docker or podman"
+        )
     wheels = wheelhouse(capsule, variant, log)
-    manifest = capsule.manifest
     pip_wheels = [w for w in wheels if w.startswith("pip-")]
     if not pip_wheels:
         raise BadInput(f"{where}: {WHEELHOUSE_DIR[variant]}: has no pip wheel to install with")
-    base_ref, base_id = engine.base(recorded.base_image if check and recorded else base, log)
+    if check:
+        assert recorded is not None
+        base_ref, base_id, base_record = recorded_base(capsule, recorded, variant, engine, log)
+    else:
+        base_ref, base_id, base_record = chosen_base(capsule, base, variant, engine, log)
+    manifest = capsule.manifest  # with the base it may have stored
     dockerfile = render_dockerfile(gpu, base_ref, pip_wheels[0])
     if check and recorded and recorded.dockerfile_sha256 != sha256_bytes(dockerfile.encode()):
         raise BadInput(
@@ -146,6 +156,11 @@ def build(
             f"build: {tag} is built already in {engine.label} (same base, Dockerfile and "
             "wheels); --check rebuilds"
         )
+        if recorded.base is None:  # recorded before bases were carried: it carries it now
+            recorded = recorded.model_copy(update={"base": base_record})
+            with capsule.writing() as latest:
+                images = {**latest.images, variant: recorded}
+                capsule.update(latest.model_copy(update={"images": images}))
         ensure_provenance(capsule, variant)  # an image recorded before statements were written
         return BuildResult(
             variant=variant, checked=False, matches=None, rebuilt_id=None, image=recorded
@@ -185,11 +200,44 @@ def build(
         source_date_epoch=epoch,
         wheels=wheels,
         built=now(),
+        base=base_record,
     )
     with capsule.writing() as latest:  # the manifest as it is now: what others recorded stays
-        capsule.update(latest.model_copy(update={"images": {**latest.images, variant: record}}))
+        recorded_now = latest.model_copy(update={"images": {**latest.images, variant: record}})
+        update_keeping_used(capsule, recorded_now)
         record_provenance(capsule, variant, started)  # provenance/<variant>: in-toto, SLSA v1
     return BuildResult(variant=variant, checked=False, matches=None, rebuilt_id=None, image=record)
+
+
+def chosen_base(
+    capsule: Capsule, base: str | None, variant: Device, engine: Engine, log: Log
+) -> tuple[str, str, BaseRecord]:
+    """The base to build on: the one the capsule carries (unless --base names another), else
+    `--base` or Capsule's local base, which is then stored in the capsule."""
+    image = carried(capsule.manifest, variant)
+    if image is not None and base in (None, image.base_image):
+        assert image.base is not None
+        return image.base_image, restore(capsule, image, engine, log), image.base
+    ref, image_id = engine.base(base, log)
+    return ref, image_id, carry(capsule, engine, ref, image_id, log)
+
+
+def recorded_base(
+    capsule: Capsule, recorded: ImageRecord, variant: Device, engine: Engine, log: Log
+) -> tuple[str, str, BaseRecord | None]:
+    """The recorded image's base, for `--check`: loaded from the capsule where it carries it;
+    an image recorded before bases were carried needs its base in the engine already."""
+    if recorded.base is not None:
+        return recorded.base_image, restore(capsule, recorded, engine, log), recorded.base
+    found = engine.has_image(recorded.base_image)
+    if found is None:
+        raise EngineMissing(
+            f"{capsule.path}: images.{variant}.base: {recorded.base_image} is not in "
+            f"{engine.label} and the capsule does not carry it (recorded before bases were "
+            f"stored); `{engine.name} load` that base, or `capsule build` again to record an "
+            "image whose base travels with the capsule"
+        )
+    return recorded.base_image, found, None
 
 
 def freeze_epoch(created: str) -> int:

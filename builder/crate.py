@@ -31,6 +31,7 @@ from builder.records.results import ExportResult
 from builder.records.spec import Spec, UserSpec
 from builder.store import (
     AUDIT_PREFIX,
+    BASE_PREFIX,
     MANIFEST,
     PROVENANCE_PREFIX,
     SWEEP,
@@ -266,6 +267,11 @@ def _artifact_file(crate: ROCrate, where: Path, name: str, ref: ArtifactRef) -> 
         return entity(
             f"in-toto Statement (SLSA Provenance v1) of the {variant} image's build",
             conformsTo={"@id": "https://slsa.dev/provenance/v1"},
+        )
+    if name.startswith(BASE_PREFIX):
+        return entity(
+            "The base image the capsule's images were built on (`docker save` archive, zstd): "
+            "a rebuild loads it, so it needs no network"
         )
     return entity(_ARTIFACT_ROLES.get(name) or _study(name))
 

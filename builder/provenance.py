@@ -74,6 +74,18 @@ def image_statement(
             annotations={"role": "base image"},
         )
     ]
+    archive = manifest.artifacts.get(image.base.archive) if image.base else None
+    if image.base is not None and archive is not None:  # the base as the capsule carries it
+        facts = image.base.model_dump(include={"release", "mirror", "packages_date"})
+        dependencies.append(
+            ResourceDescriptor(
+                name=archive.path,
+                digest={"sha256": archive.sha256},
+                mediaType=archive.media_type,
+                annotations={"role": "base image archive"}
+                | {k: v for k, v in facts.items() if v is not None},
+            )
+        )
     for name, ref in sorted(image_wheels(manifest, variant).items()):
         dependencies.append(
             ResourceDescriptor(name=name, digest={"sha256": ref.sha256}, mediaType=ref.media_type)

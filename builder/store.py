@@ -38,6 +38,7 @@ AUDIT_PREFIX = "audit/"  # audits are artifacts audit/<sha12>
 MAX_RECORD_BYTES = 64 << 20  # a manifest or replay record (a few KiB to a few MiB in practice)
 MAX_SIDECAR_BYTES = 4096  # "<sha256>  manifest.json\n"
 PROVENANCE_PREFIX = "provenance/"  # an image's build provenance: provenance/<variant>
+BASE_PREFIX = "base/"  # the base image the capsule carries (builder/base_image.py)
 
 Record = Manifest | ReplayRecord
 Stored = TypeVar("Stored", SweepRecord, AuditRecord)
@@ -164,9 +165,11 @@ def is_study(artifact: str) -> bool:
 
 
 def capsule_digest(manifest: Manifest) -> str:
-    """The capsule's identity for images: the manifest's digest without its image records and
-    its studies, so recording an image, a sweep or an audit does not relabel the image."""
-    artifacts = {k: v for k, v in manifest.artifacts.items() if not is_study(k)}
+    """The capsule's identity for images: the manifest's digest without its image records, its
+    studies and the base it carries (whose layers the image ID pins already), so recording an
+    image, a sweep, an audit or the base does not relabel the image."""
+    kept = {k: v for k, v in manifest.artifacts.items() if not is_study(k)}
+    artifacts = {k: v for k, v in kept.items() if not k.startswith(BASE_PREFIX)}
     return sha256_bytes(
         record_bytes(manifest.model_copy(update={"images": {}, "artifacts": artifacts}))
     )

@@ -132,10 +132,20 @@ class Job:
     name: str | None = None  # the container's name, so that `stop` can reach it
 
 
+@dataclass(frozen=True)
+class ImageInfo:
+    """What Capsule reads of an image in an engine: its ID, layer diff IDs and labels."""
+
+    image_id: str
+    layers: list[str]
+    labels: dict[str, str]
+
+
 class Engine(Protocol):
     name: str  # as on the command line and in the image record: "docker", "podman", "oci"
     label: str  # in sentences: "the Docker engine"
     missing_hint: str  # how an image gets into it ("" : build it, or import an export)
+    builds: bool  # False: it runs images only (the daemonless engine)
 
     def check(self) -> None:
         """EngineMissing (exit 4), saying how to start it, unless the engine answers."""
@@ -143,6 +153,10 @@ class Engine(Protocol):
 
     def has_image(self, ref: str) -> str | None:
         """The image ID `ref` names in this engine, or None."""
+        ...
+
+    def inspect(self, ref: str) -> ImageInfo | None:
+        """The image `ref` names in this engine, or None."""
         ...
 
     def base(self, ref: str | None, log: Log) -> tuple[str, str]:

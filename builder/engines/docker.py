@@ -10,13 +10,14 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
+import json
 import re
 import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from builder.engines import Job, Log, confinement
+from builder.engines import ImageInfo, Job, Log, confinement
 from builder.engines.recipe import (
     IMAGE_TREE,
     canonical_config,
@@ -44,6 +45,7 @@ class ApiEngine:
     label = "the Docker engine"
     start_hint = "start one with scripts/docker-up.sh or `dockerd &`"
     oci_load = False  # load the canonical image as an OCI layout rather than `docker save`'s
+    builds = True
     missing_hint = ""
 
     def __init__(self) -> None:
@@ -81,6 +83,16 @@ class ApiEngine:
             return str(self.api.inspect_image(ref)["Id"])
         except ImageNotFound:
             return None
+
+    def inspect(self, ref: str) -> ImageInfo | None:
+        from docker.errors import ImageNotFound
+
+        try:
+            found = self.api.inspect_image(ref)
+        except ImageNotFound:
+            return None
+        labels = (found.get("Config") or {}).get("Labels") or {}
+        return ImageInfo(str(found["Id"]), list(found["RootFS"]["Layers"]), dict(labels))
 
     def tag(self, image_id: str, tag: str) -> None:
         repository, _, version = tag.rpartition(":")
@@ -131,11 +143,16 @@ class ApiEngine:
         log(f"base: building {tag} with debootstrap (about a minute, once per engine)")
         with tempfile.TemporaryDirectory(prefix="capsule-base-") as tmp:
             try:
-                rootfs = debootstrap_rootfs(Path(tmp))
+                rootfs, labels = debootstrap_rootfs(Path(tmp))
             except RuntimeError as error:
                 raise EngineMissing(f"base: {error}") from None
             repository, _, version = tag.partition(":")
-            reply = self.api.import_image(src=str(rootfs), repository=repository, tag=version)
+            reply = self.api.import_image(
+                src=str(rootfs),
+                repository=repository,
+                tag=version,
+                changes=[f"LABEL {k}={json.dumps(v)}" for k, v in sorted(labels.items())],
+            )
             imported = IMAGE_ID.findall(str(reply))
         if imported:  # Podman's service leaves the import untagged: tag it here
             self.tag(imported[-1], tag)

@@ -149,7 +149,7 @@ def config_digest(layout: Path, ref: str) -> str:
 # ---------------------------------------------------------------- a layout directory
 
 
-def _blob_path(layout: Path, digest: str) -> Path:
+def blob_path(layout: Path, digest: str) -> Path:
     algo, _, hexdigest = digest.partition(":")
     if (
         algo != "sha256"
@@ -163,7 +163,7 @@ def _blob_path(layout: Path, digest: str) -> Path:
 def write_blob(layout: Path, digest: str, stream: IO[bytes]) -> None:
     """Store one blob, checked against its digest; written under a temporary name and renamed,
     so a layout never holds a partial blob under a digest's name. Present already: kept."""
-    target = _blob_path(layout, digest)
+    target = blob_path(layout, digest)
     if target.exists():
         return
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -227,7 +227,7 @@ def image_manifest(layout: Path, ref: str) -> dict[str, Any] | None:
     for entry in read_index(layout):
         if entry.get("annotations", {}).get(REF_NAME) == ref:
             try:
-                data = _blob_path(layout, str(entry["digest"])).read_bytes()
+                data = blob_path(layout, str(entry["digest"])).read_bytes()
                 if "sha256:" + hashlib.sha256(data).hexdigest() != entry["digest"]:
                     raise ValueError("its blob was altered")
                 manifest = json.loads(data)
@@ -252,7 +252,7 @@ def docker_archive(layout: Path, ref: str, out: IO[bytes]) -> None:
     with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as tar:
         add_bytes(tar, "manifest.json", json_blob(archive))
         for name, digest in [(f"{config}.json", config), *((f"{d}/layer.tar", d) for d in layers)]:
-            path = _blob_path(layout, f"sha256:{digest}")
+            path = blob_path(layout, f"sha256:{digest}")
             info = tarfile.TarInfo(name)
             info.size, info.mode, info.mtime = path.stat().st_size, 0o644, 0
             with path.open("rb") as stream:

@@ -33,10 +33,11 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from builder.engines import Job, Log, confinement
+from builder.engines import ImageInfo, Job, Log, confinement
 from builder.engines.layout import (
     REF_NAME,
     add_saved,
+    blob_path,
     docker_archive,
     image_manifest,
     read_index,
@@ -106,6 +107,7 @@ class OciEngine:
 
     name = "oci"
     label = "the OCI store (umoci + runc)"
+    builds = False
     missing_hint = (
         "`capsule import` its export with --engine oci (export it where the image was built: "
         "`capsule export --format oci` or `--with-image`)"
@@ -166,6 +168,17 @@ class OciEngine:
         except (OSError, KeyError, TypeError):  # removed meanwhile, or not an image manifest
             return None
         return ref
+
+    def inspect(self, ref: str) -> ImageInfo | None:
+        if self.has_image(ref) is None:
+            return None
+        try:
+            config = json.loads(blob_path(self.layout, ref).read_bytes())
+            labels = (config.get("config") or {}).get("Labels") or {}
+            return ImageInfo(ref, list(config["rootfs"]["diff_ids"]), dict(labels))
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            unreadable = f"{self.layout}: the config of {ref[:19]}… is unreadable"
+            raise IntegrityError(unreadable) from None
 
     def base(self, ref: str | None, log: Log) -> tuple[str, str]:
         raise self._no_build()

@@ -105,29 +105,51 @@ def debian_mirror() -> str:
     return "http://deb.debian.org/debian"
 
 
+BASE_RELEASE = "bookworm"
+BASE_LABELS = {  # the local base's labels: where it came from (see BaseRecord)
+    "release": "org.capsule.base.release",
+    "mirror": "org.capsule.base.mirror",
+    "packages_date": "org.capsule.base.packages-date",
+}
+
+
 def local_base_tag() -> str:
     recipe = (DOCKERFILES / "base.sh").read_bytes()
-    return f"capsule-base:bookworm-{hashlib.sha256(recipe).hexdigest()[:12]}"
+    return f"capsule-base:{BASE_RELEASE}-{hashlib.sha256(recipe).hexdigest()[:12]}"
 
 
-def debootstrap_rootfs(into: Path) -> Path:
+def debootstrap_rootfs(into: Path) -> tuple[Path, dict[str, str]]:
     """The local base's root file system as one tar (debootstrap by dockerfiles/base.sh, packed
-    with sorted names, fixed times and numeric owners); raises RuntimeError with its reason."""
-    rootfs = into / "rootfs"
+    with sorted names, fixed times and numeric owners), and the labels saying where it came
+    from (BASE_LABELS); raises RuntimeError with its reason."""
+    from email.utils import parsedate_to_datetime
+
+    rootfs, mirror = into / "rootfs", debian_mirror()
     result = subprocess.run(
-        ["bash", str(DOCKERFILES / "base.sh"), str(rootfs), debian_mirror()],
+        ["bash", str(DOCKERFILES / "base.sh"), str(rootfs), mirror],
         capture_output=True,
         text=True,
     )
     if result.returncode != 0:
         raise RuntimeError(f"debootstrap failed: {result.stderr.strip()[-300:]}")
+    try:
+        packages = parsedate_to_datetime(result.stdout.strip()).astimezone(UTC)
+    except (TypeError, ValueError):
+        raise RuntimeError(
+            f"{mirror}: its Release file gave no date ({result.stdout.strip()[:80]!r})"
+        ) from None
+    labels = {
+        BASE_LABELS["release"]: BASE_RELEASE,
+        BASE_LABELS["mirror"]: mirror,
+        BASE_LABELS["packages_date"]: packages.strftime("%Y-%m-%dT%H:%M:%SZ"),
+    }
     tar_path = into / "rootfs.tar"
     subprocess.run(
         ["tar", "--sort=name", f"--mtime=@{SOURCE_DATE_EPOCH}", "--owner=0", "--group=0",
          "--numeric-owner", "-C", str(rootfs), "-cf", str(tar_path), "."],
         check=True,
     )  # fmt: skip
-    return tar_path
+    return tar_path, labels
 
 
 # ---------------------------------------------------------------- Dockerfile and context

@@ -3,9 +3,9 @@
 Schema version 1. Fields are only ever added with defaults; anything else bumps the version.
 """
 
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, SerializerFunctionWrapHandler, model_serializer
 
 from builder.model_base import Strict
 from builder.records.enums import Device
@@ -44,6 +44,25 @@ class DataRecord(Strict):
     splits: dict[Split, SplitInfo]
 
 
+class BaseRecord(Strict):
+    """The base image the capsule's image was built on, carried in the capsule so that a rebuild
+    needs neither a network nor a registry (builder/base_image.py), and where it came from."""
+
+    archive: str = Field(
+        description="the artifact holding the base: the engine's `docker save` archive, zstd"
+    )
+    image_id: str = Field(description="the ID of the image in the archive (a load keeps it)")
+    layers: list[str] = Field(description="the base's layer diff IDs (the image ID follows them)")
+    release: str | None = Field(
+        default=None, description="Debian release of Capsule's own base; None for a --base"
+    )
+    mirror: str | None = Field(default=None, description="the Debian mirror it was made from")
+    packages_date: str | None = Field(
+        default=None,
+        description="the mirror's Release date: the package set, for snapshot.debian.org",
+    )
+
+
 class ImageRecord(Strict):
     """A container image built for the capsule, reproducible from its own wheelhouse; its ID
     does not depend on the engine that built it (`engine`, Docker in capsules made before)."""
@@ -58,6 +77,17 @@ class ImageRecord(Strict):
     source_date_epoch: int
     wheels: list[str]
     built: str
+    base: BaseRecord | None = Field(
+        default=None, description="None for images recorded before the base travelled along"
+    )
+
+    @model_serializer(mode="wrap")
+    def _base_when_carried(self, write: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """An image recorded before bases were carried is written as it was (same bytes)."""
+        data: dict[str, Any] = write(self)
+        if data.get("base") is None:
+            data.pop("base", None)
+        return data
 
 
 class _CapsuleData(RunSetup):

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Protocol
 from rich.console import Console
 from rich.table import Table
 
-from builder.records.manifest import Manifest
+from builder.records.manifest import ImageRecord, Manifest
 from builder.records.spec import Spec, UserSpec
 
 if TYPE_CHECKING:
@@ -113,6 +113,25 @@ def render_findings(console: Console, findings: Sequence[Finding]) -> None:
 
 
 # ---------------------------------------------------------------- build, transfer, verify
+
+
+def _base_line(manifest: Manifest, image: ImageRecord) -> str:
+    """Whether the capsule carries the image's base (so a rebuild needs no network), and where
+    the base came from."""
+    base = image.base
+    if base is None:
+        return (
+            f"{image.base_image}, not carried (recorded before bases were stored): a rebuild "
+            "needs it in the engine"
+        )
+    stored = manifest.artifacts.get(base.archive)
+    size = f", {stored.size / 1e6:.0f} MB" if stored else ""
+    origin = (
+        f"; Debian {base.release}, packages of {base.packages_date} from {base.mirror}"
+        if base.release
+        else ""
+    )
+    return f"{image.base_image}, carried ({base.archive}{size}){origin}"
 
 
 def render_build(console: Console, result: BuildResult, capsule: Path) -> None:
@@ -439,6 +458,7 @@ def render_describe(
                 f"image      {variant}: {image.image_id} ({image.tag}, base {image.base_image}, "
                 f"{len(image.wheels)} wheels, built with {image.engine})"
             )
+            console.print(f"base       {variant}: {_base_line(record, image)}")
     else:
         overrides = ", ".join(f"{k}={v}" for k, v in record.overrides.items()) or "none"
         where = f"{record.on} image {record.image_id}" if record.image_id else record.on
