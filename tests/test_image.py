@@ -33,6 +33,7 @@ from tests.conftest import (
     ok,
     previous_release,
 )
+from tests.helpers.engines import empty_docker, empty_podman, images, no_caches, offline
 from tests.helpers.examples import EXAMPLES, small_copy
 
 pytestmark = pytest.mark.docker
@@ -228,6 +229,73 @@ def test_export_remove_import_replay(small_image: Path, tmp_path: Path) -> None:
     ok(capsule("diff", copy, tmp_path / "r", "--require", "identical"))
 
 
+# ---------------------------------------------------------------- years later: offline rebuild
+
+
+@pytest.fixture(scope="module")
+def small_export(small_image: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    export = tmp_path_factory.mktemp("years-later") / "small.capsule.tar"
+    ok(capsule("export", small_image, "--out", export, "--with-image"))
+    yield export
+    export.unlink(missing_ok=True)
+
+
+def one_line(result: subprocess.CompletedProcess[str], code: int, *needles: str) -> None:
+    assert result.returncode == code, (result.returncode, result.stderr)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+
+
+@pytest.mark.parametrize("engine", ["docker", "podman"])
+def test_years_later_the_export_replays_and_rebuilds_offline_in_an_empty_engine(
+    small_image: Path, small_export: Path, engine: str, tmp_path: Path
+) -> None:
+    """The export file and an engine are all that a rebuild years later needs: in an engine of
+    its own (no image, no build cache), with no pip cache, the engine and every command in a
+    network namespace with no interfaces: import, replay (identical), and `build --check`
+    gives the recorded image ID, from the base the capsule carries. A capsule that lacks its
+    base is told exactly what is missing, in one line."""
+    recorded = manifest(small_image)["images"]["cpu"]
+    base = recorded["base"]
+    assert base["release"] == "bookworm" and base["packages_date"] and base["mirror"]
+    start = empty_docker if engine == "docker" else empty_podman
+    with start() as engine_env:
+        env = {**engine_env, **no_caches(tmp_path / "home")}
+        assert images(engine, engine_env) == []
+        imported, replayed = tmp_path / "i", tmp_path / "r"
+        ok(offline("import", small_export, "--engine", engine, "--out", imported, env=env))
+        ok(offline("replay", imported, "--on", engine, "--out", replayed, env=env))
+        diff = offline("diff", imported, replayed, "--json", "--require", "identical", env=env)
+        assert json.loads(ok(diff).stdout)["verdict"] == "identical"
+        shown = ok(offline("inspect", imported, env=env)).stdout
+        assert f"carried ({base['archive']}" in shown and "Debian bookworm, packages of" in shown
+
+        if engine == "docker":  # what is missing, said in one line (the base is not loaded yet)
+            bare = tmp_path / "bare"
+            shutil.copytree(imported, bare)
+            (bare / base["archive"]).unlink()
+            one_line(offline("build", bare, "--check", env=env), 3, base["archive"])
+            data = manifest(bare)
+            del data["images"]["cpu"]["base"], data["artifacts"][base["archive"]]
+            _rewrite_manifest(bare, data)
+            old = offline("build", bare, "--check", env=env)
+            one_line(old, 4, "images.cpu.base", recorded["base_image"], "does not carry it")
+            # another image under the base's tag (another build of its recipe): the capsule's
+            # own base is loaded and takes the tag
+            docker("-H", env["DOCKER_HOST"], "tag", recorded["image_id"], recorded["base_image"])
+
+        check = offline("build", imported, "--check", "--engine", engine, "--json", env=env)
+        result = json.loads(ok(check).stdout)
+        assert result["matches"] and result["rebuilt_id"] == recorded["image_id"]
+        assert f"base: loading {recorded['base_image']}" in check.stderr
+        if engine == "docker":
+            layers = docker("-H", env["DOCKER_HOST"], "inspect", recorded["base_image"],
+                            "--format", "{{json .RootFS.Layers}}")  # fmt: skip
+            assert json.loads(layers) == base["layers"]
+
+
 def test_audit_in_docker_builds_an_image_of_its_own_and_removes_it(
     small_image: Path, tmp_path: Path
 ) -> None:
@@ -346,13 +414,10 @@ def podman(*args: str) -> str:
 
 @pytest.fixture(scope="module")
 def podman_image(small_image: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """The small capsule built again with --engine podman, from the same base image (Docker's
-    local base, loaded into Podman: `podman load` keeps its ID)."""
+    """The small capsule built again with --engine podman, from the same base image: the one
+    the capsule carries (Docker's local base, loaded into Podman if it lacks it, same ID)."""
     copy = tmp_path_factory.mktemp("podman") / "c"
     shutil.copytree(small_image, copy)
-    base = manifest(copy)["images"]["cpu"]["base_image"]
-    if subprocess.run(["podman", "image", "exists", base]).returncode != 0:
-        subprocess.run(f"docker save {base} | podman load", shell=True, check=True)
     ok(capsule("build", copy, "--engine", "podman"))
     yield copy
     subprocess.run(["podman", "rmi", "-f", manifest(copy)["images"]["cpu"]["image_id"]])
