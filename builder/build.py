@@ -186,6 +186,7 @@ def build(
                 f"{where}: images.{variant}.image_id: rebuilt image {image_id[:19]}… "
                 f"differs from the recorded {recorded.image_id[:19]}…"
             )
+        engine.tag(image_id, recorded.tag)  # the recorded image, made again: not left untagged
         return BuildResult(
             variant=variant, checked=True, matches=True, rebuilt_id=image_id, image=recorded
         )
