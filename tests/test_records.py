@@ -222,3 +222,35 @@ def test_no_import_cycle_among_builder_modules() -> None:
 
     cycles = [c for c in map(cycle_from, sorted(graph)) if c]
     assert not cycles, cycles[0]
+
+
+def test_an_image_record_is_written_as_before_unless_it_carries_its_base() -> None:
+    """An image recorded before bases were carried keeps its bytes; the base a capsule carries
+    round-trips, and does not change the capsule digest its images are labelled with."""
+    from builder.records.manifest import BaseRecord, ImageRecord
+    from builder.records.run import ArtifactRef
+    from builder.store import capsule_digest
+
+    manifest = load(V1 / "capsule" / "manifest.json")
+    assert isinstance(manifest, Manifest)
+    image = ImageRecord(
+        image_id="sha256:" + "1" * 64, tag="capsule/x:1-cpu", base_image="capsule-base:b",
+        base_id="sha256:" + "2" * 64, dockerfile_sha256="3" * 64, capsule_digest=V1_DIGEST,
+        source_date_epoch=315532800, wheels=["pip-26.3-py3-none-any.whl"], built="2026-11-28",
+    )  # fmt: skip
+    assert "base" not in json.loads(image.model_dump_json())
+    base = BaseRecord(
+        archive="base/222222222222.docker.tar.zst", image_id="sha256:" + "2" * 64,
+        layers=["sha256:" + "4" * 64], release="bookworm", mirror="http://deb.debian.org/debian",
+        packages_date="2026-07-11T10:16:37Z",
+    )  # fmt: skip
+    stored = ArtifactRef(path=base.archive, sha256="5" * 64, size=1, media_type="x")
+    carrying = manifest.model_copy(
+        update={
+            "images": {"cpu": image.model_copy(update={"base": base})},
+            "artifacts": {**manifest.artifacts, base.archive: stored},
+        }
+    )
+    again = Manifest.model_validate_json(carrying.model_dump_json())
+    assert again == carrying and again.images["cpu"].base == base  # type: ignore[index]
+    assert capsule_digest(carrying) == capsule_digest(manifest) == V1_DIGEST
