@@ -227,6 +227,7 @@ def test_no_import_cycle_among_builder_modules() -> None:
 def test_an_image_record_is_written_as_before_unless_it_carries_its_base() -> None:
     """An image recorded before bases were carried keeps its bytes; the base a capsule carries
     round-trips, and does not change the capsule digest its images are labelled with."""
+    from builder.records.enums import Device
     from builder.records.manifest import BaseRecord, ImageRecord
     from builder.records.run import ArtifactRef
     from builder.store import capsule_digest
@@ -247,10 +248,10 @@ def test_an_image_record_is_written_as_before_unless_it_carries_its_base() -> No
     stored = ArtifactRef(path=base.archive, sha256="5" * 64, size=1, media_type="x")
     carrying = manifest.model_copy(
         update={
-            "images": {"cpu": image.model_copy(update={"base": base})},
+            "images": {Device.cpu: image.model_copy(update={"base": base})},
             "artifacts": {**manifest.artifacts, base.archive: stored},
         }
     )
     again = Manifest.model_validate_json(carrying.model_dump_json())
-    assert again == carrying and again.images["cpu"].base == base  # type: ignore[index]
+    assert again == carrying and again.images[Device.cpu].base == base
     assert capsule_digest(carrying) == capsule_digest(manifest) == V1_DIGEST
