@@ -48,6 +48,7 @@ bench: install engines
 	$(BIN)/python benchmarks/freeze_overhead.py
 	$(BIN)/python benchmarks/image_bench.py
 	$(BIN)/python benchmarks/engine_bench.py capsules/numpy-softmax
+	$(BIN)/python benchmarks/base_carry.py
 	$(BIN)/python benchmarks/startup.py
 	TF_CPP_MIN_LOG_LEVEL=2 PYTHONHASHSEED=0 OMP_NUM_THREADS=1 $(BIN)/python benchmarks/tf_loop_speed.py
 	$(BIN)/python benchmarks/portable_check.py

@@ -214,11 +214,15 @@ def chosen_base(
     capsule: Capsule, base: str | None, variant: Device, engine: Engine, log: Log
 ) -> tuple[str, str, BaseRecord]:
     """The base to build on: the one the capsule carries (unless --base names another), else
-    `--base` or Capsule's local base, which is then stored in the capsule."""
+    `--base`, the base of an image recorded before bases were carried (if the engine has it:
+    the image keeps its ID), or Capsule's local base; then stored in the capsule."""
     image = carried(capsule.manifest, variant)
     if image is not None and base in (None, image.base_image):
         assert image.base is not None
         return image.base_image, restore(capsule, image, engine, log), image.base
+    earlier = capsule.manifest.images.get(variant)
+    if base is None and earlier is not None and engine.has_image(earlier.base_image):
+        base = earlier.base_image
     ref, image_id = engine.base(base, log)
     return ref, image_id, carry(capsule, engine, ref, image_id, log)
 
