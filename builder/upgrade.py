@@ -260,7 +260,9 @@ def audit_image(
     engine: Engine,
     log: Log,
 ) -> str:
-    """An image of the audit's wheelhouse (Capsule's own wheel added), built like the capsule's."""
+    """An image of the audit's wheelhouse (Capsule's own wheel added), built like the capsule's:
+    on the base the capsule carries, if it carries one, so only the swapped versions differ."""
+    from builder.base_image import carried, restore
     from builder.engines.recipe import build_context, code_in_image, render_dockerfile
     from builder.engines.wheelhouse import build_tool_wheel
 
@@ -271,7 +273,12 @@ def audit_image(
             build_tool_wheel(Path(tmp), log)
             tool = sorted(Path(tmp).glob("capsule_builder-*.whl"))
         files = {p.name: p for p in [*wheels.values(), tool[0]]}
-        base_ref, _ = engine.base(None, log)
+        image = carried(manifest, Device.cpu)
+        if image is not None:
+            base_ref = image.base_image
+            restore(capsule, image, engine, log)
+        else:
+            base_ref, _ = engine.base(None, log)
         pip_wheel = next(n for n in files if n.startswith("pip-"))
         dockerfile = render_dockerfile(False, base_ref, pip_wheel)
         context = build_context(dockerfile, files, code_in_image(capsule.path, manifest))
