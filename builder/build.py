@@ -10,7 +10,8 @@ import uuid
 from datetime import datetime
 from pathlib import Path
 
-from builder.base_image import carried, carry, restore, update_keeping_used
+from builder.base_image import Carried, carried, carry, restore
+from builder.base_image import record as keep_base
 from builder.engines import Engine, open_engine
 from builder.engines.recipe import (
     build_context,
@@ -126,16 +127,44 @@ def build(
             "build with docker or podman"
         )
     wheels = wheelhouse(capsule, variant, log)
-    pip_wheels = [w for w in wheels if w.startswith("pip-")]
-    if not pip_wheels:
+    if not any(w.startswith("pip-") for w in wheels):
         raise BadInput(f"{where}: {WHEELHOUSE_DIR[variant]}: has no pip wheel to install with")
-    if check:
-        assert recorded is not None
-        base_ref, base_id, base_record = recorded_base(capsule, recorded, variant, engine, log)
-    else:
-        base_ref, base_id, base_record = chosen_base(capsule, base, variant, engine, log)
-    manifest = capsule.manifest  # with the base it may have stored
-    dockerfile = render_dockerfile(gpu, base_ref, pip_wheels[0])
+    carrying: Carried | None = None  # a base staged for the capsule, if it lacks it
+    try:
+        if check:
+            assert recorded is not None
+            base_name, base_record = recorded.base_image, recorded.base
+            base_from = recorded_base(capsule, recorded, variant, engine, log)
+        else:
+            base_name, carrying = chosen_base(capsule, base, variant, engine, log)
+            base_record, base_from = carrying.base, carrying.base.image_id
+        return _build(
+            capsule, variant, check, recorded, engine, wheels, base_name, base_from,
+            base_record, carrying, log,
+        )  # fmt: skip
+    finally:
+        if carrying is not None:
+            carrying.discard()
+
+
+def _build(
+    capsule: Capsule,
+    variant: Device,
+    check: bool,
+    recorded: ImageRecord | None,
+    engine: Engine,
+    wheels: list[str],
+    base_name: str,
+    base_from: str,
+    base_record: BaseRecord | None,
+    carrying: Carried | None,
+    log: Log,
+) -> BuildResult:
+    """The build proper, on the base `base_from` (the carried base's image ID; the recorded
+    reference for a `--check` of an image recorded before bases were carried)."""
+    manifest, where = capsule.manifest, capsule.path
+    pip_wheel = next(w for w in wheels if w.startswith("pip-"))
+    dockerfile = render_dockerfile(variant == Device.cuda, base_from, pip_wheel)
     if check and recorded and recorded.dockerfile_sha256 != sha256_bytes(dockerfile.encode()):
         raise BadInput(
             f"{where}: images.{variant}.dockerfile_sha256: the recorded image was built from "
@@ -147,7 +176,7 @@ def build(
     if (
         not check
         and recorded is not None
-        and (recorded.base_id, recorded.capsule_digest) == (base_id, digest)
+        and (recorded.base_id, recorded.capsule_digest) == (base_from, digest)
         and recorded.dockerfile_sha256 == sha256_bytes(dockerfile.encode())
         and recorded.wheels == wheels
         and engine.has_image(recorded.image_id) is not None
@@ -156,11 +185,6 @@ def build(
             f"build: {tag} is built already in {engine.label} (same base, Dockerfile and "
             "wheels); --check rebuilds"
         )
-        if recorded.base is None:  # recorded before bases were carried: it carries it now
-            recorded = recorded.model_copy(update={"base": base_record})
-            with capsule.writing() as latest:
-                images = {**latest.images, variant: recorded}
-                capsule.update(latest.model_copy(update={"images": images}))
         ensure_provenance(capsule, variant)  # an image recorded before statements were written
         return BuildResult(
             variant=variant, checked=False, matches=None, rebuilt_id=None, image=recorded
@@ -176,8 +200,9 @@ def build(
         **created_label(epoch),
     }
     started = now()
-    log(f"build: {tag} from {base_ref} with {engine.name}{' (no cache)' if check else ''}")
-    image_id = engine.build(context, None if check else tag, labels, base_ref, check, log)
+    shown = base_name if base_from == base_name else f"{base_name} ({base_from[:19]}…)"
+    log(f"build: {tag} from {shown} with {engine.name}{' (no cache)' if check else ''}")
+    image_id = engine.build(context, None if check else tag, labels, base_from, check, log)
     if check:
         assert recorded is not None
         if image_id != recorded.image_id:
@@ -194,8 +219,8 @@ def build(
         engine=engine.name,  # type: ignore[arg-type]
         image_id=image_id,
         tag=tag,
-        base_image=base_ref,
-        base_id=base_id,
+        base_image=base_name,
+        base_id=base_from,
         dockerfile_sha256=sha256_bytes(dockerfile.encode()),
         capsule_digest=digest,
         source_date_epoch=epoch,
@@ -204,45 +229,49 @@ def build(
         base=base_record,
     )
     with capsule.writing() as latest:  # the manifest as it is now: what others recorded stays
-        recorded_now = latest.model_copy(update={"images": {**latest.images, variant: record}})
-        update_keeping_used(capsule, recorded_now)
+        images = {**latest.images, variant: record}
+        keep_base(capsule, latest.model_copy(update={"images": images}), carrying)
         record_provenance(capsule, variant, started)  # provenance/<variant>: in-toto, SLSA v1
     return BuildResult(variant=variant, checked=False, matches=None, rebuilt_id=None, image=record)
 
 
 def chosen_base(
     capsule: Capsule, base: str | None, variant: Device, engine: Engine, log: Log
-) -> tuple[str, str, BaseRecord]:
-    """The base to build on: the one the capsule carries (unless --base names another), else
-    `--base`, the base of an image recorded before bases were carried (if the engine has it:
-    the image keeps its ID), or Capsule's local base; then stored in the capsule."""
+) -> tuple[str, Carried]:
+    """The base to build on, by name: the one the capsule carries (unless --base names
+    another), else `--base`, the base of an image recorded before bases were carried (if the
+    engine has it: the image keeps its ID), or Capsule's local base, then saved for the capsule."""
     image = carried(capsule.manifest, variant)
-    if image is not None and base in (None, image.base_image):
-        assert image.base is not None
-        return image.base_image, restore(capsule, image, engine, log), image.base
+    if image is not None and image.base is not None and base in (None, image.base_image):
+        restore(capsule, image.base, engine, log)
+        return image.base_image, Carried(image.base)
     earlier = capsule.manifest.images.get(variant)
     if base is None and earlier is not None and engine.has_image(earlier.base_image):
         base = earlier.base_image
     ref, image_id = engine.base(base, log)
-    return ref, image_id, carry(capsule, engine, ref, image_id, log)
+    for other in capsule.manifest.images.values():  # carried already, under another name
+        if other.base is not None and other.base.image_id == image_id:
+            return ref, Carried(other.base)
+    return ref, carry(capsule, engine, ref, image_id, log)
 
 
 def recorded_base(
     capsule: Capsule, recorded: ImageRecord, variant: Device, engine: Engine, log: Log
-) -> tuple[str, str, BaseRecord | None]:
-    """The recorded image's base, for `--check`: loaded from the capsule where it carries it;
-    an image recorded before bases were carried needs its base in the engine already."""
+) -> str:
+    """What the recorded image was built FROM, in the engine, for `--check`: the base the
+    capsule carries (its ID; loaded if the engine lacks it), or, for an image recorded before
+    bases were carried, its base's name, which the engine must have."""
     if recorded.base is not None:
-        return recorded.base_image, restore(capsule, recorded, engine, log), recorded.base
-    found = engine.has_image(recorded.base_image)
-    if found is None:
+        restore(capsule, recorded.base, engine, log)
+        return recorded.base.image_id
+    if engine.has_image(recorded.base_image) is None:
         raise EngineMissing(
             f"{capsule.path}: images.{variant}.base: {recorded.base_image} is not in "
             f"{engine.label} and the capsule does not carry it (recorded before bases were "
             f"stored); `{engine.name} load` that base, or `capsule build` again to record an "
             "image whose base travels with the capsule"
         )
-    return recorded.base_image, found, None
+    return recorded.base_image
 
 
 def freeze_epoch(created: str) -> int:

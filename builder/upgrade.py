@@ -274,9 +274,9 @@ def audit_image(
             tool = sorted(Path(tmp).glob("capsule_builder-*.whl"))
         files = {p.name: p for p in [*wheels.values(), tool[0]]}
         image = carried(manifest, Device.cpu)
-        if image is not None:
-            base_ref = image.base_image
-            restore(capsule, image, engine, log)
+        if image is not None and image.base is not None:
+            restore(capsule, image.base, engine, log)
+            base_ref = image.base.image_id
         else:
             base_ref, _ = engine.base(None, log)
         pip_wheel = next(n for n in files if n.startswith("pip-"))

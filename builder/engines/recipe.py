@@ -123,6 +123,7 @@ def debootstrap_rootfs(into: Path) -> tuple[Path, dict[str, str]]:
     with sorted names, fixed times and numeric owners), and the labels saying where it came
     from (BASE_LABELS); raises RuntimeError with its reason."""
     from email.utils import parsedate_to_datetime
+    from urllib.parse import urlsplit, urlunsplit
 
     rootfs, mirror = into / "rootfs", debian_mirror()
     result = subprocess.run(
@@ -138,9 +139,11 @@ def debootstrap_rootfs(into: Path) -> tuple[Path, dict[str, str]]:
         raise RuntimeError(
             f"{mirror}: its Release file gave no date ({result.stdout.strip()[:80]!r})"
         ) from None
+    where = urlsplit(mirror)  # recorded without any user name or password in it
+    host = f"{where.hostname}:{where.port}" if where.port else where.hostname or ""
     labels = {
         BASE_LABELS["release"]: BASE_RELEASE,
-        BASE_LABELS["mirror"]: mirror,
+        BASE_LABELS["mirror"]: urlunsplit(where._replace(netloc=host)),
         BASE_LABELS["packages_date"]: packages.strftime("%Y-%m-%dT%H:%M:%SZ"),
     }
     tar_path = into / "rootfs.tar"

@@ -53,6 +53,9 @@ class BaseRecord(Strict):
     )
     image_id: str = Field(description="the ID of the image in the archive (a load keeps it)")
     layers: list[str] = Field(description="the base's layer diff IDs (the image ID follows them)")
+    unpacked_bytes: int = Field(
+        description="the archive's size uncompressed (a load reads no more)"
+    )
     release: str | None = Field(
         default=None, description="Debian release of Capsule's own base; None for a --base"
     )

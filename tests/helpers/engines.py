@@ -44,17 +44,23 @@ def no_caches(home: Path) -> dict[str, str]:
     }
 
 
-def _started(argv: list[str], answers: list[str], log: Path) -> subprocess.Popen[bytes]:
+def _started(argv: list[str], answers: list[str], root: Path) -> subprocess.Popen[bytes]:
+    """The daemon, once it answers; on failure it is stopped and its directory removed."""
+    log = root / "log"
     with log.open("wb") as out:
         process = subprocess.Popen(["unshare", "-n", *argv], stdout=out, stderr=subprocess.STDOUT)
-    for _ in range(120):
-        if subprocess.run(answers, capture_output=True, timeout=10).returncode == 0:
-            return process
-        if process.poll() is not None:
-            break
-        time.sleep(0.5)
-    process.kill()
-    raise RuntimeError(f"{argv[0]} did not answer: {log.read_text()[-600:]}")
+    try:
+        for _ in range(120):
+            if subprocess.run(answers, capture_output=True, timeout=10).returncode == 0:
+                return process
+            if process.poll() is not None:
+                break
+            time.sleep(0.5)
+        raise RuntimeError(f"{argv[0]} did not answer: {log.read_text()[-600:]}")
+    except BaseException:
+        _stopped(process)
+        shutil.rmtree(root, ignore_errors=True)
+        raise
 
 
 def _stopped(process: subprocess.Popen[bytes]) -> None:
@@ -68,15 +74,18 @@ def _stopped(process: subprocess.Popen[bytes]) -> None:
 
 @contextlib.contextmanager
 def empty_docker() -> Iterator[dict[str, str]]:
-    """A dockerd of its own; yields the environment that points the CLI at it."""
+    """A dockerd of its own (its own configuration, containerd namespace, data and exec
+    roots); yields the environment that points the CLI at it."""
     root = Path(tempfile.mkdtemp(prefix="cap-dk-", dir="/tmp"))
+    (root / "daemon.json").write_text("{}")
     socket = f"unix://{root}/docker.sock"
     argv = [
-        "dockerd", "--data-root", f"{root}/data", "--exec-root", f"{root}/x",
-        "--pidfile", f"{root}/pid", "-H", socket, "--bridge=none", "--iptables=false",
-        "--ip6tables=false",
+        "dockerd", "--config-file", f"{root}/daemon.json", "--data-root", f"{root}/data",
+        "--exec-root", f"{root}/x", "--pidfile", f"{root}/pid", "-H", socket,
+        "--containerd-namespace", "capsule-test", "--containerd-plugins-namespace",
+        "capsule-test-plugins", "--bridge=none", "--iptables=false", "--ip6tables=false",
     ]  # fmt: skip
-    process = _started(argv, ["docker", "-H", socket, "info"], root / "log")
+    process = _started(argv, ["docker", "-H", socket, "info"], root)
     try:
         yield {"DOCKER_HOST": socket}
     finally:
@@ -87,17 +96,20 @@ def empty_docker() -> Iterator[dict[str, str]]:
 
 @contextlib.contextmanager
 def empty_podman() -> Iterator[dict[str, str]]:
-    """A Podman service of its own; yields the environment that points the CLI at it."""
+    """A Podman service of its own (its own storage and run directories); yields the
+    environment that points the CLI at it."""
     root = Path(tempfile.mkdtemp(prefix="cap-pm-", dir="/tmp"))
     storage = ["--root", f"{root}/data", "--runroot", f"{root}/run", "--tmpdir", f"{root}/tmp"]
     socket = f"unix://{root}/podman.sock"
     argv = ["podman", *storage, "system", "service", "--time=0", socket]
-    process = _started(argv, ["podman", "--remote", "--url", socket, "version"], root / "log")
+    process = _started(argv, ["podman", "--remote", "--url", socket, "version"], root)
     try:
         yield {"CAPSULE_PODMAN_HOST": socket}
     finally:
         _stopped(process)
-        subprocess.run(["podman", *storage, "system", "reset", "--force"], capture_output=True)
+        # not `system reset`: it also removes the host's networks and caches
+        subprocess.run(["podman", *storage, "rmi", "-af"], capture_output=True)
+        subprocess.run(["umount", "-R", f"{root}/data/overlay"], capture_output=True)
         shutil.rmtree(root, ignore_errors=True)
 
 
