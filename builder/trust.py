@@ -10,7 +10,8 @@ after the freeze (a sweep, audits) are artifacts and do change it.
 
 A signature signs that digest with Sigstore's model-signing library: the signed "model" is a
 one-file folder holding the digest line (DESIGN.md: `sign` signs the capsule digest), so a
-signature survives building images but not a new study, and anyone can check it with
+signature survives rebuilding images but not a new study, nor a first build (which stores the
+wheelhouse and the base, inputs the digest covers), and anyone can check it with
 `model_signing verify key` on such a folder. It is stored beside the manifest as SIGNATURE.
 """
 
