@@ -242,7 +242,8 @@ def test_an_image_record_is_written_as_before_unless_it_carries_its_base() -> No
     assert "base" not in json.loads(image.model_dump_json())
     base = BaseRecord(
         archive="base/222222222222.docker.tar.zst", image_id="sha256:" + "2" * 64,
-        layers=["sha256:" + "4" * 64], release="bookworm", mirror="http://deb.debian.org/debian",
+        layers=["sha256:" + "4" * 64], unpacked_bytes=2, release="bookworm",
+        mirror="http://deb.debian.org/debian",
         packages_date="2026-07-11T10:16:37Z",
     )  # fmt: skip
     stored = ArtifactRef(path=base.archive, sha256="5" * 64, size=1, media_type="x")
