@@ -26,8 +26,9 @@ def build(
     base: Annotated[
         str | None,
         typer.Option(
-            help="Base image already in the engine (default: Capsule's local Debian "
-            "base, built once with debootstrap)."
+            help="Base image already in the engine (default: the base the capsule "
+            "carries; at its first build, Capsule's local Debian base, made once per engine "
+            "with debootstrap). The base is stored in the capsule, so rebuilds need no network."
         ),
     ] = None,
     gpu: Annotated[
@@ -42,7 +43,9 @@ def build(
 ) -> None:
     """Make the capsule's wheelhouse and image offline; record the image in the capsule.
 
-    Docker and Podman build the same image ID from the same capsule and base image.
+    The capsule keeps every input of its image: its wheels and its base image.
+    A rebuild loads them into an engine that lacks them: no network, years later.
+    Docker and Podman build the same image ID from the same capsule.
     """
     from builder.build import build as do_build
     from builder.cli.progress import LINES
