@@ -179,6 +179,7 @@ def _build(
         and (recorded.base_id, recorded.capsule_digest) == (base_from, digest)
         and recorded.dockerfile_sha256 == sha256_bytes(dockerfile.encode())
         and recorded.wheels == wheels
+        and recorded.base == base_record  # else: recorded again, carrying its base
         and engine.has_image(recorded.image_id) is not None
     ):
         log(
