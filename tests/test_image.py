@@ -342,6 +342,31 @@ def test_years_later_the_export_replays_and_rebuilds_offline_in_an_empty_engine(
             assert found.strip() == recorded["image_id"]  # not moved to the loaded base
 
 
+def test_an_image_recorded_before_bases_were_carried_gets_its_base_and_keeps_its_id(
+    small_image: Path, tmp_path: Path
+) -> None:
+    """A record as Capsule wrote it before (no `base`, built FROM the base's name): `build`
+    builds again on that base (the engine has it), stores it, and the image ID is the same."""
+    from builder.engines.recipe import render_dockerfile
+
+    copy = tmp_path / "c"
+    shutil.copytree(small_image, copy)
+    data = manifest(copy)
+    image = data["images"]["cpu"]
+    base = image.pop("base")
+    del data["artifacts"][base["archive"]]
+    (copy / base["archive"]).unlink()
+    pip = next(w for w in image["wheels"] if w.startswith("pip-"))
+    before = render_dockerfile(False, image["base_image"], pip).encode()
+    image["dockerfile_sha256"] = hashlib.sha256(before).hexdigest()
+    _rewrite_manifest(copy, data)
+    assert "not carried" in ok(capsule("inspect", copy)).stdout
+    ok(capsule("build", copy))
+    again = manifest(copy)["images"]["cpu"]
+    assert again["image_id"] == image["image_id"] and again["base"] == base
+    assert (copy / base["archive"]).is_file()
+
+
 def test_audit_in_docker_builds_an_image_of_its_own_and_removes_it(
     small_image: Path, tmp_path: Path
 ) -> None:
