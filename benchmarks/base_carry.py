@@ -26,7 +26,7 @@ from pathlib import Path
 
 from results_file import write_result
 
-from builder.base_image import _compress, _decompressed
+from builder.base_image import compress, decompressed
 from builder.engines import open_engine
 from builder.store import file_sha256
 
@@ -70,10 +70,10 @@ def main() -> None:
         raw = sum(len(chunk) for chunk in engine.save(image["base_id"]))
         save_s = time.perf_counter() - started
         started = time.perf_counter()
-        _compress(engine.save(image["base_id"]), work / "base.zst")
+        compress(engine.save(image["base_id"]), work / "base.zst")
         carry_s = time.perf_counter() - started
         started = time.perf_counter()
-        read = sum(len(chunk) for chunk in _decompressed(work / "base.zst"))
+        read = sum(len(chunk) for chunk in decompressed(work / "base.zst", raw))
         read_s = time.perf_counter() - started
 
         export = work / "c.capsule.tar"

@@ -80,7 +80,7 @@ def carry(capsule: Capsule, engine: Engine, ref: str, image_id: str, log: Log) -
     log(f"base: saving {ref} for the capsule (`{engine.name} save`, zstd), so rebuilds need it")
     staged = capsule.path / f".base.partial-{uuid.uuid4().hex[:8]}"
     try:
-        unpacked = _compress(engine.save(image_id), staged)
+        unpacked = compress(engine.save(image_id), staged)
         artifact = ArtifactRef(
             path=f"{ARCHIVE_DIR}/{image_id.removeprefix('sha256:')[:12]}.docker.tar.zst",
             sha256=file_sha256(staged),
@@ -150,7 +150,7 @@ def restore(capsule: Capsule, base: BaseRecord, engine: Engine, log: Log) -> Non
     log(f"base: loading {base.image_id[:19]}… into {engine.label} from the capsule "
         f"({artifact.size / 1e6:.0f} MB)")  # fmt: skip
     try:
-        engine.load(_decompressed(path, base.unpacked_bytes))
+        engine.load(decompressed(path, base.unpacked_bytes))
     except CapsuleError as error:
         if isinstance(error, IntegrityError):
             raise
@@ -163,7 +163,7 @@ def _check_archive(path: Path, base: BaseRecord) -> None:
     """Exactly one image, untagged, whose config hashes to the recorded ID and lists the
     recorded layers; IntegrityError naming what differs."""
     small: dict[str, bytes] = {}
-    stream = _Stream(_decompressed(path, base.unpacked_bytes))
+    stream = _Stream(decompressed(path, base.unpacked_bytes))
     buffered = io.BufferedReader(stream, 1 << 20)
     with tarfile.open(fileobj=buffered, mode="r|") as tar:
         for member in tar:
@@ -210,7 +210,7 @@ class _Stream(io.RawIOBase):
         return size
 
 
-def _compress(chunks: Iterable[bytes], path: Path) -> int:
+def compress(chunks: Iterable[bytes], path: Path) -> int:
     """Write `chunks` zstd-compressed to `path`; the number of bytes before compression."""
     import zstandard
 
@@ -224,7 +224,7 @@ def _compress(chunks: Iterable[bytes], path: Path) -> int:
     return total
 
 
-def _decompressed(path: Path, limit: int) -> Iterator[bytes]:
+def decompressed(path: Path, limit: int) -> Iterator[bytes]:
     """The archive's bytes, refused past `limit` (a small file may unpack to a huge one)."""
     import zstandard
 
