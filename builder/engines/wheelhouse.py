@@ -22,10 +22,13 @@ from builder.observer import Log
 TOOL_DISTRIBUTION = "capsule-builder"
 WHEELHOUSE_DIR = {"cpu": "wheelhouse", "cuda": "wheelhouse-cuda"}  # folder in the capsule
 # Capsule's dependencies that only the host's commands use (sign, verify --key, export
-# --format ro-crate, report): an image replays and verifies without them, so neither they nor
-# what only they require enter its wheelhouse (Capsule is installed there with --no-deps). One
-# that the framework requires too (PyTorch requires jinja2) stays, as the framework's.
-HOST_ONLY = frozenset({"model-signing", "pyopenssl", "rocrate", "matplotlib", "jinja2"})
+# --format ro-crate, report, build's base archive): an image replays and verifies without them,
+# so neither they nor what only they require enter its wheelhouse (Capsule is installed there
+# with --no-deps). One that the framework requires too (PyTorch requires jinja2) stays, as the
+# framework's.
+HOST_ONLY = frozenset(
+    {"model-signing", "pyopenssl", "rocrate", "matplotlib", "jinja2", "zstandard"}
+)
 
 
 def requirement_closure(
