@@ -42,7 +42,7 @@ from builder.observer import Log
 from builder.records.enums import Device
 from builder.records.manifest import BaseRecord, ImageRecord, Manifest
 from builder.records.run import ArtifactRef
-from builder.store import BASE_PREFIX, Capsule, file_sha256
+from builder.store import BASE_PREFIX, Capsule, check_artifact, file_sha256
 
 ARCHIVE_DIR = BASE_PREFIX.rstrip("/")
 MEDIA_TYPE = "application/vnd.docker.image.archive+zstd"  # `docker save`'s tar, compressed
@@ -113,9 +113,10 @@ def record(capsule: Capsule, manifest: Manifest, base: Carried | None) -> None:
         os.replace(base.staged, capsule.path / base.base.archive)
         artifacts[base.base.archive] = base.artifact
     named = {image.base.archive for image in manifest.images.values() if image.base}
-    for archive in named - set(artifacts):
+    gone = sorted(named - set(artifacts))
+    if gone:
         raise BadInput(
-            f"{capsule.path}: {archive}: another build removed that base meanwhile; build again"
+            f"{capsule.path}: {gone[0]}: another build removed that base meanwhile; build again"
         )
     unused = [
         name
@@ -140,9 +141,8 @@ def restore(capsule: Capsule, base: BaseRecord, engine: Engine, log: Log) -> Non
             f"{capsule.path}: artifacts: {base.archive!r}, the base an image record names, "
             "is not listed"
         )
+    check_artifact(capsule.path, base.archive, artifact)  # no symlink, its recorded bytes
     path = capsule.path / artifact.path
-    if not path.is_file() or file_sha256(path) != artifact.sha256:
-        raise IntegrityError(f"{path}: missing or altered; the capsule's base cannot be loaded")
     try:
         _check_archive(path, base)
     except (tarfile.TarError, EOFError, OSError, ValueError, KeyError, TypeError) as error:
@@ -151,9 +151,9 @@ def restore(capsule: Capsule, base: BaseRecord, engine: Engine, log: Log) -> Non
         f"({artifact.size / 1e6:.0f} MB)")  # fmt: skip
     try:
         engine.load(decompressed(path, base.unpacked_bytes))
+    except IntegrityError:
+        raise
     except CapsuleError as error:
-        if isinstance(error, IntegrityError):
-            raise
         raise IntegrityError(f"{path}: {engine.name} could not load it: {error}") from None
     if engine.has_image(base.image_id) is None:
         raise IntegrityError(f"{path}: loading it did not give the base {base.image_id[:19]}…")
